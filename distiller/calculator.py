@@ -1,0 +1,84 @@
+"""`MLFFDCalculator`: the ASE calculator for a frozen mlffd model (the one-line swap for a teacher).
+
+    calc = MLFFDCalculator("model.pt")        # instead of calc = TeacherCalculator(...)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.data import chemical_symbols
+
+from distiller.errors import MLFFDError
+from distiller.neighbours import NeighbourList
+from export.load import load_frozen
+
+# Closer than this in a structure means overlapping atoms, not chemistry.
+MIN_DISTANCE = 0.5
+
+
+class MLFFDCalculator(Calculator):
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.metadata = load_frozen(model_path, device)
+        self.model_path = str(model_path)
+        self.device = torch.device(device)
+        self.dtype = torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
+        self.cutoff = float(self.metadata["cutoff"])
+        self.elements = list(self.metadata["elements"])
+        self._species_of = {chemical_symbols.index(s): k for k, s in enumerate(self.elements)}
+        self._neighbours = NeighbourList(self.cutoff)
+        self._numbers: np.ndarray | None = None
+        self._species: torch.Tensor | None = None
+
+    def _species_tensor(self, numbers: np.ndarray) -> torch.Tensor:
+        # Cached: the composition does not change between MD steps.
+        if self._numbers is None or not np.array_equal(numbers, self._numbers):
+            unknown = sorted({chemical_symbols[z] for z in numbers if z not in self._species_of})
+            if unknown:
+                raise MLFFDError(
+                    f"element(s) {', '.join(unknown)} not in the model (model elements: {', '.join(self.elements)})"
+                )
+            species = np.array([self._species_of[z] for z in numbers], dtype=np.int64)
+            self._species = torch.from_numpy(species).to(self.device)
+            self._numbers = numbers.copy()
+        return self._species
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        positions = atoms.get_positions()
+        if not np.all(np.isfinite(positions)):
+            raise MLFFDError("positions contain NaN or infinite values")
+        species = self._species_tensor(atoms.numbers)
+        cell = atoms.cell.array
+        edge_index, edge_shift = self._neighbours.compute(positions, cell, atoms.pbc)
+        if edge_index.shape[1]:
+            vectors = positions[edge_index[1]] - positions[edge_index[0]] + edge_shift
+            shortest = float(np.sqrt(np.min(np.einsum("ij,ij->i", vectors, vectors))))
+            if shortest < MIN_DISTANCE:
+                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A)")
+        out = self.model(
+            torch.from_numpy(positions).to(self.device, self.dtype),
+            species,
+            torch.from_numpy(edge_index).to(self.device),
+            torch.from_numpy(edge_shift).to(self.device, self.dtype),
+            len(atoms),
+        )
+        energy = float(out["energy"])
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = out["atom_energy"].detach().cpu().double().numpy()
+        self.results["forces"] = out["forces"].detach().cpu().double().numpy()
+        if atoms.pbc.all():
+            virial = out["virial"].detach().cpu().double().numpy()
+            virial = 0.5 * (virial + virial.T)
+            stress = -virial / atoms.get_volume()
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+        elif "stress" in properties:
+            raise MLFFDError("stress needs a cell periodic in all three directions")

@@ -1,0 +1,58 @@
+"""The `mlffd` command. Each stage of the pipeline registers its own subcommands.
+
+A command module exposes `register(subparsers)`; it adds its parser(s) and sets `func` to a
+callable taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from distiller import __version__
+from distiller.errors import MLFFDError
+
+COMMAND_MODULES = [
+    "distiller.teachers.cli",  # teachers
+    "distiller.data.cli",  # generate
+    "distiller.training.cli",  # train
+    "export.cli",  # export
+    "distiller.info",  # info (datasets and models)
+    "distiller.validate.cli",  # validate, bench
+    "distiller.distill",  # distill
+    "lammps_plugin.cli",  # lammps build
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlffd", description="MLFF Distiller: teacher -> e3nn student -> one frozen .pt"
+    )
+    parser.add_argument("--version", action="version", version=f"mlffd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # stage not present in this build
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MLFFDError as exc:
+        print(f"mlffd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlffd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

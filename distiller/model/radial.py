@@ -1,0 +1,42 @@
+"""Radial part of the edge features: Bessel basis times a smooth polynomial cutoff envelope."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class PolynomialCutoff(nn.Module):
+    """Envelope u(r) that goes to zero with p continuous derivatives at the cutoff (DimeNet)."""
+
+    def __init__(self, cutoff: float, p: int = 6):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.p = float(p)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        x = r / self.cutoff
+        u = (
+            1.0
+            - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
+            + p * (p + 2.0) * torch.pow(x, p + 1.0)
+            - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
+        )
+        return u * (x < 1.0).to(r.dtype)
+
+
+class BesselBasis(nn.Module):
+    """sqrt(2/rc) sin(n pi r / rc) / r, n = 1..n_basis (NequIP/MACE radial basis)."""
+
+    def __init__(self, cutoff: float, n_basis: int = 8):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.prefactor = math.sqrt(2.0 / cutoff)
+        self.register_buffer("frequencies", torch.arange(1, n_basis + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        r = r.unsqueeze(-1)
+        return self.prefactor * torch.sin(self.frequencies * r) / r

@@ -1,0 +1,227 @@
+"""The e3nn student: a MACE-style potential with scalar node states, built for latency.
+
+Per interaction layer t (all irreps in e3nn order and normalisation):
+
+    w_ij   = R_t(|r_ij|)[l, c] * h_j[c]                       radial weights x neighbour state
+    A_i    = 1/<n> sum_j w_ij[l(m), c] Y_m(r_ij)              atomic basis, irreps C x (0e+1o+2e+..)
+    U, V   = Linear(A_i)                                     e3nn o3.Linear, mixes channels per l
+    B_i,l  = sum_m U_l,m V_l,m                               invariant products (3-body terms)
+    h_i   += MLP([h_i, A_i,0e, B_i,0 .. B_i,lmax])            scalar update (last layer: energy)
+
+Node states stay scalar (like MACE-MP "small", hidden irreps Cx0e), so the edge tensor product is a
+product with the spherical harmonics: one fused scatter (`conv_scatter`) per layer, the hot path
+that export swaps for a C++/CUDA kernel. Energy is a function of the edge vectors only; forces
+and virial come from one backward pass through them (energy conserving by construction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from e3nn import o3
+from e3nn.util.jit import compile_mode
+from torch import nn
+
+from distiller.model.radial import BesselBasis, PolynomialCutoff
+from export.ops import reference
+
+
+@dataclass
+class StudentConfig:
+    elements: List[str]
+    cutoff: float = 5.0
+    num_interactions: int = 2
+    channels: int = 16
+    lmax: int = 2
+    n_radial: int = 8
+    radial_hidden: int = 32
+    mlp_hidden: int = 32
+    avg_num_neighbors: float = 20.0
+    # Fitted from the data before training (see distiller.training.statistics).
+    atomic_energies: Optional[List[float]] = None
+    energy_scale: float = 1.0
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudentConfig":
+        return cls(**data)
+
+
+class ConvScatter(nn.Module):
+    """Reference edge tensor product + scatter (pure PyTorch, supports double backward)."""
+
+    def __init__(self, lmax: int):
+        super().__init__()
+        self.lmax = lmax
+
+    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, n_nodes: int) -> torch.Tensor:
+        return reference.conv_scatter(weights, sh, centre, n_nodes, self.lmax)
+
+
+class FusedConvScatter(nn.Module):
+    """Same numbers as ConvScatter through the custom op `mlffd::conv_scatter` (export only)."""
+
+    def __init__(self, lmax: int):
+        super().__init__()
+        self.lmax = lmax
+
+    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, n_nodes: int) -> torch.Tensor:
+        return torch.ops.mlffd.conv_scatter(weights, sh, centre, n_nodes, self.lmax)
+
+
+class Interaction(nn.Module):
+    """One message-passing layer: scalar states in, scalar states (or atomic energies) out."""
+
+    def __init__(self, channels: int, lmax: int, mlp_hidden: int, out_features: int, avg_num_neighbors: float):
+        super().__init__()
+        self.channels = channels
+        self.lmax = lmax
+        self.residual = out_features == channels
+        self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
+        self.irreps_basis = o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+        self.irreps_products = o3.Irreps([(2 * channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+        self.conv = ConvScatter(lmax)
+        self.mix = o3.Linear(self.irreps_basis, self.irreps_products)
+        n_invariants = channels * (lmax + 3)  # h, A_0e, B_0..B_lmax
+        self.update = nn.Sequential(
+            nn.Linear(n_invariants, mlp_hidden), nn.SiLU(), nn.Linear(mlp_hidden, out_features)
+        )
+
+    def forward(
+        self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor
+    ) -> torch.Tensor:
+        n_nodes = h.shape[0]
+        c = self.channels
+        weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
+        basis = self.conv(weights, sh, centre, n_nodes) * self.inv_avg_num_neighbors  # [N, C, M]
+        # e3nn's flat layout: one block per l, channel-major within the block.
+        flat = torch.cat(
+            [basis[:, :, l * l : (l + 1) * (l + 1)].reshape(n_nodes, c * (2 * l + 1)) for l in range(self.lmax + 1)],
+            dim=1,
+        )
+        mixed = self.mix(flat)
+        invariants = [h, basis[:, :, 0]]
+        start = 0
+        for l in range(self.lmax + 1):
+            dim = 2 * l + 1
+            block = mixed[:, start : start + 2 * c * dim].reshape(n_nodes, 2 * c, dim)
+            start += 2 * c * dim
+            invariants.append((block[:, :c] * block[:, c:]).sum(-1) / math.sqrt(dim))
+        out = self.update(torch.cat(invariants, dim=1))
+        if self.residual:
+            return h + out
+        return out
+
+
+@compile_mode("script")
+class StudentPotential(nn.Module):
+    """Energy of a graph of atoms; `forward` implements the frozen-artifact contract (docs/artifact.md)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        n_species = len(config.elements)
+        c, lmax = config.channels, config.lmax
+        self.cutoff = float(config.cutoff)
+        self.lmax = lmax
+        self.channels = c
+        self.num_interactions = config.num_interactions
+        self.spherical_harmonics = o3.SphericalHarmonics(list(range(lmax + 1)), True, "component")
+        self.basis = BesselBasis(config.cutoff, config.n_radial)
+        self.envelope = PolynomialCutoff(config.cutoff)
+        self.radial = nn.Sequential(
+            nn.Linear(config.n_radial, config.radial_hidden),
+            nn.SiLU(),
+            nn.Linear(config.radial_hidden, config.num_interactions * (lmax + 1) * c),
+        )
+        self.embedding = nn.Parameter(torch.randn(n_species, c))
+        self.interactions = nn.ModuleList(
+            [
+                Interaction(
+                    c,
+                    lmax,
+                    config.mlp_hidden,
+                    1 if t == config.num_interactions - 1 else c,
+                    config.avg_num_neighbors,
+                )
+                for t in range(config.num_interactions)
+            ]
+        )
+        shifts = config.atomic_energies if config.atomic_energies is not None else [0.0] * n_species
+        self.register_buffer("atomic_energies", torch.tensor(shifts, dtype=torch.get_default_dtype()))
+        self.energy_scale = float(config.energy_scale)
+
+    def atom_energy(
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-node energies [N] from edge vectors r_ij = x_j - x_i (+ shift)."""
+        centre = edge_index[0]
+        neighbour = edge_index[1]
+        length = torch.linalg.vector_norm(edge_vec, dim=1)
+        sh = self.spherical_harmonics(edge_vec)
+        radial = self.radial(self.basis(length)) * self.envelope(length).unsqueeze(-1)
+        radial = radial.view(-1, self.num_interactions, self.lmax + 1, self.channels)
+        h = self.embedding.index_select(0, species)
+        t = 0
+        for interaction in self.interactions:
+            h = interaction(h, radial[:, t], sh, centre, neighbour)
+            t += 1
+        return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
+
+    def forward(
+        self,
+        pos: torch.Tensor,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_shift: torch.Tensor,
+        n_local: int,
+    ) -> Dict[str, torch.Tensor]:
+        centre = edge_index[0]
+        neighbour = edge_index[1]
+        edge_vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift).detach()
+        edge_vec.requires_grad_(True)
+        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
+        energy = atom_energy.sum()
+        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
+        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, allow_unused=True)[0]
+        if edge_grad is None:  # no edges at all
+            edge_grad = torch.zeros_like(edge_vec)
+        forces = torch.zeros_like(pos)
+        forces.index_add_(0, centre, edge_grad)
+        forces.index_add_(0, neighbour, -edge_grad)
+        edge_virial = -edge_vec.detach().unsqueeze(2) * edge_grad.unsqueeze(1)  # [E, 3, 3]
+        virial = edge_virial.sum(0)
+        voigt = torch.stack(
+            [
+                edge_virial[:, 0, 0],
+                edge_virial[:, 1, 1],
+                edge_virial[:, 2, 2],
+                edge_virial[:, 0, 1],
+                edge_virial[:, 0, 2],
+                edge_virial[:, 1, 2],
+            ],
+            dim=1,
+        ) * 0.5
+        atom_virial = torch.zeros((pos.shape[0], 6), dtype=pos.dtype, device=pos.device)
+        atom_virial.index_add_(0, centre, voigt)
+        atom_virial.index_add_(0, neighbour, voigt)
+        return {
+            "energy": energy.detach(),
+            "atom_energy": atom_energy.detach(),
+            "forces": forces,
+            "virial": virial,
+            "atom_virial": atom_virial,
+        }
+
+
+def use_fused_ops(model: StudentPotential) -> StudentPotential:
+    """Swap every reference ConvScatter for the fused custom op (in place); numbers unchanged."""
+    for interaction in model.interactions:
+        interaction.conv = FusedConvScatter(interaction.lmax)
+    return model

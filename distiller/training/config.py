@@ -1,0 +1,103 @@
+"""Training configuration: one flat record of every setting, stored as config.yaml in the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from distiller.errors import MLFFDError
+
+# Presets trade speed for fidelity (benchmarks/results/frontier.md has the measured points).
+PRESETS: dict[str, dict] = {
+    "tiny": {"num_interactions": 1, "channels": 8, "lmax": 1, "radial_hidden": 16, "mlp_hidden": 16},
+    "fast": {"num_interactions": 1, "channels": 16, "lmax": 2, "radial_hidden": 32, "mlp_hidden": 32},
+    "small": {"num_interactions": 2, "channels": 16, "lmax": 2, "radial_hidden": 32, "mlp_hidden": 32},
+    "medium": {"num_interactions": 2, "channels": 32, "lmax": 3, "radial_hidden": 64, "mlp_hidden": 64},
+}
+DEFAULT_PRESET = "fast"
+
+
+@dataclass
+class TrainConfig:
+    # model
+    preset: str = DEFAULT_PRESET
+    cutoff: float = 5.0
+    num_interactions: Optional[int] = None  # None: from the preset
+    channels: Optional[int] = None
+    lmax: Optional[int] = None
+    n_radial: int = 8
+    radial_hidden: Optional[int] = None
+    mlp_hidden: Optional[int] = None
+    # optimisation
+    epochs: Optional[int] = 200
+    time_budget_minutes: Optional[float] = None  # overrides epochs when set
+    batch_size: int = 4
+    lr: float = 5e-3
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 1e-6
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    stress_weight: float = 1.0
+    valid_fraction: float = 0.1
+    seed: int = 0
+    threads: Optional[int] = None
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)
+
+    def model_settings(self) -> dict:
+        preset = PRESETS[self.preset]
+        settings = {"cutoff": self.cutoff, "n_radial": self.n_radial}
+        for key in ("num_interactions", "channels", "lmax", "radial_hidden", "mlp_hidden"):
+            value = getattr(self, key)
+            settings[key] = preset[key] if value is None else value
+        return settings
+
+    def validate(self) -> "TrainConfig":
+        if self.preset not in PRESETS:
+            raise MLFFDError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise MLFFDError(f"dtype must be float32 or float64, not {self.dtype!r}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise MLFFDError("valid_fraction must be between 0 and 1")
+        if self.epochs is None and self.time_budget_minutes is None:
+            raise MLFFDError("give epochs or time_budget_minutes")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MLFFDError(f"unknown config key {unknown[0]!r} (known keys: {', '.join(sorted(known))})")
+        return cls(**data).validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise MLFFDError(f"config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise MLFFDError(f"config file {path} must hold a mapping of settings")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,94 @@
+"""Labelled frames as graphs, batched into one disjoint graph (NequIP-style dict of named tensors)."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from distiller.errors import MLFFDError
+from distiller.neighbours import NeighbourList
+
+Graph = Dict[str, torch.Tensor]
+
+
+def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: NeighbourList) -> Graph:
+    """One dataset frame (distiller.data.dataset.Dataset.frame) to a graph with labels."""
+    numbers = np.asarray(frame["numbers"])
+    try:
+        species = np.array([species_of[int(z)] for z in numbers], dtype=np.int64)
+    except KeyError as exc:
+        from ase.data import chemical_symbols
+
+        raise MLFFDError(f"element {chemical_symbols[exc.args[0]]} is not among the model's elements") from None
+    if frame.get("forces") is None:
+        raise MLFFDError(f"frame {frame.get('key', '?')} has no forces")
+    edge_index, edge_shift = neighbours.compute(frame["positions"], frame["cell"], frame["pbc"])
+    n = len(numbers)
+    stress = frame.get("stress")
+    pbc = np.asarray(frame["pbc"], dtype=bool)
+    has_stress = stress is not None and bool(pbc.all())
+    virial = np.zeros((3, 3))
+    if has_stress:
+        s = np.asarray(stress)  # ASE Voigt: xx yy zz yz xz xy, eV/A^3
+        sigma = np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
+        virial = -sigma * abs(np.linalg.det(frame["cell"]))
+    return {
+        "pos": torch.tensor(frame["positions"], dtype=torch.float64),
+        "species": torch.from_numpy(species),
+        "edge_index": torch.from_numpy(edge_index),
+        "edge_shift": torch.from_numpy(edge_shift),
+        "energy": torch.tensor([frame["energy"]], dtype=torch.float64),
+        "forces": torch.tensor(frame["forces"], dtype=torch.float64),
+        "virial": torch.tensor(virial, dtype=torch.float64).unsqueeze(0),
+        "has_stress": torch.tensor([has_stress]),
+        "n_atoms": torch.tensor([n]),
+    }
+
+
+def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Graph:
+    """Concatenate graphs into one; adds `batch` (frame of each atom) and `edge_batch`."""
+    offsets = np.cumsum([0] + [len(g["species"]) for g in graphs[:-1]])
+    edge_index = torch.cat([g["edge_index"] + int(o) for g, o in zip(graphs, offsets)], dim=1)
+    batch = torch.cat([torch.full((len(g["species"]),), k, dtype=torch.long) for k, g in enumerate(graphs)])
+    edge_batch = torch.cat(
+        [torch.full((g["edge_index"].shape[1],), k, dtype=torch.long) for k, g in enumerate(graphs)]
+    )
+    out: Graph = {
+        "edge_index": edge_index,
+        "batch": batch,
+        "edge_batch": edge_batch,
+        "species": torch.cat([g["species"] for g in graphs]),
+        "has_stress": torch.cat([g["has_stress"] for g in graphs]),
+        "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
+    }
+    for key in ("pos", "edge_shift", "forces"):
+        out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
+    out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
+    out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)
+    return out
+
+
+def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
+    """Energies per frame, forces and virials per frame for a batched graph (training-time path)."""
+    centre, neighbour = graph["edge_index"][0], graph["edge_index"][1]
+    pos = graph["pos"]
+    edge_vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + graph["edge_shift"]
+    edge_vec = edge_vec.detach().requires_grad_(True)
+    atom_energy = model.atom_energy(edge_vec, graph["species"], graph["edge_index"])
+    n_frames = len(graph["n_atoms"])
+    energy = torch.zeros(n_frames, dtype=atom_energy.dtype).index_add(0, graph["batch"], atom_energy)
+    (edge_grad,) = torch.autograd.grad(energy.sum(), edge_vec, create_graph=create_graph)
+    forces = torch.zeros_like(pos).index_add(0, centre, edge_grad).index_add(0, neighbour, -edge_grad)
+    edge_virial = -(edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1)).reshape(-1, 9)
+    virial = torch.zeros((n_frames, 9), dtype=pos.dtype).index_add(0, graph["edge_batch"], edge_virial)
+    return {"energy": energy, "forces": forces, "virial": virial.view(n_frames, 3, 3)}
+
+
+def build_graphs(frames: List[dict], elements: List[str], cutoff: float) -> List[Graph]:
+    from ase.data import atomic_numbers
+
+    species_of = {atomic_numbers[s]: k for k, s in enumerate(elements)}
+    neighbours = NeighbourList(cutoff)
+    return [frame_to_graph(f, species_of, neighbours) for f in frames]

@@ -1,0 +1,292 @@
+"""`mlffd train`: fit the student to teacher labels, resumable after a kill.
+
+The run folder holds everything: config.yaml (every setting), checkpoint.pt (latest state with the
+optimizer, written atomically every epoch), best.pt (EMA weights with the lowest validation force
+MAE; what `mlffd export` freezes), metrics.csv, metrics.json and parity.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from distiller.errors import MLFFDError
+from distiller.model.student import StudentConfig, StudentPotential
+from distiller.training.config import TrainConfig
+from distiller.training.graphs import Graph, build_graphs, collate, predict
+from distiller.training.metrics import force_metrics, frame_metrics
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_per_atom", "val_force_mae", "val_force_rmse",
+                 "val_force_r2", "val_stress_mae", "elapsed_s"]
+
+
+def fit_statistics(frames: List[dict], graphs: List[Graph], elements: List[str]) -> dict:
+    """Per-element energy shifts (least squares on composition), force scale, mean neighbour count."""
+    from ase.data import atomic_numbers
+
+    counts = np.array([[np.sum(f["numbers"] == atomic_numbers[s]) for s in elements] for f in frames], dtype=float)
+    energies = np.array([f["energy"] for f in frames])
+    shifts, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    forces = np.concatenate([f["forces"] for f in frames])
+    n_atoms = sum(len(g["species"]) for g in graphs)
+    n_edges = sum(g["edge_index"].shape[1] for g in graphs)
+    return {
+        "atomic_energies": [float(x) for x in shifts],
+        "energy_scale": float(np.sqrt(np.mean(forces**2))) or 1.0,
+        "avg_num_neighbors": max(n_edges / max(n_atoms, 1), 1.0),
+    }
+
+
+def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = max(1, int(round(n * valid_fraction))) if n > 1 else 0
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> torch.Tensor:
+    n_atoms = batch["n_atoms"].to(pred["energy"].dtype)
+    energy_loss = torch.mean(((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
+    force_loss = torch.mean((pred["forces"] - batch["forces"]) ** 2)
+    loss = cfg.energy_weight * energy_loss + cfg.force_weight * force_loss
+    mask = batch["has_stress"]
+    if cfg.stress_weight > 0 and bool(mask.any()):
+        diff = (pred["virial"][mask] - batch["virial"][mask]) / n_atoms[mask].view(-1, 1, 1)
+        loss = loss + cfg.stress_weight * torch.mean(diff**2)
+    return loss
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+
+
+def evaluate(model: StudentPotential, batches: List[Graph]) -> dict:
+    """Metrics (eV, eV/A, eV/A^3) of a model on batched graphs; also returns the raw pairs."""
+    pred_f, ref_f, pred_e, ref_e, pred_s, ref_s = [], [], [], [], [], []
+    for batch in batches:
+        pred = predict(model, batch, create_graph=False)
+        n = batch["n_atoms"].double()
+        pred_f.append(pred["forces"].detach().double())
+        ref_f.append(batch["forces"].double())
+        pred_e.append(pred["energy"].detach().double() / n)
+        ref_e.append(batch["energy"].double() / n)
+        mask = batch["has_stress"]
+        if bool(mask.any()):
+            volume = batch["volume"][mask].view(-1, 1, 1)
+            pred_s.append(-pred["virial"].detach().double()[mask] / volume)
+            ref_s.append(-batch["virial"].double()[mask] / volume)
+    pairs = {
+        "forces": (torch.cat(pred_f).numpy(), torch.cat(ref_f).numpy()),
+        "energy_per_atom": (torch.cat(pred_e).numpy(), torch.cat(ref_e).numpy()),
+    }
+    if pred_s:
+        pairs["stress"] = (torch.cat(pred_s).numpy(), torch.cat(ref_s).numpy())
+    metrics = force_metrics(*pairs["forces"])
+    metrics.update(frame_metrics(pairs))
+    return {"metrics": metrics, "pairs": pairs}
+
+
+class Trainer:
+    def __init__(self, data_path: str, out_dir: str, config: TrainConfig, test_paths: Optional[List[str]] = None):
+        from distiller.data.dataset import open_dataset
+
+        self.out = Path(out_dir)
+        self.cfg = config.validate()
+        self.dtype = torch.float32 if config.dtype == "float32" else torch.float64
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        dataset = open_dataset(data_path)
+        frames = dataset.frames()
+        if len(frames) < 2:
+            raise MLFFDError(f"dataset {data_path} has {len(frames)} frame(s); training needs at least 2")
+        self.teacher = {"name": dataset.metadata.get("teacher_name"), "version": dataset.metadata.get("teacher_version")}
+        self.fingerprint = dataset.fingerprint
+        self.elements = list(dataset.elements)
+        train_idx, valid_idx = split_indices(len(frames), config.valid_fraction, config.seed)
+        train_elements = {int(z) for i in train_idx for z in frames[i]["numbers"]}
+        unseen = {int(z) for i in valid_idx for z in frames[i]["numbers"]} - train_elements
+        if unseen:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(chemical_symbols[z] for z in sorted(unseen))
+            raise MLFFDError(f"element(s) {names} appear in the validation split but never in training")
+        settings = config.model_settings()
+        graphs = build_graphs(frames, self.elements, settings["cutoff"])
+        for g, f in zip(graphs, frames):
+            g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
+        self.train_graphs = [graphs[i] for i in train_idx]
+        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
+        self.test_batches = {}
+        for path in test_paths or []:
+            test_frames = open_dataset(path).frames()
+            test_graphs = build_graphs(test_frames, self.elements, settings["cutoff"])
+            for g, f in zip(test_graphs, test_frames):
+                g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
+            self.test_batches[path] = self._batches(test_graphs, shuffle=False)
+        stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
+        self.model_config = StudentConfig(elements=self.elements, **settings, **stats)
+        torch.manual_seed(config.seed)
+        self.model = StudentPotential(self.model_config).to(self.dtype)
+        self.ema = copy.deepcopy(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.epoch = 0
+        self.elapsed = 0.0
+        self.best = {"val_force_mae": math.inf, "epoch": -1}
+        self.rng = np.random.default_rng(config.seed)
+
+    def _batches(self, graphs: List[Graph], shuffle: bool) -> List[Graph]:
+        order = self.rng.permutation(len(graphs)) if shuffle else np.arange(len(graphs))
+        size = self.cfg.batch_size
+        batches = []
+        for k in range(0, len(order), size):
+            chunk = [graphs[i] for i in order[k : k + size]]
+            batch = collate(chunk, self.dtype)
+            batch["volume"] = torch.cat([g["volume"] for g in chunk]).to(self.dtype)
+            batches.append(batch)
+        return batches
+
+    # -- persistence -------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "train_config": self.cfg.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "best": self.best,
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "teacher": self.teacher,
+            "dataset_fingerprint": self.fingerprint,
+        }
+
+    def _save(self, name: str, payload: dict) -> None:
+        tmp = self.out / (name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.out / name)
+
+    def _resume(self) -> bool:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["dataset_fingerprint"] != self.fingerprint:
+            raise MLFFDError(f"{self.out} holds a run on a different dataset; choose another --out")
+        saved = TrainConfig.from_dict(state["train_config"]).to_dict()
+        changed = [k for k, v in self.cfg.to_dict().items() if saved.get(k) != v and k not in ("epochs", "time_budget_minutes", "threads")]
+        if changed:
+            raise MLFFDError(f"{self.out} was started with other settings ({', '.join(changed)}); use the same config or another --out")
+        self.model_config = StudentConfig.from_dict(state["model_config"])
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.elapsed, self.best = state["epoch"], state["elapsed"], state["best"]
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return True
+
+    def export_payload(self, metrics: dict) -> dict:
+        return {
+            "format": "mlffd-checkpoint",
+            "model_config": self.model_config.to_dict(),
+            "model": self.ema.state_dict(),
+            "metrics": metrics,
+            "teacher": self.teacher,
+            "dataset_fingerprint": self.fingerprint,
+            "train_config": self.cfg.to_dict(),
+        }
+
+    # -- the loop ----------------------------------------------------------------------------
+    def progress(self) -> float:
+        if self.cfg.time_budget_minutes is not None:
+            return self.elapsed / (60.0 * self.cfg.time_budget_minutes)
+        return self.epoch / max(self.cfg.epochs, 1)
+
+    def learning_rate(self) -> float:
+        f = min(self.progress(), 1.0)
+        warmup = 0.02
+        if f < warmup:
+            return self.cfg.lr * max(f / warmup, 0.05)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * (f - warmup) / (1.0 - warmup)))
+        return self.cfg.lr * (self.cfg.min_lr_ratio + (1.0 - self.cfg.min_lr_ratio) * cosine)
+
+    def run(self, quiet: bool = False) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self._resume()
+        self.cfg.save(self.out / "config.yaml")
+        metrics_csv = self.out / "metrics.csv"
+        if not resumed or not metrics_csv.exists():
+            with open(metrics_csv, "w", newline="") as fh:
+                csv.DictWriter(fh, METRIC_FIELDS).writeheader()
+        total = self.cfg.epochs if self.cfg.time_budget_minutes is None else None
+        bar = tqdm(total=total, initial=self.epoch, desc="train", unit="epoch", disable=quiet)
+        while self.progress() < 1.0:
+            start = time.perf_counter()
+            lr = self.learning_rate()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train()
+            losses = []
+            for batch in self._batches(self.train_graphs, shuffle=True):
+                loss = loss_fn(predict(self.model, batch, create_graph=True), batch, self.cfg)
+                if not torch.isfinite(loss):
+                    raise MLFFDError(
+                        f"loss became {loss.item()} at epoch {self.epoch + 1}; the last good state is in "
+                        f"{self.out / CHECKPOINT} (try a lower lr)"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                self.optimizer.step()
+                update_ema(self.ema, self.model, self.cfg.ema_decay if self.epoch > 0 else 0.0)
+                losses.append(loss.item())
+            val = evaluate(self.ema, self.valid_batches)["metrics"]
+            self.epoch += 1
+            self.elapsed += time.perf_counter() - start
+            row = {
+                "epoch": self.epoch, "lr": lr, "train_loss": float(np.mean(losses)),
+                "val_energy_mae_per_atom": val["energy_mae_per_atom"], "val_force_mae": val["mae"],
+                "val_force_rmse": val["rmse"], "val_force_r2": val["r2"],
+                "val_stress_mae": val.get("stress_mae", float("nan")), "elapsed_s": self.elapsed,
+            }
+            if val["mae"] < self.best["val_force_mae"]:
+                self.best = {"val_force_mae": val["mae"], "epoch": self.epoch}
+                self._save(BEST, self.export_payload(val))
+            self._save(CHECKPOINT, self._state())
+            with open(metrics_csv, "a", newline="") as fh:
+                csv.DictWriter(fh, METRIC_FIELDS).writerow(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{val['mae']:.3f}", r2=f"{val['r2']:.4f}")
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        best = torch.load(self.out / BEST, map_location="cpu", weights_only=False)
+        model = StudentPotential(StudentConfig.from_dict(best["model_config"])).to(self.dtype)
+        model.load_state_dict(best["model"])
+        summary = {"best_epoch": self.best["epoch"], "epochs": self.epoch, "elapsed_s": self.elapsed}
+        results = {"validation": evaluate(model, self.valid_batches)}
+        for path, batches in self.test_batches.items():
+            results[f"test:{path}"] = evaluate(model, batches)
+        for name, result in results.items():
+            summary[name] = result["metrics"]
+        from distiller.training.metrics import parity_plot
+
+        parity_plot({k: v["pairs"] for k, v in results.items()}, self.out / "parity.png")
+        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        return summary

@@ -1,0 +1,23 @@
+"""`mlffd export RUN_DIR|CHECKPOINT -o model.pt [--dtype float32|float64] [--device cpu|cuda] [--no-ops]`."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="freeze a trained student to one deployable TorchScript .pt")
+    p.add_argument("source", help="run folder of `mlffd train` (uses best.pt) or a checkpoint file")
+    p.add_argument("-o", "--out", default="model.pt")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the device the frozen graph is saved on)")
+    p.add_argument("--no-ops", action="store_true", help="keep the pure-PyTorch reference kernels")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from export.freeze import export_checkpoint
+
+    meta = export_checkpoint(args.source, args.out, args.dtype, args.device, use_ops=not args.no_ops)
+    ops = ", ".join(meta["ops"]) or "none (reference kernels)"
+    print(f"wrote {args.out}: elements {' '.join(meta['elements'])}, cutoff {meta['cutoff']} A, "
+          f"{meta['num_interactions']} interaction(s), {meta['dtype']}, {meta['n_parameters']} parameters, custom ops: {ops}")
+    return 0

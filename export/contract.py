@@ -1,0 +1,50 @@
+"""The frozen-artifact contract in code (docs/artifact.md is the prose version)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from distiller.errors import MLFFDError
+
+FORMAT = "mlffd"
+FORMAT_VERSION = 1
+METADATA_JSON = "mlffd/metadata.json"
+METADATA_TXT = "mlffd/metadata.txt"
+# Keys every model carries; hosts may rely on them.
+REQUIRED_KEYS = ("format", "format_version", "cutoff", "num_interactions", "elements", "dtype", "ops", "units")
+
+
+def metadata_text(meta: dict) -> str:
+    """The flat `key value...` twin of the JSON metadata, for C++ hosts."""
+    lines = []
+    for key in ("format", "format_version", "mlffd_version", "cutoff", "num_interactions", "elements", "dtype", "ops", "units"):
+        value = meta[key]
+        value = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        lines.append(f"{key} {value}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Metadata of a frozen model, checked; raises MLFFDError for anything that is not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise MLFFDError(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("extra/" + METADATA_JSON)]
+            if not names:
+                raise MLFFDError(f"{path} is a TorchScript file but not an mlffd model (no {METADATA_JSON})")
+            meta = json.loads(archive.read(names[0]))
+    except zipfile.BadZipFile:
+        raise MLFFDError(f"{path} is not an mlffd model (not a TorchScript archive)") from None
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if meta.get("format") != FORMAT or missing:
+        raise MLFFDError(f"{path} is not an mlffd model (bad metadata: missing {', '.join(missing) or 'format'})")
+    if int(meta["format_version"]) > FORMAT_VERSION:
+        raise MLFFDError(
+            f"{path} has format version {meta['format_version']}, newer than this mlffd supports "
+            f"({FORMAT_VERSION}); upgrade mlffd"
+        )
+    return meta

@@ -1,0 +1,90 @@
+"""Freeze a trained student into one TorchScript file with its metadata inside (`mlffd export`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from e3nn.util.jit import compile as e3nn_compile
+
+from distiller import __version__
+from distiller.errors import MLFFDError
+from distiller.model.student import StudentConfig, StudentPotential, use_fused_ops
+from export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def load_checkpoint(source: str | Path) -> dict:
+    """A run folder (its best.pt) or a checkpoint file, as {model_config, model, teacher, ...}."""
+    source = Path(source)
+    path = source / "best.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise MLFFDError(f"no checkpoint at {path} (give a run folder of `mlffd train` or a .pt checkpoint)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise MLFFDError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or "model_config" not in payload:
+        raise MLFFDError(f"{path} is not an mlffd training checkpoint")
+    if "ema" in payload:  # the trainer's resumable state: export its EMA weights
+        payload = dict(payload, model=payload["ema"])
+    return payload
+
+
+def build_student(payload: dict, dtype: str = "float64") -> StudentPotential:
+    model = StudentPotential(StudentConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    return model.to(DTYPES[dtype]).eval()
+
+
+def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64", device: str = "cpu",
+           use_ops: bool = True, teacher: dict | None = None, dataset_fingerprint: str = "",
+           extra: dict | None = None) -> dict:
+    """Script `model` (reference modules swapped for fused ops when `use_ops`) and save it."""
+    if dtype not in DTYPES:
+        raise MLFFDError(f"dtype must be float32 or float64, not {dtype!r}")
+    ops_libraries = []
+    model = model.to(DTYPES[dtype]).eval()
+    if use_ops:
+        from export import ops
+
+        ops.load_library()
+        use_fused_ops(model)
+        ops_libraries = ["mlffd_ops"]
+    config = model.config
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mlffd_version": __version__,
+        "cutoff": float(config.cutoff),
+        "num_interactions": int(config.num_interactions),
+        "elements": list(config.elements),
+        "dtype": dtype,
+        "ops": ops_libraries,
+        "units": "metal",
+        "teacher": teacher or {},
+        "dataset_fingerprint": dataset_fingerprint,
+        "model_config": config.to_dict(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    scripted = e3nn_compile(model.to(device))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(
+        scripted, str(path), _extra_files={METADATA_JSON: json.dumps(meta, indent=1), METADATA_TXT: metadata_text(meta)}
+    )
+    return meta
+
+
+def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64", device: str = "cpu",
+                      use_ops: bool = True) -> dict:
+    payload = load_checkpoint(source)
+    model = build_student(payload, dtype)
+    extra = {"validation_metrics": payload.get("metrics", {})}
+    return freeze(model, out, dtype=dtype, device=device, use_ops=use_ops, teacher=payload.get("teacher"),
+                  dataset_fingerprint=payload.get("dataset_fingerprint", ""), extra=extra)
