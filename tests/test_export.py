@@ -1,0 +1,152 @@
+"""The frozen artifact: same numbers as the training-time model, metadata checked on load."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from distiller import MLFFDCalculator
+from distiller.errors import MLFFDError
+from distiller.model.student import StudentConfig, StudentPotential
+from distiller.neighbours import neighbour_graph
+from export.contract import FORMAT_VERSION, METADATA_JSON, read_metadata
+from export.freeze import freeze
+
+
+def trained_like_model(seed=0):
+    torch.manual_seed(seed)
+    config = StudentConfig(elements=["O", "Si"], cutoff=4.5, num_interactions=2, channels=8, lmax=2,
+                           radial_hidden=16, mlp_hidden=16, avg_num_neighbors=12.0,
+                           atomic_energies=[-4.0, -5.0], energy_scale=0.7)
+    return StudentPotential(config)
+
+
+def random_structure(seed):
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Si", "diamond", 5.43, cubic=True).repeat((1, 1, 2))
+    atoms.set_cell(atoms.cell.array + rng.normal(0, 0.3, (3, 3)), scale_atoms=True)  # triclinic
+    atoms.rattle(0.08, seed=seed)
+    atoms.numbers[rng.choice(len(atoms), 5, replace=False)] = 8
+    return atoms
+
+
+def reference_results(model, atoms, dtype):
+    model = model.to(dtype)
+    edge_index, edge_shift = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    species = torch.tensor([0 if z == 8 else 1 for z in atoms.numbers])
+    out = model(torch.tensor(atoms.positions, dtype=dtype), species, torch.from_numpy(edge_index),
+                torch.from_numpy(edge_shift).to(dtype), len(atoms))
+    stress = -out["virial"].double().numpy() / atoms.get_volume()
+    return float(out["energy"]), out["forces"].double().numpy(), stress.flat[[0, 4, 8, 5, 2, 1]]
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_exported_equals_training_model(tmp_path, dtype, tol):
+    model = trained_like_model()
+    path = tmp_path / "model.pt"
+    freeze(model, path, dtype=dtype, use_ops=False)
+    calc = MLFFDCalculator(str(path))
+    for seed in range(3):
+        atoms = random_structure(seed)
+        energy, forces, stress = reference_results(trained_like_model(), atoms, getattr(torch, dtype))
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(energy, rel=tol)
+        scale = np.abs(forces).max() + 1e-2  # float32 rounding is relative to the edge terms, not the net force
+        np.testing.assert_allclose(atoms.get_forces(), forces, atol=tol * scale)
+        np.testing.assert_allclose(atoms.get_stress(), stress, atol=tol * np.abs(stress).max())
+
+
+def test_fresh_process_gives_identical_results(tmp_path):
+    path = tmp_path / "model.pt"
+    freeze(trained_like_model(), path, dtype="float64", use_ops=False)
+    atoms = random_structure(4)
+    atoms.calc = MLFFDCalculator(str(path))
+    here = np.concatenate([[atoms.get_potential_energy()], atoms.get_forces().ravel(), atoms.get_stress()])
+    atoms.write(tmp_path / "s.traj")
+    script = (
+        "import sys, numpy as np; from ase.io import read; from distiller import MLFFDCalculator\n"
+        f"a = read(r'{tmp_path / 's.traj'}'); a.calc = MLFFDCalculator(r'{path}')\n"
+        "v = np.concatenate([[a.get_potential_energy()], a.get_forces().ravel(), a.get_stress()])\n"
+        "sys.stdout.write(repr(v.tolist()))"
+    )
+    there = np.array(eval(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout))
+    np.testing.assert_array_equal(here, there)
+
+
+def test_metadata_inside_the_file(tmp_path):
+    path = tmp_path / "model.pt"
+    freeze(trained_like_model(), path, dtype="float32", use_ops=False, teacher={"name": "sevennet-0", "version": "x"},
+           dataset_fingerprint="abc")
+    meta = read_metadata(path)
+    assert meta["elements"] == ["O", "Si"] and meta["cutoff"] == 4.5 and meta["num_interactions"] == 2
+    assert meta["dtype"] == "float32" and meta["teacher"]["name"] == "sevennet-0"
+    assert meta["dataset_fingerprint"] == "abc" and meta["format_version"] == FORMAT_VERSION
+    info = subprocess.run([sys.executable, "-m", "distiller.cli", "info", str(path), "--json"], capture_output=True,
+                          text=True, check=True)
+    assert json.loads(info.stdout)["elements"] == ["O", "Si"]
+
+
+def test_refuses_foreign_and_newer_files(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    with pytest.raises(MLFFDError, match="not an mlffd model"):
+        MLFFDCalculator(str(plain))
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(MLFFDError, match="not an mlffd model"):
+        MLFFDCalculator(str(text))
+    newer = tmp_path / "newer.pt"
+    freeze(trained_like_model(), newer, use_ops=False)
+    with zipfile.ZipFile(newer) as src, zipfile.ZipFile(tmp_path / "newer2.pt", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(METADATA_JSON):
+                meta = json.loads(data)
+                meta["format_version"] = FORMAT_VERSION + 1
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    with pytest.raises(MLFFDError, match="newer"):
+        MLFFDCalculator(str(tmp_path / "newer2.pt"))
+
+
+def test_bad_structures_get_clear_errors(demo_model_factory):
+    from ase import Atoms
+
+    calc = MLFFDCalculator(str(demo_model_factory(("Si",))))
+    atoms = bulk("Cu", "fcc", 3.6)
+    atoms.calc = calc
+    with pytest.raises(MLFFDError, match="Cu not in the model.*Si"):
+        atoms.get_potential_energy()
+    atoms = bulk("Si", "diamond", 5.43)
+    atoms.positions[0, 0] = np.nan
+    atoms.calc = calc
+    with pytest.raises(MLFFDError, match="NaN"):
+        atoms.get_potential_energy()
+    atoms = Atoms("Si2", positions=[[0, 0, 0], [0.2, 0, 0]])
+    atoms.calc = calc
+    with pytest.raises(MLFFDError, match="overlap"):
+        atoms.get_potential_energy()
+
+
+def test_small_cells_and_non_periodic(demo_model_factory):
+    """A 2-atom cell (cutoff > half the box: many images) equals the same crystal as a supercell."""
+    calc = MLFFDCalculator(str(demo_model_factory(("Si",))))
+    primitive = bulk("Si", "diamond", 5.43)
+    primitive.rattle(0.05, seed=1)
+    primitive.calc = calc
+    e_small = primitive.get_potential_energy() / len(primitive)
+    supercell = primitive.repeat((3, 3, 3))
+    supercell.calc = calc
+    assert supercell.get_potential_energy() / len(supercell) == pytest.approx(e_small, rel=1e-12)
+    np.testing.assert_allclose(supercell.get_stress(), primitive.get_stress(), atol=1e-12)
+    cluster = bulk("Si", "diamond", 5.43, cubic=True)
+    cluster.pbc = False
+    cluster.center(vacuum=5.0)
+    cluster.calc = calc
+    assert np.isfinite(cluster.get_potential_energy())
+    np.testing.assert_allclose(cluster.get_forces().sum(0), 0.0, atol=1e-12)

@@ -1,0 +1,130 @@
+"""The student itself: symmetry, exact derivatives, and that it can learn."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from distiller.model.student import StudentConfig, StudentPotential
+from distiller.neighbours import neighbour_graph
+from distiller.training.graphs import collate, frame_to_graph, predict
+from distiller.neighbours import NeighbourList
+
+
+def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O")):
+    torch.manual_seed(seed)
+    config = StudentConfig(elements=list(elements), cutoff=4.0, num_interactions=num_interactions, channels=8,
+                           lmax=lmax, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
+                           atomic_energies=[-2.0, -3.0][: len(elements)], energy_scale=1.0)
+    return StudentPotential(config).double()
+
+
+def structure(seed=0):
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.rattle(0.1, seed=seed)
+    atoms.numbers[[1, 6]] = 8
+    return atoms
+
+
+def evaluate(model, atoms):
+    edge_index, edge_shift = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    species = torch.tensor([0 if z == 14 else 1 for z in atoms.numbers])
+    return model(torch.tensor(atoms.positions), species, torch.from_numpy(edge_index),
+                 torch.from_numpy(edge_shift), len(atoms))
+
+
+@pytest.mark.parametrize("num_interactions", [1, 2])
+def test_rotation_equivariance(num_interactions):
+    model = make_model(num_interactions)
+    atoms = structure()
+    out = evaluate(model, atoms)
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))[0].numpy()
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rotation.T
+    rotated.cell = atoms.cell.array @ rotation.T
+    out_rot = evaluate(model, rotated)
+    assert abs(float(out["energy"] - out_rot["energy"])) < 1e-10 * max(1.0, abs(float(out["energy"])))
+    np.testing.assert_allclose(out_rot["forces"].numpy(), out["forces"].numpy() @ rotation.T, atol=1e-10)
+    np.testing.assert_allclose(out_rot["virial"].numpy(), rotation @ out["virial"].numpy() @ rotation.T, atol=1e-10)
+
+
+def test_translation_invariance_and_zero_net_force():
+    model = make_model()
+    atoms = structure()
+    out = evaluate(model, atoms)
+    moved = atoms.copy()
+    moved.positions += np.array([0.37, -1.2, 2.9])
+    out_moved = evaluate(model, moved)
+    assert abs(float(out["energy"] - out_moved["energy"])) < 1e-10
+    np.testing.assert_allclose(out["forces"].sum(0).numpy(), 0.0, atol=1e-12)
+
+
+def test_forces_are_minus_finite_difference_gradient():
+    model = make_model()
+    atoms = structure(1)
+    forces = evaluate(model, atoms)["forces"].numpy()
+    h = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (5, 1)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += h
+        minus.positions[atom, axis] -= h
+        fd = -(float(evaluate(model, plus)["energy"]) - float(evaluate(model, minus)["energy"])) / (2 * h)
+        assert fd == pytest.approx(forces[atom, axis], abs=1e-8, rel=1e-6)
+
+
+def test_virial_is_strain_derivative():
+    model = make_model()
+    atoms = structure(2)
+    virial = evaluate(model, atoms)["virial"].numpy()
+    h = 1e-6
+    for a, b in [(0, 0), (1, 2), (2, 1)]:
+        energies = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[a, b] += sign * h
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ strain.T, scale_atoms=True)
+            energies.append(float(evaluate(model, strained)["energy"]))
+        # W_ab = -dE/d(eps_ab)
+        assert -(energies[0] - energies[1]) / (2 * h) == pytest.approx(virial[a, b], abs=1e-7, rel=1e-6)
+
+
+def test_smooth_at_cutoff():
+    """Two atoms straddling the cutoff: energy continuous, force goes to zero."""
+    from ase import Atoms
+
+    model = make_model(elements=("Si",))
+    energies = []
+    for d in (3.999999, 4.000001):
+        atoms = Atoms("Si2", positions=[[0, 0, 0], [d, 0, 0]], pbc=False)
+        energies.append(float(evaluate(model, atoms)["energy"]))
+    assert abs(energies[0] - energies[1]) < 1e-9
+
+
+def test_tiny_model_overfits_a_handful_of_frames():
+    """Loss on 4 frames falls by 100x: the model, its gradients and the loss are wired right."""
+    torch.manual_seed(0)
+    reference = make_model(num_interactions=1, seed=7)  # a random "teacher" of the same family
+    student = make_model(num_interactions=1, seed=1)
+    neighbours = NeighbourList(4.0)
+    graphs = []
+    for seed in range(4):
+        atoms = structure(seed + 10)
+        out = evaluate(reference, atoms)
+        frame = {"positions": atoms.positions, "numbers": atoms.numbers, "cell": atoms.cell.array,
+                 "pbc": atoms.pbc, "energy": float(out["energy"]), "forces": out["forces"].numpy(), "stress": None}
+        graphs.append(frame_to_graph(frame, {14: 0, 8: 1}, neighbours))
+    batch = collate(graphs, torch.float64)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+
+    def loss():
+        pred = predict(student, batch, create_graph=True)
+        return torch.mean((pred["forces"] - batch["forces"]) ** 2) + torch.mean(((pred["energy"] - batch["energy"]) / 8) ** 2)
+
+    first = float(loss().detach())
+    for _ in range(400):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert float(loss().detach()) < first / 100
