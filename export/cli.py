@@ -11,6 +11,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (the device the frozen graph is saved on)")
     p.add_argument("--no-ops", action="store_true", help="keep the pure-PyTorch reference kernels")
     p.set_defaults(func=run)
+    ops = subparsers.add_parser("ops", help="the custom op library (C++ kernels of the frozen graph)")
+    ops.add_argument("action", choices=["build", "path"], help="build: compile now (else on first use)")
+    ops.set_defaults(func=run_ops)
 
 
 def run(args) -> int:
@@ -20,4 +23,12 @@ def run(args) -> int:
     ops = ", ".join(meta["ops"]) or "none (reference kernels)"
     print(f"wrote {args.out}: elements {' '.join(meta['elements'])}, cutoff {meta['cutoff']} A, "
           f"{meta['num_interactions']} interaction(s), {meta['dtype']}, {meta['n_parameters']} parameters, custom ops: {ops}")
+    return 0
+
+
+def run_ops(args) -> int:
+    from export import ops
+
+    path = ops.load_library() if args.action == "build" else ops.library_path()
+    print(path)
     return 0

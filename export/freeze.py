@@ -48,6 +48,8 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
         raise MLFFDError(f"dtype must be float32 or float64, not {dtype!r}")
     ops_libraries = []
     model = model.to(DTYPES[dtype]).eval()
+    for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
+        parameter.requires_grad_(False)
     if use_ops:
         from export import ops
 

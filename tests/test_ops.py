@@ -1,0 +1,307 @@
+"""The fused custom ops (`torch.ops.mlffd.*`, export/ops): same numbers and gradients as the
+pure-PyTorch reference, usable from TorchScript, saved models reload in a fresh process."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from export import ops
+from export.ops import reference
+
+
+@pytest.fixture(scope="module")
+def lib():
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the custom ops cannot be built here")
+    return ops.load_library()
+
+
+def random_inputs(n_edges, n_nodes, channels, lmax, dtype=torch.float64, seed=0, empty_atoms=(), requires_grad=False):
+    """Random sorted graph; atoms listed in `empty_atoms` get no edges."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.tensor([i for i in range(n_nodes) if i not in set(empty_atoms)], dtype=torch.long)
+    if n_edges and len(allowed):
+        centre, _ = torch.sort(allowed[torch.randint(0, len(allowed), (n_edges,), generator=g)])
+    else:
+        centre = torch.zeros(0, dtype=torch.long)
+        n_edges = 0
+    weights = torch.randn(n_edges, lmax + 1, channels, generator=g, dtype=torch.float64).to(dtype)
+    sh = torch.randn(n_edges, (lmax + 1) ** 2, generator=g, dtype=torch.float64).to(dtype)
+    if requires_grad:
+        weights.requires_grad_(True)
+        sh.requires_grad_(True)
+    return weights, sh, centre
+
+
+def tolerances(dtype):
+    return dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+
+
+# --- library and API -----------------------------------------------------------------------------
+
+def test_api(lib):
+    assert ops.available() is True
+    assert ops.load_library() == lib  # idempotent
+    assert Path(lib).is_file()
+    assert Path(ops.library_path()).name == "mlffd_ops.so"
+    assert Path(ops.build_directory()).is_absolute()
+    info = torch.ops.mlffd.build_info()
+    assert "openmp=1" in info, info  # at::parallel_for is serial without -fopenmp
+    for key in ("CPU", "Autograd", "Meta"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::conv_scatter", key), key
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::conv_scatter_backward", key), key
+
+
+def test_sources_are_pure_libtorch():
+    sources = ops.source_files()
+    assert sources and all(Path(s).is_absolute() and Path(s).is_file() for s in sources)
+    assert all(s.endswith(".cpp") for s in sources)
+    assert any(s.endswith(".cu") for s in ops.source_files(cuda=True))
+    csrc = Path(sources[0]).parent
+    for path in list(csrc.glob("*.cpp")) + list(csrc.glob("*.cu")) + list(csrc.glob("*.h")):
+        includes = re.findall(r'#include\s*[<"]([^>"]+)[>"]', path.read_text())
+        for inc in includes:
+            assert "Python" not in inc and "pybind" not in inc and inc != "torch/extension.h", (path, inc)
+
+
+# --- forward ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_forward_matches_reference(lib, dtype, lmax):
+    # atoms 0, 5, 6 and the last two have no edges
+    w, sh, centre = random_inputs(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 6, 18, 19))
+    out = torch.ops.mlffd.conv_scatter(w, sh, centre, 20, lmax)
+    expected = reference.conv_scatter(w, sh, centre, 20, lmax)
+    assert out.shape == (20, 7, (lmax + 1) ** 2) and out.dtype == dtype
+    torch.testing.assert_close(out, expected, **tolerances(dtype))
+    assert torch.all(out[[0, 5, 6, 18, 19]] == 0)
+
+
+@pytest.mark.parametrize("n_nodes", [0, 4])
+def test_empty_edge_set(lib, n_nodes):
+    w, sh, centre = random_inputs(0, n_nodes, 3, 2, requires_grad=True)
+    out = torch.ops.mlffd.conv_scatter(w, sh, centre, n_nodes, 2)
+    assert out.shape == (n_nodes, 3, 9) and torch.all(out == 0)
+    gw, gsh = torch.autograd.grad(out.sum(), [w, sh], allow_unused=True)
+    assert gw is None or gw.shape == (0, 3, 3)
+    gw, gsh = torch.ops.mlffd.conv_scatter_backward(torch.ones(n_nodes, 3, 9, dtype=torch.float64),
+                                                   w.detach(), sh.detach(), centre, 2)
+    assert gw.shape == (0, 3, 3) and gsh.shape == (0, 9)
+
+
+def test_non_contiguous_inputs(lib):
+    w, sh, centre = random_inputs(120, 9, 5, 2)
+    w_nc = w.transpose(1, 2).contiguous().transpose(1, 2)  # same values, channel stride != 1
+    sh_nc = torch.cat([sh, sh], dim=1)[:, :9]
+    assert not w_nc.is_contiguous() and not sh_nc.is_contiguous()
+    torch.testing.assert_close(torch.ops.mlffd.conv_scatter(w_nc, sh_nc, centre, 9, 2),
+                               reference.conv_scatter(w, sh, centre, 9, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_thread_count_does_not_change_results(lib):
+    w, sh, centre = random_inputs(4000, 150, 16, 2, torch.float32, requires_grad=True)
+    gout = torch.randn(150, 16, 9)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = torch.ops.mlffd.conv_scatter(w, sh, centre, 150, 2)
+            results.append([out, *torch.autograd.grad(out, [w, sh], gout)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)  # no atomics, fixed summation order: bitwise deterministic
+
+
+def test_meta_kernel(lib):
+    w, sh, centre = (torch.empty(5, 3, 4, device="meta"), torch.empty(5, 9, device="meta"),
+                     torch.empty(5, dtype=torch.long, device="meta"))
+    assert torch.ops.mlffd.conv_scatter(w, sh, centre, 11, 2).shape == (11, 4, 9)
+
+
+# --- gradients -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_gradients_match_reference(lib, dtype, lmax):
+    w, sh, centre = random_inputs(250, 16, 6, lmax, dtype, seed=10 + lmax, empty_atoms=(0, 3, 15),
+                                  requires_grad=True)
+    gout = torch.randn(16, 6, (lmax + 1) ** 2, dtype=dtype)
+    fused = torch.autograd.grad(torch.ops.mlffd.conv_scatter(w, sh, centre, 16, lmax), [w, sh], gout)
+    expected = torch.autograd.grad(reference.conv_scatter(w, sh, centre, 16, lmax), [w, sh], gout)
+    for a, b in zip(fused, expected):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+    direct = torch.ops.mlffd.conv_scatter_backward(gout, w.detach(), sh.detach(), centre, lmax)
+    for a, b in zip(direct, expected):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+
+
+@pytest.mark.parametrize("lmax", [1, 2])
+def test_gradcheck(lib, lmax):
+    w, sh, centre = random_inputs(14, 6, 3, lmax, seed=3, empty_atoms=(0, 4), requires_grad=True)
+    fn = lambda w, sh: torch.ops.mlffd.conv_scatter(w, sh, centre, 6, lmax)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (w, sh))
+    assert torch.autograd.gradgradcheck(fn, (w, sh))  # double backward: conv_scatter_backward's own gradient
+    gout = torch.randn(6, 3, (lmax + 1) ** 2, dtype=torch.float64, requires_grad=True)
+    bwd = lambda g, w, sh: torch.ops.mlffd.conv_scatter_backward(g, w, sh, centre, lmax)  # noqa: E731
+    assert torch.autograd.gradcheck(bwd, (gout, w, sh))
+
+
+def test_double_backward_matches_reference(lib):
+    w, sh, centre = random_inputs(200, 12, 5, 2, seed=7, empty_atoms=(4,), requires_grad=True)
+    gout = torch.randn(12, 5, 9, dtype=torch.float64)
+
+    def second(fn):
+        gw, gsh = torch.autograd.grad(fn(w, sh, centre, 12, 2), [w, sh], gout, create_graph=True)
+        return torch.autograd.grad((gw**2).sum() + (gsh.sin()).sum(), [w, sh])
+
+    for a, b in zip(second(torch.ops.mlffd.conv_scatter), second(reference.conv_scatter)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def test_unsorted_centre_is_a_clear_error(lib):
+    w, sh, centre = random_inputs(50, 8, 4, 1)
+    bad = centre.clone()
+    bad[[10, 40]] = bad[[40, 10]]
+    with pytest.raises(RuntimeError, match=r"centre must be sorted ascending .*centre\[\d+\] = \d+ > centre\[\d+\]"):
+        torch.ops.mlffd.conv_scatter(w, sh, bad, 8, 1)
+    with pytest.raises(RuntimeError, match="sorted ascending"):
+        torch.ops.mlffd.conv_scatter_backward(torch.zeros(8, 4, 4, dtype=torch.float64), w, sh, bad, 1)
+
+
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("negative centre", r"centre\[0\] = -1 is outside \[0, n_nodes=8\)"),
+        ("centre >= n_nodes", r"is outside \[0, n_nodes=8\)"),
+        ("int32 centre", "centre must be int64"),
+        ("dtype mismatch", "sh dtype .* must equal weights dtype"),
+        ("integer weights", "weights must be float32 or float64"),
+        ("wrong lmax", r"weights must be \[E, lmax\+1, C\] with lmax=2"),
+        ("wrong sh width", r"sh must be \[E, \(lmax\+1\)\^2\]"),
+        ("wrong centre length", r"centre must be \[E\]"),
+        ("negative n_nodes", "n_nodes must be >= 0"),
+    ],
+)
+def test_bad_inputs(lib, case, pattern):
+    w, sh, centre = random_inputs(30, 8, 4, 1, seed=1)
+    n_nodes, lmax = 8, 1
+    if case == "negative centre":
+        centre = centre.clone()
+        centre[0] = -1
+    elif case == "centre >= n_nodes":
+        centre = centre.clone()
+        centre[-1] = 8
+    elif case == "int32 centre":
+        centre = centre.int()
+    elif case == "dtype mismatch":
+        sh = sh.float()
+    elif case == "integer weights":
+        w, sh = w.long(), sh.long()
+    elif case == "wrong lmax":
+        lmax = 2
+    elif case == "wrong sh width":
+        sh = sh[:, :3]
+    elif case == "wrong centre length":
+        centre = centre[:-1]
+    elif case == "negative n_nodes":
+        n_nodes = -1
+    with pytest.raises(RuntimeError, match=pattern):
+        torch.ops.mlffd.conv_scatter(w, sh, centre, n_nodes, lmax)
+
+
+# --- TorchScript -----------------------------------------------------------------------------------
+
+class EnergyAndGrads(torch.nn.Module):
+    """Scripted module that, like the frozen student, takes gradients inside its forward."""
+
+    def __init__(self, n_nodes: int, lmax: int):
+        super().__init__()
+        self.n_nodes = n_nodes
+        self.lmax = lmax
+
+    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor):
+        weights = weights.detach().requires_grad_(True)
+        sh = sh.detach().requires_grad_(True)
+        out = torch.ops.mlffd.conv_scatter(weights, sh, centre, self.n_nodes, self.lmax)
+        energy = (out * out).sum()
+        grad_outputs: list[torch.Tensor | None] = [torch.ones_like(energy)]
+        grads = torch.autograd.grad([energy], [weights, sh], grad_outputs=grad_outputs)
+        gw = grads[0]
+        gsh = grads[1]
+        assert gw is not None and gsh is not None
+        return out.detach(), gw, gsh
+
+
+def test_scripted_module_reloads_in_fresh_process(lib, tmp_path):
+    w, sh, centre = random_inputs(80, 10, 4, 2, seed=5, empty_atoms=(2,))
+    module = torch.jit.script(EnergyAndGrads(10, 2))
+    out, gw, gsh = module(w, sh, centre)
+    ref_out = reference.conv_scatter(w.requires_grad_(True), sh.requires_grad_(True), centre, 10, 2)
+    ref_gw, ref_gsh = torch.autograd.grad((ref_out * ref_out).sum(), [w, sh])
+    for a, b in zip((out, gw, gsh), (ref_out, ref_gw, ref_gsh)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    model_path, data_path, result_path = tmp_path / "m.pt", tmp_path / "in.pt", tmp_path / "out.pt"
+    module.save(str(model_path))
+    torch.save({"w": w.detach(), "sh": sh.detach(), "centre": centre}, data_path)
+    script = textwrap.dedent(f"""
+        import torch
+        from export import ops
+        try:
+            torch.jit.load({str(model_path)!r})
+            raise SystemExit("loaded without the library")
+        except RuntimeError as exc:
+            assert "mlffd" in str(exc), exc
+        ops.load_library()
+        module = torch.jit.load({str(model_path)!r})
+        d = torch.load({str(data_path)!r})
+        torch.save(list(module(d["w"], d["sh"], d["centre"])), {str(result_path)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for a, b in zip(torch.load(result_path), (out, gw, gsh)):
+        assert torch.equal(a, b)
+
+
+def test_frozen_student_with_fused_ops_matches_reference(lib, tmp_path):
+    """e3nn-compiled student (export.freeze with use_ops) calls the op and gives the reference numbers."""
+    from export.load import load_frozen
+    from export.testing import make_demo_model
+
+    fused, meta = load_frozen(make_demo_model(tmp_path / "ops.pt", elements=("Si", "O"), use_ops=True, seed=3))
+    plain, _ = load_frozen(make_demo_model(tmp_path / "ref.pt", elements=("Si", "O"), use_ops=False, seed=3))
+    assert meta["ops"] == ["mlffd_ops"]
+    assert "mlffd.conv_scatter" in getattr(fused.interactions, "0").conv.code
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    pos = torch.rand(n, 3, generator=g, dtype=torch.float64) * 6.0
+    dist = (pos[None] - pos[:, None]).norm(dim=-1)
+    i, j = ((dist < 4.0) & ~torch.eye(n, dtype=torch.bool)).nonzero(as_tuple=True)  # sorted by centre
+    args = (pos, torch.randint(0, 2, (n,), generator=g), torch.stack([i, j]),
+            torch.zeros(len(i), 3, dtype=torch.float64), n)
+    a, b = fused(*args), plain(*args)
+    for key in ("energy", "forces", "virial", "atom_virial"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=1e-12)
+
+
+def test_available_never_raises(tmp_path):
+    """A library that cannot be built makes available() False (in a fresh process: loads are cached)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    script = "from export import ops; print(ops.available(), ops.last_error() is not None)"
+    env = {**os.environ, "MLFFD_OPS_DIR": str(blocker / "ops")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "True"]
