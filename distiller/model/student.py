@@ -54,14 +54,19 @@ class StudentConfig:
 
 
 class ConvScatter(nn.Module):
-    """Reference edge tensor product + scatter (pure PyTorch, supports double backward)."""
+    """Reference edge tensor product + scatter (pure PyTorch, supports double backward).
+
+    A[i, c, m] = sum_{e: centre = i} radial[e, l(m), c] * h[neighbour[e], c] * sh[e, m]
+    """
 
     def __init__(self, lmax: int):
         super().__init__()
         self.lmax = lmax
 
-    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, n_nodes: int) -> torch.Tensor:
-        return reference.conv_scatter(weights, sh, centre, n_nodes, self.lmax)
+    def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
+                neighbour: torch.Tensor) -> torch.Tensor:
+        weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
+        return reference.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
 
 
 class FusedConvScatter(nn.Module):
@@ -71,8 +76,10 @@ class FusedConvScatter(nn.Module):
         super().__init__()
         self.lmax = lmax
 
-    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, n_nodes: int) -> torch.Tensor:
-        return torch.ops.mlffd.conv_scatter(weights, sh, centre, n_nodes, self.lmax)
+    def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
+                neighbour: torch.Tensor) -> torch.Tensor:
+        weights = radial * h.index_select(0, neighbour).unsqueeze(1)
+        return torch.ops.mlffd.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
 
 
 class Interaction(nn.Module):
@@ -98,8 +105,7 @@ class Interaction(nn.Module):
     ) -> torch.Tensor:
         n_nodes = h.shape[0]
         c = self.channels
-        weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
-        basis = self.conv(weights, sh, centre, n_nodes) * self.inv_avg_num_neighbors  # [N, C, M]
+        basis = self.conv(radial, h, sh, centre, neighbour) * self.inv_avg_num_neighbors  # [N, C, M]
         # e3nn's flat layout: one block per l, channel-major within the block.
         flat = torch.cat(
             [basis[:, :, l * l : (l + 1) * (l + 1)].reshape(n_nodes, c * (2 * l + 1)) for l in range(self.lmax + 1)],
