@@ -1,0 +1,164 @@
+"""`mlffd distill`: generate -> train -> export -> validate -> bench in one command.
+
+Every stage is resumable (re-running the same command skips finished stages and resumes the
+unfinished one), so a killed distillation loses at most the stage in flight.
+
+    DIR/data/train.h5, DIR/data/test.h5     teacher-labelled frames (test: an unseen temperature)
+    DIR/run/                                training run (checkpoints, metrics, parity plot)
+    DIR/model.pt                            the deployable student
+    DIR/in.lammps                           a LAMMPS deck for it
+    DIR/report/, DIR/bench/                 fidelity report and speed benchmark
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from distiller.errors import MLFFDError
+
+# Held out: the test set is sampled at a temperature the training data never saw.
+TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
+TEST_TEMPERATURE = 1200.0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("distill", help="the whole pipeline on one system, with an offline default")
+    p.add_argument("--teacher", default="sevennet-0")
+    p.add_argument("--system", default="si", help="built-in system (si, cu, sio2, ...) or a structure file")
+    p.add_argument("--out", required=True, help="output folder (re-run to resume)")
+    p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
+                   help="rough wall-time budget on 2 cores; sets frames, training time, MD and bench sizes")
+    p.add_argument("--frames", type=int, help="training frames (default: from the budget)")
+    p.add_argument("--preset", default=None, help="student preset (default: the training default)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the exported model")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def plan(budget: float, frames: int | None) -> dict:
+    """Split the budget: ~30% labelling, ~45% training, the rest validation and benchmarks."""
+    scale = budget / 15.0
+    return {
+        "train_frames": frames or max(40, int(160 * scale)),
+        "test_frames": max(10, int(24 * scale)),
+        "train_minutes": max(1.0, 0.45 * budget),
+        "md_steps": max(50, int(300 * scale)),
+        "teacher_md_steps": max(20, int(60 * scale)),
+        "bench_sizes": "64,512" if budget >= 10 else "64",
+    }
+
+
+def lammps_deck(model: Path, elements: list[str], system: str) -> str:
+    types = " ".join(elements)
+    return f"""# NVT then NVE with the distilled student ({model.name}); run: lmp -in in.lammps
+units           metal
+atom_style      atomic
+boundary        p p p
+read_data       system.data
+pair_style      mlffd
+pair_coeff      * * {model.name} {types}
+velocity        all create 600.0 12345 mom yes rot yes
+timestep        0.001
+thermo          100
+thermo_style    custom step temp pe etotal press
+fix             nvt all nvt temp 600.0 600.0 0.1
+run             1000
+unfix           nvt
+fix             nve all nve
+run             1000
+"""
+
+
+def run(args) -> int:
+    from distiller.data.generate import generate_dataset
+    from distiller.training.config import TrainConfig
+    from distiller.training.trainer import Trainer
+    from distiller.validate import bench, validate
+    from export.freeze import export_checkpoint
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = plan(args.budget, args.frames)
+    timings = {}
+    start = time.perf_counter()
+
+    def stage(name: str) -> None:
+        timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
+        print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
+
+    print(f"[distill] plan: {json.dumps(steps)}", flush=True)
+    generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], steps["train_frames"],
+                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_fraction=0.15, md_stride=5)
+    generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
+                     temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
+    stage("generate")
+
+    settings = {"time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed}
+    if args.preset:
+        settings["preset"] = args.preset
+    config = TrainConfig.from_dict(settings)
+    trainer = Trainer(str(out / "data" / "train.h5"), str(out / "run"), config, [str(out / "data" / "test.h5")])
+    if trainer.progress() < 1.0 or not (out / "run" / "metrics.json").exists():
+        trainer.run()
+    stage("train")
+
+    model = out / "model.pt"
+    meta = export_checkpoint(out / "run", model, dtype=args.dtype)
+    stage("export")
+
+    report = validate(str(model), args.teacher, str(out / "data" / "test.h5"), str(out / "report"),
+                      md_steps=steps["md_steps"], teacher_md_steps=steps["teacher_md_steps"])
+    stage("validate")
+    result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
+                   long_steps=None, long_steps_ase=None)
+    stage("bench")
+
+    _write_deck(out, model, meta["elements"], args.system)
+    summary = {
+        "model": str(model),
+        "forces_r2": report["forces"]["r2"],
+        "forces_mae_ev_per_a": report["forces"]["mae"],
+        "forces_rel_mae": report["forces"]["rel_mae"],
+        "energy_mae_ev_per_atom": report["energy"]["mae_per_atom"],
+        "nve_drift_ev_per_atom_per_ps": report.get("nve", {}).get("drift_ev_per_atom_per_ps"),
+        "md_stable": report.get("md", {}).get("stable"),
+        "speedup_vs_teacher": result.get("speedup_vs_teacher", {}),
+        "report": str(out / "report" / "report.md"),
+        "bench": str(out / "bench" / "bench.md"),
+        "lammps_deck": str(out / "in.lammps"),
+        "stage_seconds": timings,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(_summary_text(summary))
+    return 0
+
+
+def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> None:
+    from ase.io import write
+
+    from distiller.data.systems import load_system
+
+    try:
+        atoms = load_system(system).images[0].repeat((2, 2, 2))
+    except (AttributeError, MLFFDError):
+        return
+    write(out / "system.data", atoms, format="lammps-data", specorder=elements, masses=True)
+    (out / "in.lammps").write_text(lammps_deck(model, elements, system))
+
+
+def _summary_text(s: dict) -> str:
+    speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
+    drift = s["nve_drift_ev_per_atom_per_ps"]
+    return "\n".join([
+        "",
+        "== mlffd distill: summary ==",
+        f"force R^2 vs teacher (held-out, unseen T): {s['forces_r2']:.4f}   "
+        f"MAE {s['forces_mae_ev_per_a']:.4f} eV/A ({100 * s['forces_rel_mae']:.1f}% of mean |F|)",
+        f"energy MAE: {1000 * s['energy_mae_ev_per_atom']:.2f} meV/atom",
+        f"NVE drift: {'n/a' if drift is None else f'{drift:.2e}'} eV/atom/ps   MD stable: {s['md_stable']}",
+        f"speed-up vs teacher per MD step (ASE): {speed}",
+        f"model: {s['model']}   LAMMPS deck: {s['lammps_deck']}",
+        f"report: {s['report']}   bench: {s['bench']}",
+    ])
