@@ -1,0 +1,74 @@
+"""The reference ("teacher") calculator that validation and benchmarks compare a student with.
+
+A reference is named like a teacher in the registry (`sevennet-0`, `chgnet`, ...), or is one of
+two stand-ins that cost nothing and are useful for checking a pipeline end to end:
+
+- `mlffd:PATH`: another frozen mlffd model (for example the previous student, or the student
+  itself, in which case every error is exactly zero);
+- `ase:emt`: ASE's EMT potential (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O for tests only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distiller.errors import MLFFDError
+
+EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
+
+
+def load_reference(name: str, device: str = "cpu", threads: int | None = None):
+    """(ASE calculator, info dict with name, version, elements or None)."""
+    if not name:
+        raise MLFFDError("no teacher given (--teacher NAME)")
+    if name.startswith("mlffd:"):
+        path = name[len("mlffd:"):]
+        if not Path(path).is_file():
+            raise MLFFDError(f"reference model {path} does not exist")
+        from distiller.calculator import MLFFDCalculator
+
+        calc = MLFFDCalculator(path, device=device, threads=threads)
+        return calc, {"name": name, "version": f"mlffd model {Path(path).name}", "elements": list(calc.elements)}
+    if name == "ase:emt":
+        from ase.calculators.emt import EMT
+
+        return EMT(), {"name": name, "version": "ase EMT", "elements": list(EMT_ELEMENTS)}
+    from distiller.teachers.registry import load_teacher
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    calc = load_teacher(name, device=device)
+    return calc, {
+        "name": getattr(calc, "teacher_name", name),
+        "version": getattr(calc, "teacher_version", None),
+        "elements": sorted(getattr(calc, "elements", []) or []) or None,
+    }
+
+
+def check_reference_name(name: str) -> None:
+    """Refuse unknown reference names before any expensive work."""
+    if name.startswith("mlffd:"):
+        if not Path(name[len("mlffd:"):]).is_file():
+            raise MLFFDError(f"reference model {name[len('mlffd:'):]} does not exist")
+        return
+    if name == "ase:emt":
+        return
+    from distiller.teachers.registry import TEACHERS
+
+    if name not in TEACHERS:
+        raise MLFFDError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)} (or mlffd:PATH, ase:emt)")
+
+
+def reference_elements(name: str) -> set[str] | None:
+    """Elements a reference covers, without loading it (None: unknown until loaded)."""
+    if name.startswith("mlffd:"):
+        from export.contract import read_metadata
+
+        return set(read_metadata(name[len("mlffd:"):])["elements"])
+    if name == "ase:emt":
+        return set(EMT_ELEMENTS)
+    from distiller.teachers.registry import teacher_elements
+
+    return teacher_elements(name)
