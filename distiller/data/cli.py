@@ -1,0 +1,104 @@
+"""`mlffd generate` and `mlffd data export|import`."""
+
+from __future__ import annotations
+
+import json
+
+
+def _teacher_options(pairs) -> dict:
+    from distiller.errors import MLFFDError
+
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise MLFFDError(f"--teacher-option must be KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def _generate(args) -> int:
+    from distiller.data.generate import generate_dataset, parse_temperatures
+
+    options = _teacher_options(args.teacher_option)
+    if args.checkpoint:
+        options["checkpoint"] = args.checkpoint
+    generate_dataset(
+        out=args.out,
+        teacher=args.teacher,
+        systems=args.system,
+        frames=args.frames,
+        temperatures=parse_temperatures(args.temperatures),
+        seed=args.seed,
+        md_fraction=args.md_fraction,
+        md_stride=args.md_stride,
+        vacancy_fraction=args.vacancy_fraction,
+        device=args.device,
+        teacher_options=options,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def _export(args) -> int:
+    from distiller.data.dataset import export_extxyz
+
+    n = export_extxyz(args.dataset, args.out)
+    print(f"exported {n} frames to {args.out}")
+    return 0
+
+
+def _import(args) -> int:
+    from distiller.data.dataset import import_extxyz
+
+    n = import_extxyz(args.structures, args.out, teacher_name=args.teacher_name,
+                      teacher_version=args.teacher_version)
+    print(f"imported {n} frames into {args.out}")
+    return 0
+
+
+def _summary(args) -> int:
+    from distiller.data.dataset import summarize_dataset
+
+    print(json.dumps(summarize_dataset(args.dataset), indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="sample structures, label them with a teacher, append them to an HDF5 dataset (resumable)",
+    )
+    p.add_argument("--teacher", default="sevennet-0", help="teacher name (see `mlffd teachers`); default sevennet-0")
+    p.add_argument("--system", action="append", required=True,
+                   help="built-in system (si, cu, sio2, ge, al; optional supercell like si:1x1x1) or a "
+                        "structure file; repeat for several")
+    p.add_argument("--frames", type=int, required=True, help="total number of frames of the plan")
+    p.add_argument("--out", required=True, help="output HDF5 dataset (created or resumed)")
+    p.add_argument("--temperatures", default="300,900,1500", help="comma-separated K (default 300,900,1500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--md-fraction", type=float, default=0.2, help="share of frames from teacher MD (default 0.2)")
+    p.add_argument("--md-stride", type=int, default=10, help="MD steps between kept frames (default 10)")
+    p.add_argument("--vacancy-fraction", type=float, default=0.0, help="share of single-vacancy frames (default 0)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint", help="local checkpoint for an Orb teacher")
+    p.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",
+                   help="extra teacher option (e.g. precision=float64, model_path=...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_generate)
+
+    d = subparsers.add_parser("data", help="dataset utilities: export/import extxyz, summary")
+    sub = d.add_subparsers(dest="data_command", required=True)
+    e = sub.add_parser("export", help="write a dataset's frames to extended XYZ")
+    e.add_argument("dataset")
+    e.add_argument("out")
+    e.set_defaults(func=_export)
+    i = sub.add_parser("import", help="append labelled frames (energy+forces) from extxyz to a dataset")
+    i.add_argument("structures")
+    i.add_argument("out")
+    i.add_argument("--teacher-name", help="teacher recorded in a new dataset (default: from the file, else 'external')")
+    i.add_argument("--teacher-version")
+    i.set_defaults(func=_import)
+    s = sub.add_parser("summary", help="frames, elements, label statistics (JSON)")
+    s.add_argument("dataset")
+    s.set_defaults(func=_summary)

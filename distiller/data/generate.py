@@ -1,0 +1,171 @@
+"""`mlffd generate`: sample structures, label them with a teacher, append them to one HDF5 file.
+
+Resumable: the plan of frame keys is deterministic, frames are committed one by one, and a
+re-run skips committed keys (MD chains continue from their last stored frame).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from distiller.data.dataset import DatasetWriter, open_dataset
+from distiller.data.sampling import (
+    MDState,
+    plan_recipes,
+    sample_md,
+    sample_rattle,
+    sample_strain,
+    sample_vacancy,
+    atoms_to_state,
+)
+from distiller.data.systems import load_systems, validate_atoms
+from distiller.errors import MLFFDError
+
+
+def parse_temperatures(text: str) -> list[float]:
+    try:
+        temps = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise MLFFDError(f"--temperatures must be comma-separated numbers in K, got {text!r}") from None
+    if not temps:
+        raise MLFFDError("--temperatures is empty")
+    return temps
+
+
+def check_output_writable(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.exists():
+        if out.is_dir():
+            raise MLFFDError(f"output path is a directory: {out}")
+        if not os.access(out, os.W_OK):
+            raise MLFFDError(f"output file is not writable: {out}")
+    else:
+        if not parent.is_dir():
+            raise MLFFDError(f"output directory does not exist: {parent}")
+        if not os.access(parent, os.W_OK):
+            raise MLFFDError(f"output directory is not writable: {parent}")
+
+
+def generate_dataset(
+    out: str | os.PathLike,
+    teacher: str,
+    systems: list[str],
+    frames: int,
+    temperatures: list[float] = (300.0, 900.0, 1500.0),
+    seed: int = 0,
+    md_fraction: float = 0.2,
+    md_stride: int = 10,
+    vacancy_fraction: float = 0.0,
+    device: str = "cpu",
+    teacher_options: dict | None = None,
+    calculator=None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Make sure `out` holds every frame of the plan; returns a small report dict.
+
+    `calculator` may be an already loaded teacher (from `load_teacher(teacher)`) to save the load.
+    """
+    from distiller.teachers.registry import load_teacher, teacher_elements
+
+    out = Path(out)
+    if md_stride < 1:
+        raise MLFFDError(f"--md-stride must be at least 1, got {md_stride}")
+    covered = teacher_elements(teacher)  # also rejects an unknown teacher name
+    syss = load_systems(list(systems))
+    for s in syss:
+        for i, a in enumerate(s.images):
+            validate_atoms(a, f"system {s.source}" + (f" (structure {i})" if len(s.images) > 1 else ""),
+                           covered, teacher)
+    plan = plan_recipes(syss, frames, list(temperatures), seed, md_fraction, vacancy_fraction)
+    by_name = {s.name: s for s in syss}
+    check_output_writable(out)
+
+    # what is already there (a file left by a killed run is read in SWMR mode)
+    done: set[str] = set()
+    md_states: dict[str, MDState] = {}
+    if out.exists():
+        ds = open_dataset(out)
+        have = ds.metadata["teacher_name"]
+        if have != teacher:
+            raise MLFFDError(f"{out} holds labels from teacher {have!r}, not {teacher!r}; use another output file")
+        keys = ds.keys()
+        done = set(keys)
+        wanted_prev = {r.prev_key for r in plan if r.sampler == "md" and r.key not in done and r.prev_key}
+        index = {k: i for i, k in enumerate(keys)}
+        for k in wanted_prev:
+            if k in index:
+                fr = ds.frame(index[k])
+                if fr["velocities"] is None:
+                    raise MLFFDError(f"{out}: MD frame {k} has no stored velocities; cannot continue it")
+                md_states[k] = MDState(fr["numbers"], fr["positions"], fr["cell"], fr["pbc"], fr["velocities"])
+    todo = [r for r in plan if r.key not in done]
+    if not todo:
+        log(f"nothing to do: all {len(plan)} frames of this plan are already in {out}")
+        return {"planned": len(plan), "written": 0, "frames_in_file": len(done), "seconds": 0.0}
+
+    if calculator is None:
+        calc = load_teacher(teacher, device=device, **(teacher_options or {}))
+    else:
+        calc = calculator
+        if getattr(calc, "teacher_name", teacher) != teacher:
+            raise MLFFDError(f"calculator is teacher {calc.teacher_name!r}, not {teacher!r}")
+    version = getattr(calc, "teacher_version", "unknown")
+
+    written = 0
+    t0 = time.perf_counter()
+    bar = None
+    with DatasetWriter(out, teacher, version) as writer:
+        done = writer.keys()
+        todo = [r for r in plan if r.key not in done]
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(plan), initial=len(plan) - len(todo), unit="frame",
+                       desc=f"generate {teacher}", file=sys.stderr, dynamic_ncols=True)
+        try:
+            for r in todo:
+                system = by_name[r.system]
+                image = system.images[r.image]
+                velocities = None
+                if r.sampler == "md":
+                    prev = None
+                    if r.prev_key is not None:
+                        prev = md_states.get(r.prev_key)
+                        if prev is None:
+                            raise MLFFDError(f"internal: MD frame {r.prev_key} missing before {r.key}")
+                    atoms = sample_md(image, r, calc, prev, md_stride)
+                else:
+                    sampler = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy}[r.sampler]
+                    atoms = sampler(image, r)
+                    atoms.calc = calc
+                # labels of the final positions (cached by the calculator after MD)
+                atoms.get_potential_energy()
+                atoms.get_forces()
+                if np.all(atoms.pbc) and atoms.cell.rank == 3:
+                    atoms.get_stress()
+                if r.sampler == "md":
+                    state = atoms_to_state(atoms)
+                    velocities = state.velocities
+                    md_states[r.key] = state
+                    md_states.pop(r.prev_key, None)
+                writer.append(atoms, sampler=r.sampler, temperature=r.temperature, seed=r.seed,
+                              key=r.key, velocities=velocities)
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        total = len(writer)
+    seconds = time.perf_counter() - t0
+    rate = written / seconds * 60.0 if seconds > 0 else float("nan")
+    log(f"wrote {written} frames to {out} in {seconds:.1f} s ({rate:.1f} frames/min); "
+        f"{total} frames in the file")
+    return {"planned": len(plan), "written": written, "frames_in_file": total, "seconds": seconds,
+            "frames_per_minute": rate}

@@ -1,0 +1,230 @@
+"""Seeded, reproducible structure samplers and the deterministic plan of frame "recipes".
+
+A plan is a list of `Recipe`s derived only from (systems, frames, temperatures, seed, fractions).
+Every recipe has a unique key such as ``si/rattle/T900/s0/i00012`` or ``si/md/T900/s0/k00003``
+and its own RNG seed derived from (seed, key), so any frame can be (re)made on its own, except
+MD frames, which continue the trajectory of the previous frame of their chain (stored positions
+and velocities). A resumed run therefore produces exactly the frames an uninterrupted one would.
+
+Samplers (teacher calls per frame):
+- rattle  (1): Gaussian displacements, sigma = 0.1 A * sqrt(T / 1000 K), at most 0.3 A;
+- strain  (1): random symmetric cell strain, |e_ij| <= 0.02 + 0.02 * min(T/1500 K, 1), atoms
+               scaled with the cell, then a rattle of half the sigma above;
+- vacancy (1): one random atom removed, then a rattle (optional, --vacancy-fraction);
+- md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms, units
+
+from distiller.data.systems import MIN_DISTANCE, System, min_distance
+from distiller.errors import MLFFDError
+
+SAMPLERS = ("rattle", "strain", "vacancy", "md")
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from the run seed and a frame key (stable across Python versions)."""
+    digest = hashlib.sha256(f"{int(seed)}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    key: str
+    system: str
+    sampler: str
+    temperature: float
+    seed: int  # this frame's own seed (derive_seed(run seed, key))
+    index: int  # i for one-shot samplers, k (position in the chain) for md
+    image: int  # which image of the system starts it
+    prev_key: str | None = None  # md: the frame this one continues
+
+
+def _fmt_t(t: float) -> str:
+    return f"{t:g}"
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if g < n % parts else 0) for g in range(parts)]
+
+
+def plan_recipes(
+    systems: list[System],
+    frames: int,
+    temperatures: list[float],
+    seed: int = 0,
+    md_fraction: float = 0.2,
+    vacancy_fraction: float = 0.0,
+) -> list[Recipe]:
+    """The deterministic list of `frames` recipes for these settings."""
+    if frames < 1:
+        raise MLFFDError(f"--frames must be at least 1, got {frames}")
+    if not systems:
+        raise MLFFDError("no systems given")
+    if not temperatures:
+        raise MLFFDError("no temperatures given")
+    for t in temperatures:
+        if not np.isfinite(t) or t <= 0 or t > 10000:
+            raise MLFFDError(f"temperature must be in (0, 10000] K, got {t}")
+    if len(set(temperatures)) != len(temperatures):
+        raise MLFFDError("temperatures must be distinct")
+    for name, v in (("md fraction", md_fraction), ("vacancy fraction", vacancy_fraction)):
+        if not 0.0 <= v <= 1.0:
+            raise MLFFDError(f"{name} must be between 0 and 1, got {v}")
+    if md_fraction + vacancy_fraction > 1.0:
+        raise MLFFDError("md fraction + vacancy fraction must not exceed 1")
+
+    n_md = int(round(frames * md_fraction))
+    n_vac = min(int(round(frames * vacancy_fraction)), frames - n_md)
+    n_rest = frames - n_md - n_vac
+    n_strain = n_rest // 2
+    n_rattle = n_rest - n_strain
+    groups = [(s, t) for s in systems for t in temperatures]
+    streams: list[list[Recipe]] = []
+    for sampler, count in (("rattle", n_rattle), ("strain", n_strain), ("vacancy", n_vac), ("md", n_md)):
+        for g, ((system, t), c) in enumerate(zip(groups, _split(count, len(groups)))):
+            stream = []
+            prev = None
+            for i in range(c):
+                tag = "k" if sampler == "md" else "i"
+                key = f"{system.name}/{sampler}/T{_fmt_t(t)}/s{seed}/{tag}{i:05d}"
+                image = (g if sampler == "md" else i) % len(system.images)
+                stream.append(
+                    Recipe(key, system.name, sampler, float(t), derive_seed(seed, key), i, image, prev)
+                )
+                if sampler == "md":
+                    prev = key
+            if stream:
+                streams.append(stream)
+    # interleave the streams so that an interrupted run has a bit of everything
+    plan: list[Recipe] = []
+    pos = 0
+    while len(plan) < frames:
+        for stream in streams:
+            if pos < len(stream):
+                plan.append(stream[pos])
+        pos += 1
+    return plan
+
+
+# ------------------------------------------------------------------------------------ samplers
+
+
+def rattle_sigma(temperature: float) -> float:
+    return min(0.1 * float(np.sqrt(temperature / 1000.0)), 0.3)
+
+
+def strain_max(temperature: float) -> float:
+    return 0.02 + 0.02 * min(temperature / 1500.0, 1.0)
+
+
+def _rattled(atoms: Atoms, sigma: float, rng: np.random.Generator, where: str) -> Atoms:
+    for _ in range(50):
+        out = atoms.copy()
+        out.positions = atoms.positions + rng.normal(0.0, sigma, size=(len(atoms), 3))
+        if min_distance(out) >= MIN_DISTANCE:
+            return out
+    raise MLFFDError(f"{where}: could not rattle without atoms closer than {MIN_DISTANCE} A")
+
+
+def sample_rattle(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    return _rattled(image, rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def sample_strain(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    if not np.all(image.pbc) or image.cell.rank < 3:
+        # no cell to strain: fall back to a rattle (recorded as sampler "strain" for the plan)
+        return _rattled(image, rattle_sigma(recipe.temperature), rng, recipe.key)
+    emax = strain_max(recipe.temperature)
+    e = rng.uniform(-emax, emax, size=(3, 3))
+    e = 0.5 * (e + e.T)
+    atoms = image.copy()
+    atoms.set_cell(image.cell[:] @ (np.eye(3) + e), scale_atoms=True)
+    return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def sample_vacancy(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    atoms = image.copy()
+    if len(atoms) > 2:
+        del atoms[int(rng.integers(len(atoms)))]
+    return _rattled(atoms, rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def md_timestep(atoms: Atoms) -> float:
+    """Timestep in fs: 0.5 with H, 1.0 with other first/second-row elements, else 2.0."""
+    z = atoms.numbers
+    if np.any(z == 1):
+        return 0.5
+    if np.any(z <= 10):
+        return 1.0
+    return 2.0
+
+
+@dataclass
+class MDState:
+    """What an MD frame leaves for the next one: exactly what is stored in the dataset."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    velocities: np.ndarray  # Angstrom/fs
+
+
+def state_to_atoms(state: MDState) -> Atoms:
+    atoms = Atoms(numbers=state.numbers, positions=state.positions, cell=state.cell, pbc=state.pbc)
+    atoms.set_velocities(np.asarray(state.velocities) / units.fs)
+    return atoms
+
+
+def atoms_to_state(atoms: Atoms) -> MDState:
+    return MDState(
+        numbers=np.array(atoms.numbers),
+        positions=np.array(atoms.positions, dtype=np.float64),
+        cell=np.array(atoms.cell[:], dtype=np.float64),
+        pbc=np.array(atoms.pbc, dtype=bool),
+        velocities=np.array(atoms.get_velocities() * units.fs, dtype=np.float64),
+    )
+
+
+def sample_md(image: Atoms, recipe: Recipe, calc, prev: MDState | None, md_stride: int) -> Atoms:
+    """Run md_stride Langevin steps from `prev` (or from the image with Maxwell-Boltzmann
+    velocities for the first frame of a chain); returns the final atoms with the teacher's
+    labels of the final positions in `atoms.calc.results`."""
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    rng = np.random.default_rng(recipe.seed)
+    if prev is None:
+        atoms = Atoms(numbers=image.numbers, positions=image.positions, cell=image.cell, pbc=image.pbc)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=recipe.temperature, rng=rng)
+        Stationary(atoms)
+        # go through the stored representation so every segment starts the same way
+        atoms = state_to_atoms(atoms_to_state(atoms))
+    else:
+        atoms = state_to_atoms(prev)
+    atoms.calc = calc
+    dt = md_timestep(atoms)
+    dyn = Langevin(
+        atoms,
+        timestep=dt * units.fs,
+        temperature_K=recipe.temperature,
+        friction=0.02 / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    dyn.run(md_stride)
+    if min_distance(atoms) < MIN_DISTANCE:
+        raise MLFFDError(
+            f"{recipe.key}: MD brought atoms closer than {MIN_DISTANCE} A; lower the temperature"
+        )
+    return atoms

@@ -1,0 +1,172 @@
+"""Starting structures: built-in crystals or any file ASE can read, validated before use.
+
+A system spec is a built-in name (`si`, `cu`, `sio2`, ...), optionally with a supercell
+(`si:1x1x1`, `cu:3x3x3`), or a path to a structure file (every image in it is used in turn).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from distiller.errors import MLFFDError
+
+MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
+
+
+def _si():
+    from ase.build import bulk
+
+    return bulk("Si", "diamond", a=5.431, cubic=True)  # 8 atoms
+
+
+def _ge():
+    from ase.build import bulk
+
+    return bulk("Ge", "diamond", a=5.658, cubic=True)  # 8 atoms
+
+
+def _cu():
+    from ase.build import bulk
+
+    return bulk("Cu", "fcc", a=3.615, cubic=True)  # 4 atoms
+
+
+def _al():
+    from ase.build import bulk
+
+    return bulk("Al", "fcc", a=4.05, cubic=True)  # 4 atoms
+
+
+def _sio2():
+    from ase.spacegroup import crystal
+
+    # alpha quartz, P3_221 (154): a = 4.913 A, c = 5.405 A, Si x=0.4697, O (0.4135, 0.2669,
+    # 0.1191) (Levien et al. 1980), z shifted by 2/3 for ASE's origin: SiO4 tetrahedra, Si-O 1.60-1.61 A
+    return crystal(
+        ["Si", "O"],
+        basis=[(0.4697, 0.0, 2.0 / 3.0), (0.4135, 0.2669, 0.1191 + 2.0 / 3.0)],
+        spacegroup=154,
+        cellpar=[4.913, 4.913, 5.405, 90, 90, 120],
+    )  # 9 atoms
+
+
+# name -> (builder, default supercell, description)
+BUILTIN_SYSTEMS = {
+    "si": (_si, (2, 2, 2), "diamond Si, a=5.431 A, 2x2x2 conventional cells (64 atoms)"),
+    "cu": (_cu, (2, 2, 2), "fcc Cu, a=3.615 A, 2x2x2 conventional cells (32 atoms)"),
+    "sio2": (_sio2, (2, 2, 1), "alpha quartz SiO2, 2x2x1 hexagonal cells (36 atoms)"),
+    "ge": (_ge, (2, 2, 2), "diamond Ge, a=5.658 A, 2x2x2 conventional cells (64 atoms)"),
+    "al": (_al, (2, 2, 2), "fcc Al, a=4.05 A, 2x2x2 conventional cells (32 atoms)"),
+}
+
+_SPEC = re.compile(r"^([a-z0-9_]+)(?::(\d+)x(\d+)x(\d+))?$")
+
+
+@dataclass
+class System:
+    """A named set of starting structures (a built-in has one image)."""
+
+    name: str  # used in frame keys
+    images: list[Atoms]
+    source: str
+
+    @property
+    def symbols(self) -> set[str]:
+        out: set[str] = set()
+        for a in self.images:
+            out.update(a.get_chemical_symbols())
+        return out
+
+
+def min_distance(atoms: Atoms) -> float:
+    """Shortest interatomic distance (periodic images included), inf for one isolated atom."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) == 0:
+        return float("inf")
+    pbc = atoms.pbc & (atoms.cell.lengths() > 0)
+    a = atoms.copy()
+    a.pbc = pbc
+    d = neighbor_list("d", a, MIN_DISTANCE + 1e-9)
+    return float(d.min()) if len(d) else float("inf")
+
+
+def validate_atoms(atoms: Atoms, where: str, elements: set[str] | None = None, teacher: str = "") -> None:
+    """Refuse empty structures, non-finite positions, atoms closer than 0.5 A, uncovered elements."""
+    if len(atoms) == 0:
+        raise MLFFDError(f"{where}: structure has no atoms")
+    pos = atoms.get_positions()
+    if not np.isfinite(pos).all():
+        raise MLFFDError(f"{where}: structure has non-finite (NaN/inf) positions")
+    if not np.isfinite(atoms.cell[:]).all():
+        raise MLFFDError(f"{where}: cell has non-finite values")
+    if np.any(atoms.pbc) and atoms.cell.rank < int(np.sum(atoms.pbc)):
+        raise MLFFDError(f"{where}: periodic structure with a degenerate cell")
+    d = min_distance(atoms)
+    if d < MIN_DISTANCE:
+        raise MLFFDError(f"{where}: atoms closer than {MIN_DISTANCE} A (shortest distance {d:.3f} A)")
+    if elements is not None:
+        missing = sorted(set(atoms.get_chemical_symbols()) - set(elements), key=chemical_symbols.index)
+        if missing:
+            who = f"teacher {teacher}" if teacher else "the teacher"
+            raise MLFFDError(f"{where}: {who} does not cover element(s) {', '.join(missing)}")
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "system"
+    return name[:40]
+
+
+def load_system(spec: str) -> System:
+    """A built-in system name (with optional `:AxBxC` supercell) or an ASE-readable file."""
+    m = _SPEC.match(spec.lower())
+    if m and m.group(1) in BUILTIN_SYSTEMS:
+        builder, rep, _ = BUILTIN_SYSTEMS[m.group(1)]
+        if m.group(2):
+            rep = tuple(int(m.group(i)) for i in (2, 3, 4))
+            if min(rep) < 1 or int(np.prod(rep)) > 1000:
+                raise MLFFDError(f"system {spec!r}: supercell must be 1..1000 cells")
+        atoms = builder().repeat(rep)
+        name = m.group(1) if not m.group(2) else f"{m.group(1)}{rep[0]}x{rep[1]}x{rep[2]}"
+        validate_atoms(atoms, f"system {spec}")
+        return System(name=name, images=[atoms], source=f"built-in {m.group(1)} {rep}")
+    path = Path(spec)
+    if not path.exists():
+        known = ", ".join(BUILTIN_SYSTEMS)
+        raise MLFFDError(f"unknown system {spec!r}: not a built-in ({known}) and no such file")
+    if path.is_dir():
+        raise MLFFDError(f"system {spec!r} is a directory, not a structure file")
+    if path.stat().st_size == 0:
+        raise MLFFDError(f"structure file {spec} is empty")
+    import ase.io
+
+    try:
+        images = ase.io.read(str(path), index=":")
+    except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MLFFDError(f"cannot read structure file {spec}: {msg}") from None
+    if isinstance(images, Atoms):
+        images = [images]
+    if not images:
+        raise MLFFDError(f"structure file {spec} holds no structures")
+    clean = []
+    for i, a in enumerate(images):
+        validate_atoms(a, f"{spec} (structure {i})")
+        b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        clean.append(b)
+    return System(name=_safe_name(path.stem), images=clean, source=str(path))
+
+
+def load_systems(specs: list[str]) -> list[System]:
+    systems = [load_system(s) for s in specs]
+    names = [s.name for s in systems]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MLFFDError(f"system name(s) given twice: {', '.join(dup)}")
+    return systems

@@ -1,0 +1,229 @@
+"""`mlffd generate`: labels equal the teacher's own calculator, resume after kill -9, bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from distiller.cli import main
+from distiller.data import DatasetWriter, open_dataset, summarize_dataset
+from distiller.data.generate import generate_dataset
+from distiller.data.sampling import plan_recipes
+from distiller.data.systems import load_systems
+from distiller.errors import MLFFDError
+
+MLFFD = [sys.executable, "-m", "distiller.cli"]
+
+
+@pytest.fixture(scope="module")
+def sevennet():
+    from distiller.teachers import load_teacher
+
+    return load_teacher("sevennet-0")
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_plan_is_deterministic_and_unique():
+    systems = load_systems(["si:1x1x1", "cu:1x1x1"])
+    p1 = plan_recipes(systems, 50, [300, 900], seed=3, md_fraction=0.3, vacancy_fraction=0.1)
+    p2 = plan_recipes(systems, 50, [300, 900], seed=3, md_fraction=0.3, vacancy_fraction=0.1)
+    assert p1 == p2 and len(p1) == 50 and len({r.key for r in p1}) == 50
+    counts = {s: sum(r.sampler == s for r in p1) for s in ("md", "vacancy", "rattle", "strain")}
+    assert counts == {"md": 15, "vacancy": 5, "rattle": 15, "strain": 15}
+    pos = {r.key: i for i, r in enumerate(p1)}
+    for r in p1:  # an MD frame always comes after the frame it continues
+        if r.prev_key:
+            assert pos[r.prev_key] < pos[r.key]
+    assert plan_recipes(systems, 50, [300, 900], seed=4)[0].key != p1[0].key
+
+
+def test_generate_small_matches_teacher(tmp_path, sevennet, capsys):
+    out = tmp_path / "si.h5"
+    rep = generate_dataset(out, "sevennet-0", ["si:1x1x1"], frames=6, temperatures=[600.0],
+                           md_fraction=0.34, md_stride=2, calculator=sevennet, progress=False)
+    assert rep["written"] == 6 and rep["frames_in_file"] == 6
+    assert "frames/min" in capsys.readouterr().out
+    s = summarize_dataset(out)
+    assert s["frames"] == 6 and s["elements"] == ["Si"] and s["teacher"] == "sevennet-0"
+    assert s["samplers"] == {"rattle": 2, "strain": 2, "md": 2} and s["stress_present"] == 6
+    ds = open_dataset(out)
+    assert ds.metadata["teacher_version"] == "sevenn 0.13.0 7net-0"
+    # recompute two frames (one MD) with SevenNet's own calculator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sevenn.calculator import SevenNetCalculator
+
+        own = SevenNetCalculator("7net-0", device="cpu")
+    keys = ds.keys()
+    for i in (0, next(i for i, k in enumerate(keys) if "/md/" in k)):
+        fr = ds.frame(i)
+        a = Atoms(numbers=fr["numbers"], positions=fr["positions"], cell=fr["cell"], pbc=fr["pbc"])
+        a.calc = own
+        assert a.get_potential_energy() == pytest.approx(fr["energy"], abs=1e-5)
+        np.testing.assert_allclose(a.get_forces(), fr["forces"], atol=1e-5)
+        np.testing.assert_allclose(a.get_stress(), fr["stress"], atol=1e-6)
+    assert ds.frame(keys.index("si1x1x1/md/T600/s0/k00000"))["velocities"] is not None
+    # the same command again does nothing and leaves the file as it was
+    before = _sha(out)
+    assert main(["generate", "--system", "si:1x1x1", "--frames", "6", "--temperatures", "600",
+                 "--md-fraction", "0.34", "--md-stride", "2", "--out", str(out)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _sha(out) == before
+
+
+def _frames_by_key(path):
+    ds = open_dataset(path)
+    return {fr["key"]: fr for fr in ds.frames()}
+
+
+def test_kill9_and_resume_equals_uninterrupted(tmp_path, sevennet):
+    """kill -9 `mlffd generate` mid-run, rerun it: exactly N distinct frames, the old ones
+    unchanged, and every frame (MD chains too) equal to an uninterrupted run's."""
+    n = 8
+    args = ["generate", "--system", "si:1x1x1", "--frames", str(n), "--temperatures", "600",
+            "--md-fraction", "0.5", "--md-stride", "2", "--seed", "5", "--no-progress"]
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen(MLFFD + args + ["--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    committed = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            if out.exists():
+                try:
+                    committed = len(open_dataset(out))
+                except MLFFDError:
+                    continue
+                if committed >= 3:  # past the first MD frame (plan: rattle, strain, md, ...)
+                    break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 3 <= committed < n, f"could not stop the run mid-way (committed {committed})"
+    before = _frames_by_key(out)
+    assert 3 <= len(before) < n
+    assert main(args + ["--out", str(out)]) == 0  # the same command again
+    after = _frames_by_key(out)
+    assert len(after) == n == len(open_dataset(out))
+    for k, fr in before.items():  # nothing lost or changed
+        np.testing.assert_array_equal(after[k]["positions"], fr["positions"])
+        assert after[k]["energy"] == fr["energy"]
+    ref = tmp_path / "ref.h5"
+    generate_dataset(ref, "sevennet-0", ["si:1x1x1"], frames=n, temperatures=[600.0], seed=5,
+                     md_fraction=0.5, md_stride=2, calculator=sevennet, progress=False, log=lambda *_: None)
+    want = _frames_by_key(ref)
+    assert set(want) == set(after)
+    assert sum("/md/" in k for k in want) == 4
+    # SevenNet runs in float32: the same positions may differ by an ulp between processes,
+    # so compare to float32 precision (an MD restart from wrong state would differ by ~0.01 A)
+    for k, fr in want.items():
+        np.testing.assert_allclose(after[k]["positions"], fr["positions"], atol=1e-7, err_msg=k)
+        np.testing.assert_allclose(after[k]["forces"], fr["forces"], atol=1e-4, err_msg=k)
+        assert after[k]["energy"] == pytest.approx(fr["energy"], abs=1e-4)
+        if fr["velocities"] is not None:
+            np.testing.assert_allclose(after[k]["velocities"], fr["velocities"], atol=1e-8, err_msg=k)
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+
+def _gen(out, *extra, system="si:1x1x1", teacher="sevennet-0"):
+    return main(["generate", "--teacher", teacher, "--system", system, "--frames", "2",
+                 "--out", str(out), "--no-progress", *extra])
+
+
+def test_bad_inputs(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    assert _gen(out, teacher="nope") == 2
+    assert "unknown teacher 'nope'" in _one_error_line(capsys)
+
+    po = tmp_path / "po.xyz"
+    Atoms("SiPo", positions=[[0, 0, 0], [2.5, 0, 0]], cell=[8, 8, 8], pbc=True).write(po)
+    assert _gen(out, system=str(po)) == 2
+    msg = _one_error_line(capsys)
+    assert "does not cover element(s) Po" in msg
+
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    assert _gen(out, system=str(empty)) == 2
+    assert "empty" in _one_error_line(capsys)
+
+    junk = tmp_path / "junk.xyz"
+    junk.write_text("this is not\na structure file\n")
+    assert _gen(out, system=str(junk)) == 2
+    assert "cannot read structure file" in _one_error_line(capsys)
+
+    assert _gen(out, system=str(tmp_path / "missing.cif")) == 2
+    assert "unknown system" in _one_error_line(capsys)
+
+    nan = tmp_path / "nan.extxyz"
+    a = bulk("Si", "diamond", a=5.43, cubic=True)
+    a.positions[2, 1] = np.nan
+    a.write(nan)
+    assert _gen(out, system=str(nan)) == 2
+    assert "non-finite" in _one_error_line(capsys)
+
+    close = tmp_path / "close.extxyz"
+    a = bulk("Si", "diamond", a=5.43, cubic=True)
+    a.positions[1] = a.positions[0] + [0.3, 0, 0]
+    a.write(close)
+    assert _gen(out, system=str(close)) == 2
+    assert "closer than 0.5 A" in _one_error_line(capsys)
+
+    assert _gen(tmp_path / "no" / "such" / "dir.h5") == 2
+    assert "does not exist" in _one_error_line(capsys)
+    assert _gen(tmp_path) == 2
+    assert "directory" in _one_error_line(capsys)
+
+    assert _gen(out, "--frames", "0") == 2
+    assert "at least 1" in _one_error_line(capsys)
+    assert _gen(out, "--temperatures", "hot") == 2
+    assert "--temperatures" in _one_error_line(capsys)
+    assert not out.exists()  # nothing was created by any failed run
+
+
+def test_existing_foreign_files_left_intact(tmp_path, capsys):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("x", data=np.arange(4))
+    before = _sha(other)
+    assert _gen(other) == 2
+    assert "not an mlffd dataset" in _one_error_line(capsys)
+    assert _sha(other) == before
+
+    chg = tmp_path / "chg.h5"
+    a = bulk("Si", "diamond", a=5.43, cubic=True)
+    with DatasetWriter(chg, "chgnet", "chgnet 0.4.2") as w:
+        w.append(a, sampler="rattle", temperature=1, seed=1, key="k", energy=-40.0,
+                 forces=np.zeros((8, 3)))
+    before = _sha(chg)
+    assert _gen(chg) == 2
+    assert "teacher 'chgnet', not 'sevennet-0'" in _one_error_line(capsys)
+    assert _sha(chg) == before
+
+    txt = tmp_path / "notes.h5"
+    txt.write_text("notes")
+    assert _gen(txt) == 2
+    assert "not an HDF5 file" in _one_error_line(capsys)
+    assert txt.read_text() == "notes"
