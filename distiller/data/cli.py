@@ -33,6 +33,7 @@ def _generate(args) -> int:
         md_fraction=args.md_fraction,
         md_stride=args.md_stride,
         vacancy_fraction=args.vacancy_fraction,
+        pair_fraction=args.pair_fraction,
         device=args.device,
         teacher_options=options,
         progress=not args.no_progress,
@@ -80,6 +81,8 @@ def register(subparsers) -> None:
     p.add_argument("--md-fraction", type=float, default=0.2, help="share of frames from teacher MD (default 0.2)")
     p.add_argument("--md-stride", type=int, default=10, help="MD steps between kept frames (default 10)")
     p.add_argument("--vacancy-fraction", type=float, default=0.0, help="share of single-vacancy frames (default 0)")
+    p.add_argument("--pair-fraction", type=float, default=0.0,
+                   help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", help="local checkpoint for an Orb teacher")
     p.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",

@@ -18,6 +18,7 @@ from distiller.data.sampling import (
     MDState,
     plan_recipes,
     sample_md,
+    sample_pair,
     sample_rattle,
     sample_strain,
     sample_vacancy,
@@ -61,6 +62,7 @@ def generate_dataset(
     md_fraction: float = 0.2,
     md_stride: int = 10,
     vacancy_fraction: float = 0.0,
+    pair_fraction: float = 0.0,
     device: str = "cpu",
     teacher_options: dict | None = None,
     calculator=None,
@@ -82,7 +84,7 @@ def generate_dataset(
         for i, a in enumerate(s.images):
             validate_atoms(a, f"system {s.source}" + (f" (structure {i})" if len(s.images) > 1 else ""),
                            covered, teacher)
-    plan = plan_recipes(syss, frames, list(temperatures), seed, md_fraction, vacancy_fraction)
+    plan = plan_recipes(syss, frames, list(temperatures), seed, md_fraction, vacancy_fraction, pair_fraction)
     by_name = {s.name: s for s in syss}
     check_output_writable(out)
 
@@ -140,6 +142,9 @@ def generate_dataset(
                         if prev is None:
                             raise MLFFDError(f"internal: MD frame {r.prev_key} missing before {r.key}")
                     atoms = sample_md(image, r, calc, prev, md_stride)
+                elif r.sampler == "pair":
+                    atoms = sample_pair(image, r, seed)
+                    atoms.calc = calc
                 else:
                     sampler = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy}[r.sampler]
                     atoms = sampler(image, r)

@@ -11,7 +11,10 @@ Samplers (teacher calls per frame):
 - strain  (1): random symmetric cell strain, |e_ij| <= 0.02 + 0.02 * min(T/1500 K, 1), atoms
                scaled with the cell, then a rattle of half the sigma above;
 - vacancy (1): one random atom removed, then a rattle (optional, --vacancy-fraction);
-- md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps.
+- md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps;
+- pair    (1 each): a rattled frame (key ...a) and its copy displaced by PAIR_STEP RMS per atom
+               along a random direction (key ...b): the teacher's force difference is a
+               finite-difference Hessian-vector product, which training can match (--pair-fraction).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from ase import Atoms, units
 from distiller.data.systems import MIN_DISTANCE, System, min_distance
 from distiller.errors import MLFFDError
 
-SAMPLERS = ("rattle", "strain", "vacancy", "md")
+SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair")
+PAIR_STEP = 0.01  # Angstrom, RMS displacement per atom between the two frames of a pair
 
 
 def derive_seed(seed: int, key: str) -> int:
@@ -61,6 +65,7 @@ def plan_recipes(
     seed: int = 0,
     md_fraction: float = 0.2,
     vacancy_fraction: float = 0.0,
+    pair_fraction: float = 0.0,
 ) -> list[Recipe]:
     """The deterministic list of `frames` recipes for these settings."""
     if frames < 1:
@@ -74,15 +79,17 @@ def plan_recipes(
             raise MLFFDError(f"temperature must be in (0, 10000] K, got {t}")
     if len(set(temperatures)) != len(temperatures):
         raise MLFFDError("temperatures must be distinct")
-    for name, v in (("md fraction", md_fraction), ("vacancy fraction", vacancy_fraction)):
+    for name, v in (("md fraction", md_fraction), ("vacancy fraction", vacancy_fraction),
+                    ("pair fraction", pair_fraction)):
         if not 0.0 <= v <= 1.0:
             raise MLFFDError(f"{name} must be between 0 and 1, got {v}")
-    if md_fraction + vacancy_fraction > 1.0:
-        raise MLFFDError("md fraction + vacancy fraction must not exceed 1")
+    if md_fraction + vacancy_fraction + pair_fraction > 1.0:
+        raise MLFFDError("md + vacancy + pair fractions must not exceed 1")
 
     n_md = int(round(frames * md_fraction))
     n_vac = min(int(round(frames * vacancy_fraction)), frames - n_md)
-    n_rest = frames - n_md - n_vac
+    n_pair = 2 * (min(int(round(frames * pair_fraction)), frames - n_md - n_vac) // 2)
+    n_rest = frames - n_md - n_vac - n_pair
     n_strain = n_rest // 2
     n_rattle = n_rest - n_strain
     groups = [(s, t) for s in systems for t in temperatures]
@@ -102,6 +109,15 @@ def plan_recipes(
                     prev = key
             if stream:
                 streams.append(stream)
+    for g, ((system, t), c) in enumerate(zip(groups, _split(n_pair // 2, len(groups)))):
+        stream = []
+        for i in range(c):
+            base = f"{system.name}/pair/T{_fmt_t(t)}/s{seed}/i{i:05d}"
+            for half in "ab":  # consecutive, so a pair is only split by a kill, never by the plan
+                stream.append(Recipe(base + half, system.name, "pair", float(t), derive_seed(seed, base + half),
+                                     i, i % len(system.images)))
+        if stream:
+            streams.append(stream)
     # interleave the streams so that an interrupted run has a bit of everything
     plan: list[Recipe] = []
     pos = 0
@@ -149,6 +165,17 @@ def sample_strain(image: Atoms, recipe: Recipe) -> Atoms:
     atoms = image.copy()
     atoms.set_cell(image.cell[:] @ (np.eye(3) + e), scale_atoms=True)
     return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def sample_pair(image: Atoms, recipe: Recipe, run_seed: int) -> Atoms:
+    """Frame `a` of a pair is a rattle; frame `b` is the same rattle moved by PAIR_STEP (RMS)."""
+    base_key = recipe.key[:-1]
+    atoms = _rattled(image, rattle_sigma(recipe.temperature), np.random.default_rng(derive_seed(run_seed, base_key)),
+                     recipe.key)
+    if recipe.key.endswith("b"):
+        direction = np.random.default_rng(recipe.seed).normal(size=(len(atoms), 3))
+        atoms.positions += PAIR_STEP * direction / np.sqrt(np.mean(np.sum(direction**2, axis=1)))
+    return atoms
 
 
 def sample_vacancy(image: Atoms, recipe: Recipe) -> Atoms:

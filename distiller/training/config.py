@@ -45,6 +45,9 @@ class TrainConfig:
     energy_weight: float = 1.0
     force_weight: float = 10.0
     stress_weight: float = 1.0
+    # Teacher Hessian-vector products from displaced pairs (`mlffd generate --pair-fraction`):
+    # weight of mse((dF_student - dF_teacher) / step), eV^2/A^4; 0 switches it off.
+    hessian_weight: float = 0.0
     valid_fraction: float = 0.1
     seed: int = 0
     threads: Optional[int] = None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from distiller.data.sampling import PAIR_STEP
 from distiller.errors import MLFFDError
 from distiller.model.student import StudentConfig, StudentPotential
 from distiller.training.config import TrainConfig
@@ -55,6 +56,22 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
+def pair_units(keys: List[str]) -> List[List[int]]:
+    """Indices grouped so that both frames of a displaced pair (keys ...a / ...b) stay together."""
+    position = {k: i for i, k in enumerate(keys)}
+    units, taken = [], set()
+    for i, key in enumerate(keys):
+        if i in taken:
+            continue
+        partner = position.get(key[:-1] + "b") if key.endswith("a") and "/pair/" in key else None
+        if partner is not None:
+            units.append([i, partner])
+            taken.update((i, partner))
+        else:
+            units.append([i])
+    return units
+
+
 def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> torch.Tensor:
     n_atoms = batch["n_atoms"].to(pred["energy"].dtype)
     energy_loss = torch.mean(((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
@@ -64,6 +81,10 @@ def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> to
     if cfg.stress_weight > 0 and bool(mask.any()):
         diff = (pred["virial"][mask] - batch["virial"][mask]) / n_atoms[mask].view(-1, 1, 1)
         loss = loss + cfg.stress_weight * torch.mean(diff**2)
+    if cfg.hessian_weight > 0 and "pair_a" in batch:
+        a, b = batch["pair_a"], batch["pair_b"]
+        dd = (pred["forces"][b] - pred["forces"][a]) - (batch["forces"][b] - batch["forces"][a])
+        loss = loss + cfg.hessian_weight * torch.mean((dd / PAIR_STEP) ** 2)
     return loss
 
 
@@ -128,6 +149,7 @@ class Trainer:
         for g, f in zip(graphs, frames):
             g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
         self.train_graphs = [graphs[i] for i in train_idx]
+        self.train_units = pair_units([frames[i]["key"] for i in train_idx])
         self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
         self.test_batches = {}
         for path in test_paths or []:
@@ -147,14 +169,28 @@ class Trainer:
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
 
-    def _batches(self, graphs: List[Graph], shuffle: bool) -> List[Graph]:
-        order = self.rng.permutation(len(graphs)) if shuffle else np.arange(len(graphs))
-        size = self.cfg.batch_size
+    def _batches(self, graphs: List[Graph], shuffle: bool, units: Optional[List[List[int]]] = None) -> List[Graph]:
+        """Batches of about batch_size frames; a unit (a displaced pair) is never split."""
+        units = units or [[i] for i in range(len(graphs))]
+        order = self.rng.permutation(len(units)) if shuffle else np.arange(len(units))
+        chunks, chunk = [], []
+        for u in order:
+            chunk.extend(units[u])
+            if len(chunk) >= self.cfg.batch_size:
+                chunks.append(chunk)
+                chunk = []
+        if chunk:
+            chunks.append(chunk)
         batches = []
-        for k in range(0, len(order), size):
-            chunk = [graphs[i] for i in order[k : k + size]]
-            batch = collate(chunk, self.dtype)
-            batch["volume"] = torch.cat([g["volume"] for g in chunk]).to(self.dtype)
+        for chunk in chunks:
+            members = [graphs[i] for i in chunk]
+            batch = collate(members, self.dtype)
+            batch["volume"] = torch.cat([g["volume"] for g in members]).to(self.dtype)
+            pairs = [(k, k + 1) for k in range(len(chunk) - 1) if [chunk[k], chunk[k + 1]] in units]
+            if pairs:
+                starts = np.cumsum([0] + [len(g["species"]) for g in members])
+                batch["pair_a"] = torch.cat([torch.arange(starts[a], starts[a + 1]) for a, _ in pairs])
+                batch["pair_b"] = torch.cat([torch.arange(starts[b], starts[b + 1]) for _, b in pairs])
             batches.append(batch)
         return batches
 
@@ -230,9 +266,14 @@ class Trainer:
         resumed = self._resume()
         self.cfg.save(self.out / "config.yaml")
         metrics_csv = self.out / "metrics.csv"
-        if not resumed or not metrics_csv.exists():
-            with open(metrics_csv, "w", newline="") as fh:
-                csv.DictWriter(fh, METRIC_FIELDS).writeheader()
+        kept = []
+        if resumed and metrics_csv.exists():
+            with open(metrics_csv, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= self.epoch]
+        with open(metrics_csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
         total = self.cfg.epochs if self.cfg.time_budget_minutes is None else None
         bar = tqdm(total=total, initial=self.epoch, desc="train", unit="epoch", disable=quiet)
         while self.progress() < 1.0:
@@ -242,13 +283,11 @@ class Trainer:
                 group["lr"] = lr
             self.model.train()
             losses = []
-            for batch in self._batches(self.train_graphs, shuffle=True):
+            for batch in self._batches(self.train_graphs, shuffle=True, units=self.train_units):
                 loss = loss_fn(predict(self.model, batch, create_graph=True), batch, self.cfg)
                 if not torch.isfinite(loss):
-                    raise MLFFDError(
-                        f"loss became {loss.item()} at epoch {self.epoch + 1}; the last good state is in "
-                        f"{self.out / CHECKPOINT} (try a lower lr)"
-                    )
+                    kept = f"the last good state is in {self.out / CHECKPOINT}" if self.epoch else "no epoch finished"
+                    raise MLFFDError(f"loss became {loss.item()} in epoch {self.epoch + 1}; {kept} (try a lower lr)")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -264,12 +303,14 @@ class Trainer:
                 "val_force_rmse": val["rmse"], "val_force_r2": val["r2"],
                 "val_stress_mae": val.get("stress_mae", float("nan")), "elapsed_s": self.elapsed,
             }
+            # Order matters for resume: the metrics row first (rows past the checkpoint are
+            # dropped on resume), then best.pt, then the checkpoint that makes the epoch count.
+            with open(metrics_csv, "a", newline="") as fh:
+                csv.DictWriter(fh, METRIC_FIELDS).writerow(row)
             if val["mae"] < self.best["val_force_mae"]:
                 self.best = {"val_force_mae": val["mae"], "epoch": self.epoch}
                 self._save(BEST, self.export_payload(val))
             self._save(CHECKPOINT, self._state())
-            with open(metrics_csv, "a", newline="") as fh:
-                csv.DictWriter(fh, METRIC_FIELDS).writerow(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3g}", f_mae=f"{val['mae']:.3f}", r2=f"{val['r2']:.4f}")
         bar.close()

@@ -1,0 +1,127 @@
+"""`mlffd train`: runs, resumes after kill -9 to the same result, refuses bad input clearly."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from distiller.data.dataset import DatasetWriter
+from distiller.training.trainer import split_indices
+
+# EMT is a cheap stand-in labeller: these tests check the training machinery, not a teacher.
+
+
+def write_dataset(path, n_frames=10, symbols=None, seed=0):
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, "emt", "ase-emt") as writer:
+        for i in range(n_frames):
+            symbol = symbols[i] if symbols else "Cu"
+            atoms = bulk(symbol, "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+            atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+            atoms.calc = EMT()
+            atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+            writer.append(atoms, sampler="rattle", temperature=300.0, seed=i, key=f"t/{i}")
+    return path
+
+
+def train_cmd(data, out, *extra):
+    config = out.parent / "small-data.yaml"  # few frames: short EMA memory, small batches
+    config.write_text("preset: tiny\nbatch_size: 2\nema_decay: 0.8\nlr: 0.01\n")
+    return [sys.executable, "-m", "distiller.cli", "train", str(data), "--out", str(out), "--config", str(config),
+            "--quiet", *extra]
+
+
+def test_train_writes_run_folder_and_learns(tmp_path):
+    data = write_dataset(tmp_path / "d.h5")
+    out = tmp_path / "run"
+    subprocess.run(train_cmd(data, out, "--epochs", "25"), check=True, capture_output=True)
+    for name in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "metrics.json", "parity.png"):
+        assert (out / name).exists(), name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 26))
+    assert float(rows[-1]["val_force_mae"]) < 0.5 * float(rows[0]["val_force_mae"])
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
+    data = write_dataset(tmp_path / "d.h5")
+    epochs = ["--epochs", "40"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = tmp_path / "straight"
+    subprocess.run(train_cmd(data, reference, *epochs), check=True, capture_output=True, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(data, killed, *epochs), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (killed / "checkpoint.pt").exists():
+            try:
+                if torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"] >= 5:
+                    break
+            except Exception:  # caught mid-replace: try again
+                pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(killed / "checkpoint.pt", weights_only=False)
+    assert 5 <= state["epoch"] < 40, "the kill must land mid-run"
+    subprocess.run(train_cmd(data, killed, *epochs), check=True, capture_output=True, env=env)
+
+    a = torch.load(reference / "best.pt", weights_only=False)["model"]
+    b = torch.load(killed / "best.pt", weights_only=False)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    rows = list(csv.DictReader(open(killed / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 41))
+
+
+def run_train(*args):
+    return subprocess.run([sys.executable, "-m", "distiller.cli", "train", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    data = write_dataset(tmp_path / "d.h5", n_frames=3)
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.01\nlearning_rate_typo: 3\n")
+    result = run_train(data, "--out", tmp_path / "r", "--config", config)
+    assert result.returncode == 2
+    assert "unknown config key 'learning_rate_typo'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    with DatasetWriter(tmp_path / "empty.h5", "emt", "ase-emt"):
+        pass
+    result = run_train(tmp_path / "empty.h5", "--out", tmp_path / "r")
+    assert result.returncode == 2 and "0 frame" in result.stderr
+
+
+def test_element_only_in_validation_is_refused(tmp_path):
+    n = 11
+    _, valid = split_indices(n, 0.1, seed=0)
+    symbols = ["Cu"] * n
+    symbols[int(valid[0])] = "Ni"
+    data = write_dataset(tmp_path / "d.h5", n_frames=n, symbols=symbols)
+    result = run_train(data, "--out", tmp_path / "r", "--seed", "0")
+    assert result.returncode == 2 and "Ni" in result.stderr and "never in training" in result.stderr
+
+
+def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    data = write_dataset(tmp_path / "d.h5", n_frames=6)
+    out = tmp_path / "r"
+    assert run_train(data, "--out", out, "--preset", "tiny", "--epochs", "2").returncode == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    config = tmp_path / "c.yaml"
+    config.write_text("preset: tiny\nlr: 1.0e+30\ngrad_clip: 1.0e+30\nepochs: 4\n")
+    result = run_train(data, "--out", tmp_path / "r2", "--config", config)
+    assert result.returncode == 2 and "loss became" in result.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
