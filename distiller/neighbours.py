@@ -21,6 +21,11 @@ class NeighbourList:
         self._calculator = vesin.NeighborList(cutoff=self.cutoff, full_list=True)
 
     def compute(self, positions: np.ndarray, cell: np.ndarray, pbc) -> tuple[np.ndarray, np.ndarray]:
+        edge_index, edge_shift, _ = self.compute_with_distances(positions, cell, pbc)
+        return edge_index, edge_shift
+
+    def compute_with_distances(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(edge_index [2,E] sorted by centre, Cartesian edge_shift [E,3], distances [E])."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
@@ -32,11 +37,15 @@ class NeighbourList:
                 raise MLFFDError("a periodic direction needs a non-degenerate cell")
             if not pbc.any():
                 box = np.zeros((3, 3))
-        i, j, shifts = self._calculator.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
-        order = np.argsort(i, kind="stable")
-        edge_index = np.stack([i[order], j[order]]).astype(np.int64)
-        edge_shift = shifts[order].astype(np.float64) @ cell
-        return edge_index, edge_shift
+        i, j, shifts, distances = self._calculator.compute(
+            points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
+        )
+        if np.any(i[1:] < i[:-1]):  # vesin usually returns pairs grouped by centre already
+            order = np.argsort(i, kind="stable")
+            i, j, shifts, distances = i[order], j[order], shifts[order], distances[order]
+        edge_index = np.stack([i, j]).astype(np.int64)
+        edge_shift = shifts.astype(np.float64) @ cell
+        return edge_index, edge_shift, distances
 
 
 def neighbour_graph(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np.ndarray]:

@@ -305,3 +305,193 @@ def test_available_never_raises(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "True"]
+
+
+# --- fused export ops (fused_edge.cpp): conv_scatter_h, edge_geometry, radial_mlp, edge_forces_virial ---
+
+FUSED_OPS = ("conv_scatter_h", "edge_geometry", "radial_mlp", "edge_forces_virial")
+
+
+def random_conv_h(n_edges, n_nodes, channels, lmax, dtype=torch.float64, seed=0, empty_atoms=()):
+    w, sh, centre = random_inputs(n_edges, n_nodes, channels, lmax, dtype, seed, empty_atoms)
+    g = torch.Generator().manual_seed(seed + 100)
+    neighbour = torch.randint(0, n_nodes, (len(centre),), generator=g)
+    h = torch.randn(n_nodes, channels, generator=g, dtype=torch.float64).to(dtype)
+    return w, h, sh, centre, neighbour
+
+
+def random_vectors(n, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    vec = torch.randn(n, 3, generator=g, dtype=torch.float64) * 2.0
+    return vec.to(dtype)
+
+
+def radial_args(dtype=torch.float64, n_split=2, lmax=2, channels=4, seed=0):
+    from distiller.model.radial import BesselBasis, PolynomialCutoff
+
+    g = torch.Generator().manual_seed(seed)
+    basis, envelope = BesselBasis(5.0, 8), PolynomialCutoff(5.0)
+    k = n_split * (lmax + 1) * channels
+    w1, b1 = torch.randn(16, 8, generator=g, dtype=torch.float64), torch.randn(16, generator=g, dtype=torch.float64)
+    w2, b2 = torch.randn(k, 16, generator=g, dtype=torch.float64), torch.randn(k, generator=g, dtype=torch.float64)
+    weights = [basis.frequencies.double(), w1, b1, w2, b2]
+    return [t.to(dtype) for t in weights] + [basis.prefactor, envelope.cutoff, envelope.p, n_split]
+
+
+def test_fused_ops_registered(lib):
+    for name in FUSED_OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mlffd::{name}", "CPU"), name
+    for name in FUSED_OPS[:3]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mlffd::{name}", "Autograd"), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_conv_scatter_h_matches_reference(lib, dtype, lmax):
+    w, h, sh, centre, neighbour = random_conv_h(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 19))
+    inputs = [t.requires_grad_(True) for t in (w, h, sh)]
+    out = torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
+    expected = reference.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
+    torch.testing.assert_close(out, expected, **tolerances(dtype))
+    gout = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, inputs, gout), torch.autograd.grad(expected, inputs, gout)):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+
+
+def test_conv_scatter_h_gradcheck_and_no_double_backward(lib):
+    w, h, sh, centre, neighbour = random_conv_h(16, 6, 3, 2, seed=3, empty_atoms=(0,))
+    inputs = tuple(t.requires_grad_(True) for t in (w, h, sh))
+    fn = lambda w, h, sh: torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, 2)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+    g = torch.autograd.grad(fn(*inputs).sum(), inputs[0], create_graph=False)[0]
+    assert g.shape == w.shape
+    with pytest.raises(RuntimeError, match="only first-order gradients"):
+        torch.autograd.grad(fn(*inputs).sum(), inputs[0], create_graph=True)
+
+
+def test_conv_scatter_h_h_without_grad_and_threads(lib):
+    w, h, sh, centre, neighbour = random_conv_h(4000, 150, 16, 2, torch.float32, seed=2)
+    w.requires_grad_(True)
+    sh.requires_grad_(True)
+    h2 = h.clone().requires_grad_(True)
+    gout = torch.randn(150, 16, 9)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = torch.ops.mlffd.conv_scatter_h(w, h2, sh, centre, neighbour, 2)
+            results.append([out, *torch.autograd.grad(out, [w, h2, sh], gout)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    gw, gsh = torch.autograd.grad(torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, 2), [w, sh], gout)
+    torch.testing.assert_close(gw, results[0][1])
+    with pytest.raises(RuntimeError, match=r"neighbour\[0\] = 150 is outside"):
+        bad = neighbour.clone()
+        bad[0] = 150
+        torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, bad, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_edge_geometry_matches_e3nn(lib, dtype, lmax):
+    vec = random_vectors(500, dtype, seed=lmax).requires_grad_(True)
+    length, sh = torch.ops.mlffd.edge_geometry(vec, lmax)
+    ref_length, ref_sh = reference.edge_geometry(vec, lmax)
+    torch.testing.assert_close(length, ref_length, **tolerances(dtype))
+    torch.testing.assert_close(sh, ref_sh, **tolerances(dtype))
+    gl, gs = torch.randn_like(length), torch.randn_like(sh)
+    (a,) = torch.autograd.grad((length * gl).sum() + (sh * gs).sum(), [vec])
+    (b,) = torch.autograd.grad((ref_length * gl).sum() + (ref_sh * gs).sum(), [vec])  # lmax 0: sh constant
+    torch.testing.assert_close(a, b, **tolerances(dtype))
+    if dtype == torch.float64:
+        fn = lambda v: torch.ops.mlffd.edge_geometry(v, lmax)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (vec[:12].detach().requires_grad_(True),))
+    with pytest.raises(RuntimeError, match=r"lmax must be in \[0, 3\]"):
+        torch.ops.mlffd.edge_geometry(vec, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_radial_mlp_matches_reference(lib, dtype):
+    length = (torch.rand(400, dtype=torch.float64) * 5.5 + 0.3).to(dtype).requires_grad_(True)  # some beyond cutoff
+    args = radial_args(dtype)
+    outs = torch.ops.mlffd.radial_mlp(length, *args)
+    expected = reference.radial_mlp(length, *args)
+    assert len(outs) == 2
+    # float32: the envelope polynomial cancels near the cutoff (1 - 28 x^6 + 48 x^7 - 21 x^8), so
+    # compare with an absolute tolerance on the output's scale
+    tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * expected[0].abs().max().item())
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b, **tol)
+    grads = [torch.randn_like(o) for o in outs]
+    (a,) = torch.autograd.grad(outs, [length], grads)
+    (b,) = torch.autograd.grad(expected, [length], grads)
+    tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    torch.testing.assert_close(a, b, **tol)
+    (a,) = torch.autograd.grad(torch.ops.mlffd.radial_mlp(length, *args)[1].sum(), [length])  # one block unused
+    (b,) = torch.autograd.grad(reference.radial_mlp(length, *args)[1].sum(), [length])
+    torch.testing.assert_close(a, b, **tol)
+
+
+def test_radial_mlp_gradcheck_and_refusals(lib):
+    length = (torch.rand(10, dtype=torch.float64) * 4.5 + 0.3).requires_grad_(True)
+    args = radial_args(torch.float64, n_split=1)
+    assert torch.autograd.gradcheck(lambda r: torch.ops.mlffd.radial_mlp(r, *args), (length,))
+    with pytest.raises(RuntimeError, match="only first-order gradients"):
+        torch.autograd.grad(torch.ops.mlffd.radial_mlp(length, *args)[0].sum(), [length], create_graph=True)
+    trainable = list(args)
+    trainable[1] = trainable[1].clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="w.r.t. length only"):
+        torch.ops.mlffd.radial_mlp(length, *trainable)
+    with pytest.raises(RuntimeError, match="n_split"):
+        torch.ops.mlffd.radial_mlp(length, *args[:-1], 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_edge_forces_virial_matches_reference(lib, dtype):
+    w, h, sh, centre, neighbour = random_conv_h(300, 20, 1, 0, dtype, seed=4, empty_atoms=(2, 7))
+    grad, vec = random_vectors(300, dtype, seed=5), random_vectors(300, dtype, seed=6)
+    out = torch.ops.mlffd.edge_forces_virial(grad, vec, centre, neighbour, 22)  # two atoms without any edge
+    for a, b in zip(out, reference.edge_forces_virial(grad, vec, centre, neighbour, 22)):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+    empty = torch.zeros(0, 3, dtype=dtype), torch.zeros(0, dtype=torch.long)
+    f, v, av = torch.ops.mlffd.edge_forces_virial(empty[0], empty[0], empty[1], empty[1], 3)
+    assert torch.all(f == 0) and torch.all(v == 0) and torch.all(av == 0) and av.shape == (3, 6)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("num_interactions, lmax", [(1, 2), (2, 2), (2, 1)])
+def test_fused_student_matches_training_model(lib, tmp_path, dtype, rtol, num_interactions, lmax):
+    """Exported model with all fused ops vs the training-time (reference) graph. float32 is compared
+    against the float64 reference: both float32 graphs carry their own ~1e-5 rounding of the forces."""
+    from distiller.model.student import FusedConvScatter, FusedStudentPotential, StudentConfig, StudentPotential
+    from export.load import load_frozen
+    from export.testing import make_demo_model
+
+    kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11)
+    fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw))
+    plain, _ = load_frozen(make_demo_model(tmp_path / "r.pt", use_ops=False, dtype="float64", **kw))
+    code = fused.code + fused.atom_energy.code + getattr(fused.interactions, "0").conv.code
+    for name in FUSED_OPS:
+        assert f"mlffd.{name}" in code, name
+    g = torch.Generator().manual_seed(1)
+    n = 40
+    pos = torch.rand(n, 3, generator=g, dtype=torch.float64) * 7.0
+    dist = (pos[None] - pos[:, None]).norm(dim=-1)
+    i, j = ((dist < 4.0) & (dist > 0.5)).nonzero(as_tuple=True)
+    species = torch.randint(0, 2, (n,), generator=g)
+    dt = torch.float64 if dtype == "float64" else torch.float32
+    a = fused(pos.to(dt), species, torch.stack([i, j]), torch.zeros(len(i), 3, dtype=dt), n - 3)
+    b = plain(pos, species, torch.stack([i, j]), torch.zeros(len(i), 3, dtype=torch.float64), n - 3)
+    for key in ("energy", "atom_energy", "forces", "virial", "atom_virial"):
+        scale = b[key].abs().max()
+        torch.testing.assert_close(a[key].double(), b[key], rtol=rtol, atol=rtol * scale)
+    # in place on a StudentPotential; state_dict unchanged
+    model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))
+    keys = list(model.state_dict())
+    from distiller.model.student import use_fused_ops
+
+    assert use_fused_ops(model) is model and type(model) is FusedStudentPotential
+    assert isinstance(model.interactions[0].conv, FusedConvScatter) and list(model.state_dict()) == keys

@@ -9,6 +9,8 @@ Ops (C++ sources in `csrc/`, see docs/custom_ops.md):
   mlffd::conv_scatter_backward(Tensor grad_out, Tensor weights, Tensor sh, Tensor centre, int lmax)
       -> (Tensor, Tensor)
   mlffd::build_info() -> str
+  mlffd::conv_scatter_h / edge_geometry / radial_mlp / edge_forces_virial   (fused_edge.cpp: CPU, C++
+      autograd, first order only; used by distiller.model.student.use_fused_ops)
 Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++, any order), CUDA (only built when
 torch has CUDA and CUDA_HOME is set). `export.ops.reference` holds the pure-PyTorch reference.
 
@@ -29,7 +31,7 @@ __all__ = ["LIBRARY_NAME", "available", "build_directory", "library_path", "load
 LIBRARY_NAME = "mlffd_ops"
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-_CPP_SOURCES = ("conv_scatter.cpp", "conv_scatter_autograd.cpp")
+_CPP_SOURCES = ("conv_scatter.cpp", "conv_scatter_autograd.cpp", "fused_edge.cpp")
 _CUDA_SOURCES = ("conv_scatter_cuda.cu",)
 _HEADERS = ("conv_scatter.h",)
 _CFLAGS = ["-O3", "-fopenmp"]
