@@ -79,7 +79,7 @@ def run(args) -> int:
     from export.freeze import export_checkpoint
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
     steps = plan(args.budget, args.frames)
     timings = {}
     start = time.perf_counter()
