@@ -109,7 +109,8 @@ def run(args) -> int:
     stage("export")
 
     report = validate(str(model), args.teacher, str(out / "data" / "test.h5"), str(out / "report"),
-                      md_steps=steps["md_steps"], teacher_md_steps=steps["teacher_md_steps"])
+                      md_steps=steps["md_steps"], teacher_md_steps=steps["teacher_md_steps"],
+                      temperature=TEST_TEMPERATURE)  # MD starts from a test frame: sample at its temperature
     stage("validate")
     result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
                    long_steps=None, long_steps_ase=None)
