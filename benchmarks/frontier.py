@@ -174,7 +174,7 @@ def write_report(out: Path, rows, reference):
         pts = [(r[key], r["force_mae"], r["variant"]) for r in rows if r[key] is not None]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=f"student via {label}")
-            for x, y, name in pts:
+            for x, y, name in (pts if label == "LAMMPS" else []):
                 ax.annotate(name, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
     if reference["teacher_us_per_atom_step"]:
         ax.axvline(reference["teacher_us_per_atom_step"], color="r", ls="--", label="teacher (SevenNet-0)")
