@@ -473,7 +473,7 @@ def test_fused_student_matches_training_model(lib, tmp_path, dtype, rtol, num_in
     kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11)
     fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw))
     plain, _ = load_frozen(make_demo_model(tmp_path / "r.pt", use_ops=False, dtype="float64", **kw))
-    code = fused.code + fused.atom_energy.code + getattr(fused.interactions, "0").conv.code
+    code = fused.code + fused.atom_energy.code + fused.forces_and_virial.code + getattr(fused.interactions, "0").conv.code
     for name in FUSED_OPS:
         assert f"mlffd.{name}" in code, name
     g = torch.Generator().manual_seed(1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from e3nn import o3
@@ -201,10 +201,25 @@ class StudentPotential(nn.Module):
         edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, allow_unused=True)[0]
         if edge_grad is None:  # no edges at all
             edge_grad = torch.zeros_like(edge_vec)
-        forces = torch.zeros_like(pos)
+        forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index, pos.shape[0])
+        return {
+            "energy": energy.detach(),
+            "atom_energy": atom_energy.detach(),
+            "forces": forces,
+            "virial": virial,
+            "atom_virial": atom_virial,
+        }
+
+    def forces_and_virial(
+        self, edge_grad: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, n_nodes: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forces on every node, virial, per-atom virial (half of each edge's term to each end)."""
+        centre = edge_index[0]
+        neighbour = edge_index[1]
+        forces = torch.zeros((n_nodes, 3), dtype=edge_vec.dtype, device=edge_vec.device)
         forces.index_add_(0, centre, edge_grad)
         forces.index_add_(0, neighbour, -edge_grad)
-        edge_virial = -edge_vec.detach().unsqueeze(2) * edge_grad.unsqueeze(1)  # [E, 3, 3]
+        edge_virial = -edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1)  # [E, 3, 3]
         virial = edge_virial.sum(0)
         voigt = torch.stack(
             [
@@ -217,16 +232,10 @@ class StudentPotential(nn.Module):
             ],
             dim=1,
         ) * 0.5
-        atom_virial = torch.zeros((pos.shape[0], 6), dtype=pos.dtype, device=pos.device)
+        atom_virial = torch.zeros((n_nodes, 6), dtype=edge_vec.dtype, device=edge_vec.device)
         atom_virial.index_add_(0, centre, voigt)
         atom_virial.index_add_(0, neighbour, voigt)
-        return {
-            "energy": energy.detach(),
-            "atom_energy": atom_energy.detach(),
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial,
-        }
+        return forces, virial, atom_virial
 
 
 @compile_mode("script")
@@ -261,33 +270,12 @@ class FusedStudentPotential(StudentPotential):
             t += 1
         return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
 
-    def forward(
-        self,
-        pos: torch.Tensor,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        edge_shift: torch.Tensor,
-        n_local: int,
-    ) -> Dict[str, torch.Tensor]:
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        edge_vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift).detach()
-        edge_vec.requires_grad_(True)
-        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
-        energy = atom_energy.sum()
-        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
-        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, allow_unused=True)[0]
-        if edge_grad is None:  # no edges at all
-            edge_grad = torch.zeros_like(edge_vec)
-        # One pass for forces, virial and per-atom virial (StudentPotential.forward's formulas).
-        out = torch.ops.mlffd.edge_forces_virial(edge_grad, edge_vec.detach(), centre, neighbour, pos.shape[0])
-        return {
-            "energy": energy.detach(),
-            "atom_energy": atom_energy.detach(),
-            "forces": out[0],
-            "virial": out[1],
-            "atom_virial": out[2],
-        }
+    def forces_and_virial(
+        self, edge_grad: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, n_nodes: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # One deterministic pass for forces, virial and per-atom virial (the base class's formulas).
+        out = torch.ops.mlffd.edge_forces_virial(edge_grad, edge_vec, edge_index[0], edge_index[1], n_nodes)
+        return out[0], out[1], out[2]
 
 
 def use_fused_ops(model: StudentPotential) -> StudentPotential:

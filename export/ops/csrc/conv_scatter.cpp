@@ -96,20 +96,9 @@ void conv_scatter_forward_cpu_impl(const scalar_t* __restrict__ w, const scalar_
     for (int64_t i = begin; i < end; ++i) {
       std::fill(acc_buf.begin(), acc_buf.end(), scalar_t(0));
       for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
-        const scalar_t* __restrict__ we = w + e * L * C;
-        const scalar_t* __restrict__ se = sh + e * M;
-        for (int64_t l = 0; l < L; ++l) {
-          const scalar_t* __restrict__ wl = we + l * C;
-          for (int64_t m = l * l; m < (l + 1) * (l + 1); ++m) {
-            const scalar_t s = se[m];
-            scalar_t* __restrict__ a = acc + m * C;
-            for (int64_t c = 0; c < C; ++c) a[c] += wl[c] * s;
-          }
-        }
+        accumulate_edge(w + e * L * C, sh + e * M, acc, L, C);
       }
-      scalar_t* __restrict__ o = out + i * C * M;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t m = 0; m < M; ++m) o[c * M + m] = acc[m * C + c];
+      store_node(acc, out + i * C * M, C, M);
     }
   });
 }

@@ -21,6 +21,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "conv_scatter.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -113,21 +115,11 @@ void conv_h_forward_impl(const scalar_t* __restrict__ radial, const scalar_t* __
       for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e) {
         const scalar_t* __restrict__ re = radial + e * L * C;
         const scalar_t* __restrict__ hn = h + neighbour[e] * C;
-        const scalar_t* __restrict__ se = sh + e * M;
         for (int64_t l = 0; l < L; ++l)
           for (int64_t c = 0; c < C; ++c) w[l * C + c] = re[l * C + c] * hn[c];  // the reference's weights
-        for (int64_t l = 0; l < L; ++l) {
-          const scalar_t* __restrict__ wl = w + l * C;
-          for (int64_t m = l * l; m < (l + 1) * (l + 1); ++m) {
-            const scalar_t s = se[m];
-            scalar_t* __restrict__ a = acc + m * C;
-            for (int64_t c = 0; c < C; ++c) a[c] += wl[c] * s;
-          }
-        }
+        accumulate_edge(w, sh + e * M, acc, L, C);
       }
-      scalar_t* __restrict__ o = out + i * C * M;
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t m = 0; m < M; ++m) o[c * M + m] = acc[m * C + c];
+      store_node(acc, out + i * C * M, C, M);
     }
   });
 }
