@@ -21,8 +21,6 @@ from distiller.errors import MLFFDError
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
 TEST_TEMPERATURE = 1200.0
-PAIR_FRACTION = 0.3
-HESSIAN_WEIGHT = 10.0
 
 
 def register(subparsers) -> None:
@@ -91,17 +89,13 @@ def run(args) -> int:
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
     print(f"[distill] plan: {json.dumps(steps)}", flush=True)
-    # Displaced pairs carry teacher Hessian-vector products (docs/results.md section 3: at equal
-    # teacher cost they lowered the held-out force error by ~20%).
     generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], steps["train_frames"],
-                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_fraction=0.15, md_stride=5,
-                     pair_fraction=PAIR_FRACTION)
+                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_fraction=0.15, md_stride=5)
     generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
                      temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
     stage("generate")
 
-    settings = {"time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed,
-                "hessian_weight": HESSIAN_WEIGHT}
+    settings = {"time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed}
     if args.preset:
         settings["preset"] = args.preset
     config = TrainConfig.from_dict(settings)

@@ -125,3 +125,26 @@ def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
     result = run_train(data, "--out", tmp_path / "r2", "--config", config)
     assert result.returncode == 2 and "loss became" in result.stderr
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_displaced_pairs_are_planned_sampled_and_batched_together():
+    from distiller.data.sampling import PAIR_STEP, plan_recipes, sample_pair
+    from distiller.data.systems import load_systems
+    from distiller.training.trainer import pair_units
+
+    systems = load_systems(["si:1x1x1"])
+    plan = plan_recipes(systems, 12, [300.0, 900.0], seed=0, md_fraction=0.0, pair_fraction=0.5)
+    pairs = {r.key: r for r in plan if r.sampler == "pair"}
+    assert len(pairs) == 6 and all(k[:-1] + "b" in pairs for k in pairs if k.endswith("a"))
+    key = next(k for k in pairs if k.endswith("a"))
+    a = sample_pair(systems[0].images[0], pairs[key], 0)
+    b = sample_pair(systems[0].images[0], pairs[key[:-1] + "b"], 0)
+    rms = np.sqrt(np.mean(np.sum((b.positions - a.positions) ** 2, axis=1)))
+    assert rms == pytest.approx(PAIR_STEP, rel=1e-9)
+    keys = [r.key for r in plan]
+    units = pair_units(keys)
+    assert sorted(i for u in units for i in u) == list(range(len(keys)))
+    assert sum(len(u) == 2 for u in units) == 3
+    for unit in units:
+        if len(unit) == 2:
+            assert keys[unit[0]].endswith("a") and keys[unit[1]] == keys[unit[0]][:-1] + "b"
