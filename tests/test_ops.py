@@ -3,7 +3,6 @@ pure-PyTorch reference, usable from TorchScript, saved models reload in a fresh 
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,8 +17,6 @@ from export.ops import reference
 
 @pytest.fixture(scope="module")
 def lib():
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler: the custom ops cannot be built here")
     return ops.load_library()
 
 

@@ -342,12 +342,6 @@ class DatasetWriter:
             _check_file(self.path)
             if not os.access(self.path, os.W_OK):
                 raise MLFFDError(f"output file is not writable: {self.path}")
-            self._lock()
-            try:
-                self._open_existing()
-            except BaseException:
-                self._unlock()
-                raise
         else:
             if not os.access(parent, os.W_OK):
                 raise MLFFDError(f"output directory is not writable: {parent}")
@@ -364,12 +358,12 @@ class DatasetWriter:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            self._lock()
-            try:
-                self._open_existing()
-            except BaseException:
-                self._unlock()
-                raise
+        self._lock()
+        try:
+            self._open_existing()
+        except BaseException:
+            self._unlock()
+            raise
         return self
 
     def _open_existing(self) -> None:

@@ -117,9 +117,7 @@ void conv_scatter_backward_cpu_impl(const scalar_t* __restrict__ gout, const sca
     for (int64_t e = begin; e < end; ++e) {
       const int64_t i = centre[e];
       if (i != current) {
-        const scalar_t* __restrict__ g = gout + i * C * M;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t m = 0; m < M; ++m) got[m * C + c] = g[c * M + m];
+        load_node(gout + i * C * M, got, C, M);
         current = i;
       }
       const scalar_t* __restrict__ se = sh + e * M;

@@ -56,4 +56,11 @@ inline void store_node(const scalar_t* __restrict__ acc, scalar_t* __restrict__ 
     for (int64_t m = 0; m < M; ++m) out_node[c * M + m] = acc[m * C + c];
 }
 
+// acc[m, c] = node[c, m]: one atom's [C, M] gradient, transposed for the edge loops.
+template <typename scalar_t>
+inline void load_node(const scalar_t* __restrict__ node, scalar_t* __restrict__ acc, int64_t C, int64_t M) {
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t m = 0; m < M; ++m) acc[m * C + c] = node[c * M + m];
+}
+
 }  // namespace mlffd
