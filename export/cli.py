@@ -12,7 +12,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-ops", action="store_true", help="keep the pure-PyTorch reference kernels")
     p.set_defaults(func=run)
     ops = subparsers.add_parser("ops", help="the custom op library (C++ kernels of the frozen graph)")
-    ops.add_argument("action", choices=["build", "path"], help="build: compile now (else on first use)")
+    ops.add_argument("action", choices=["build", "path", "check-cuda"],
+                     help="build: compile now (else on first use); path: where the library is; check-cuda: "
+                          "compile the CUDA kernels with nvcc (no GPU or CUDA torch needed)")
+    ops.add_argument("--arch", default="sm_90", help="check-cuda: GPU architecture (nvcc -arch)")
     ops.set_defaults(func=run_ops)
 
 
@@ -29,6 +32,10 @@ def run(args) -> int:
 def run_ops(args) -> int:
     from export import ops
 
+    if args.action == "check-cuda":
+        from export.ops import cuda_check
+
+        return cuda_check.main(["--arch", args.arch])
     path = ops.load_library() if args.action == "build" else ops.library_path()
     print(path)
     return 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from export import ops
-from export.ops import reference
+from export.ops import cuda_check, reference
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,17 @@ def random_inputs(n_edges, n_nodes, channels, lmax, dtype=torch.float64, seed=0,
 
 def tolerances(dtype):
     return dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+
+
+# Parity tests run on every device this machine has: the reference is computed on the CPU, the op
+# on the device. CI has no GPU, so "cuda" runs where one is lent (benchmarks/gpu_check.sh).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA device on this machine"))]
+
+
+def to_device(device, *tensors):
+    """Leaf copies of `tensors` on `device`, keeping requires_grad."""
+    return [t.detach().to(device).requires_grad_(t.requires_grad) for t in tensors]
 
 
 # --- library and API -----------------------------------------------------------------------------
@@ -70,26 +81,28 @@ def test_sources_are_pure_libtorch():
 
 # --- forward ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_forward_matches_reference(lib, dtype, lmax):
+def test_forward_matches_reference(lib, device, dtype, lmax):
     # atoms 0, 5, 6 and the last two have no edges
     w, sh, centre = random_inputs(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 6, 18, 19))
-    out = torch.ops.mlffd.conv_scatter(w, sh, centre, 20, lmax)
+    out = torch.ops.mlffd.conv_scatter(*to_device(device, w, sh, centre), 20, lmax)
     expected = reference.conv_scatter(w, sh, centre, 20, lmax)
-    assert out.shape == (20, 7, (lmax + 1) ** 2) and out.dtype == dtype
-    torch.testing.assert_close(out, expected, **tolerances(dtype))
+    assert out.shape == (20, 7, (lmax + 1) ** 2) and out.dtype == dtype and out.device.type == device
+    torch.testing.assert_close(out.cpu(), expected, **tolerances(dtype))
     assert torch.all(out[[0, 5, 6, 18, 19]] == 0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_nodes", [0, 4])
-def test_empty_edge_set(lib, n_nodes):
-    w, sh, centre = random_inputs(0, n_nodes, 3, 2, requires_grad=True)
+def test_empty_edge_set(lib, device, n_nodes):
+    w, sh, centre = to_device(device, *random_inputs(0, n_nodes, 3, 2, requires_grad=True))
     out = torch.ops.mlffd.conv_scatter(w, sh, centre, n_nodes, 2)
     assert out.shape == (n_nodes, 3, 9) and torch.all(out == 0)
     gw, gsh = torch.autograd.grad(out.sum(), [w, sh], allow_unused=True)
     assert gw is None or gw.shape == (0, 3, 3)
-    gw, gsh = torch.ops.mlffd.conv_scatter_backward(torch.ones(n_nodes, 3, 9, dtype=torch.float64),
+    gw, gsh = torch.ops.mlffd.conv_scatter_backward(torch.ones(n_nodes, 3, 9, dtype=torch.float64, device=device),
                                                    w.detach(), sh.detach(), centre, 2)
     assert gw.shape == (0, 3, 3) and gsh.shape == (0, 9)
 
@@ -127,19 +140,21 @@ def test_meta_kernel(lib):
 
 # --- gradients -------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_gradients_match_reference(lib, dtype, lmax):
+def test_gradients_match_reference(lib, device, dtype, lmax):
     w, sh, centre = random_inputs(250, 16, 6, lmax, dtype, seed=10 + lmax, empty_atoms=(0, 3, 15),
                                   requires_grad=True)
     gout = torch.randn(16, 6, (lmax + 1) ** 2, dtype=dtype)
-    fused = torch.autograd.grad(torch.ops.mlffd.conv_scatter(w, sh, centre, 16, lmax), [w, sh], gout)
+    wd, shd, centred, goutd = to_device(device, w, sh, centre, gout)
+    fused = torch.autograd.grad(torch.ops.mlffd.conv_scatter(wd, shd, centred, 16, lmax), [wd, shd], goutd)
     expected = torch.autograd.grad(reference.conv_scatter(w, sh, centre, 16, lmax), [w, sh], gout)
     for a, b in zip(fused, expected):
-        torch.testing.assert_close(a, b, **tolerances(dtype))
-    direct = torch.ops.mlffd.conv_scatter_backward(gout, w.detach(), sh.detach(), centre, lmax)
+        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
+    direct = torch.ops.mlffd.conv_scatter_backward(goutd, wd.detach(), shd.detach(), centred, lmax)
     for a, b in zip(direct, expected):
-        torch.testing.assert_close(a, b, **tolerances(dtype))
+        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
 
 
 @pytest.mark.parametrize("lmax", [1, 2])
@@ -153,16 +168,18 @@ def test_gradcheck(lib, lmax):
     assert torch.autograd.gradcheck(bwd, (gout, w, sh))
 
 
-def test_double_backward_matches_reference(lib):
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_matches_reference(lib, device):
     w, sh, centre = random_inputs(200, 12, 5, 2, seed=7, empty_atoms=(4,), requires_grad=True)
     gout = torch.randn(12, 5, 9, dtype=torch.float64)
 
-    def second(fn):
+    def second(fn, w, sh, centre, gout):
         gw, gsh = torch.autograd.grad(fn(w, sh, centre, 12, 2), [w, sh], gout, create_graph=True)
         return torch.autograd.grad((gw**2).sum() + (gsh.sin()).sum(), [w, sh])
 
-    for a, b in zip(second(torch.ops.mlffd.conv_scatter), second(reference.conv_scatter)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    fused = second(torch.ops.mlffd.conv_scatter, *to_device(device, w, sh, centre, gout))
+    for a, b in zip(fused, second(reference.conv_scatter, w, sh, centre, gout)):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-12, atol=1e-12)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -304,6 +321,34 @@ def test_available_never_raises(tmp_path):
     assert proc.stdout.split() == ["False", "True"]
 
 
+# --- CUDA sources: compiled with nvcc on every machine, run only where a GPU is lent ----------------
+
+needs_nvcc = pytest.mark.skipif(cuda_check.nvcc_path() is None, reason="nvcc is not installed")
+
+
+@needs_nvcc
+def test_cuda_sources_compile(tmp_path):
+    """Every .cu file compiles against this torch's headers and every mlffd function the C++ and CUDA
+    objects call across files is defined (what a CUDA build links)."""
+    objects = cuda_check.compile_cuda_sources(tmp_path)
+    names = {obj.name for obj in objects}
+    assert {"conv_scatter_cuda.cu.o", "fused_edge_cuda.cu.o", "fused_edge.cpp.o"} <= names, names
+
+
+@needs_nvcc
+def test_cuda_check_fails_on_broken_sources(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cu"
+    broken.write_text('#include "kernel_math.h"\n__global__ void k(float* x) { x[0] = undeclared_name; }\n')
+    monkeypatch.setattr(ops, "source_files", lambda cuda=False: [str(broken)])
+    with pytest.raises(RuntimeError, match="undeclared_name"):
+        cuda_check.compile_cuda_sources(tmp_path / "a")
+    caller = tmp_path / "caller.cpp"
+    caller.write_text("namespace mlffd { void launcher_cuda(); }\nvoid call() { mlffd::launcher_cuda(); }\n")
+    monkeypatch.setattr(ops, "source_files", lambda cuda=False: [str(caller)])
+    with pytest.raises(RuntimeError, match="launcher_cuda"):
+        cuda_check.compile_cuda_sources(tmp_path / "b")
+
+
 # --- fused export ops (fused_edge.cpp): conv_scatter_h, edge_geometry, radial_mlp, edge_forces_virial ---
 
 FUSED_OPS = ("conv_scatter_h", "edge_geometry", "radial_mlp", "edge_forces_virial")
@@ -336,23 +381,34 @@ def radial_args(dtype=torch.float64, n_split=2, lmax=2, channels=4, seed=0):
 
 
 def test_fused_ops_registered(lib):
+    # radial_mlp is one device-generic composite (matmuls around elementwise passes); the others
+    # have a kernel per device
+    device_keys = ["CPU"] + (["CUDA"] if "cuda=1" in torch.ops.mlffd.build_info() else [])
     for name in FUSED_OPS:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mlffd::{name}", "CPU"), name
+        for key in device_keys if name != "radial_mlp" else ["CompositeExplicitAutograd"]:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mlffd::{name}", key), (name, key)
     for name in FUSED_OPS[:3]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mlffd::{name}", "Autograd"), name
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_conv_scatter_h_matches_reference(lib, dtype, lmax):
+def test_conv_scatter_h_matches_reference(lib, device, dtype, lmax):
     w, h, sh, centre, neighbour = random_conv_h(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 19))
     inputs = [t.requires_grad_(True) for t in (w, h, sh)]
-    out = torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
+    on_device = to_device(device, w, h, sh, centre, neighbour)
+    out = torch.ops.mlffd.conv_scatter_h(*on_device, lmax)
     expected = reference.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
-    torch.testing.assert_close(out, expected, **tolerances(dtype))
-    gout = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, inputs, gout), torch.autograd.grad(expected, inputs, gout)):
-        torch.testing.assert_close(a, b, **tolerances(dtype))
+    torch.testing.assert_close(out.cpu(), expected, **tolerances(dtype))
+    gout = torch.randn_like(expected)
+    fused = torch.autograd.grad(out, on_device[:3], gout.to(device))
+    for a, b in zip(fused, torch.autograd.grad(expected, inputs, gout)):
+        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
+    # a second call gives the same bits: no atomics, fixed summation order on every device
+    again = torch.ops.mlffd.conv_scatter_h(*on_device, lmax)
+    assert torch.equal(again, out)
+    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad(again, on_device[:3], gout.to(device)), fused))
 
 
 def test_conv_scatter_h_gradcheck_and_no_double_backward(lib):
@@ -391,45 +447,52 @@ def test_conv_scatter_h_h_without_grad_and_threads(lib):
         torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, bad, 2)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_edge_geometry_matches_e3nn(lib, dtype, lmax):
-    vec = random_vectors(500, dtype, seed=lmax).requires_grad_(True)
-    length, sh = torch.ops.mlffd.edge_geometry(vec, lmax)
+def test_edge_geometry_matches_e3nn(lib, device, dtype, lmax):
+    vec = random_vectors(500, dtype, seed=lmax)
+    vec[7] = 0.0  # a zero vector: e3nn's normalize clamps it (sh of the zero direction, zero gradient)
+    vec.requires_grad_(True)
+    (vec_d,) = to_device(device, vec)
+    length, sh = torch.ops.mlffd.edge_geometry(vec_d, lmax)
     ref_length, ref_sh = reference.edge_geometry(vec, lmax)
-    torch.testing.assert_close(length, ref_length, **tolerances(dtype))
-    torch.testing.assert_close(sh, ref_sh, **tolerances(dtype))
-    gl, gs = torch.randn_like(length), torch.randn_like(sh)
-    (a,) = torch.autograd.grad((length * gl).sum() + (sh * gs).sum(), [vec])
+    torch.testing.assert_close(length.cpu(), ref_length, **tolerances(dtype))
+    torch.testing.assert_close(sh.cpu(), ref_sh, **tolerances(dtype))
+    gl, gs = torch.randn_like(ref_length), torch.randn_like(ref_sh)
+    (a,) = torch.autograd.grad((length * gl.to(device)).sum() + (sh * gs.to(device)).sum(), [vec_d])
     (b,) = torch.autograd.grad((ref_length * gl).sum() + (ref_sh * gs).sum(), [vec])  # lmax 0: sh constant
-    torch.testing.assert_close(a, b, **tolerances(dtype))
+    torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
     if dtype == torch.float64:
         fn = lambda v: torch.ops.mlffd.edge_geometry(v, lmax)  # noqa: E731
-        assert torch.autograd.gradcheck(fn, (vec[:12].detach().requires_grad_(True),))
+        assert torch.autograd.gradcheck(fn, (vec_d[:6].detach().requires_grad_(True),))
     with pytest.raises(RuntimeError, match=r"lmax must be in \[0, 3\]"):
-        torch.ops.mlffd.edge_geometry(vec, 4)
+        torch.ops.mlffd.edge_geometry(vec_d, 4)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_radial_mlp_matches_reference(lib, dtype):
+def test_radial_mlp_matches_reference(lib, device, dtype):
     length = (torch.rand(400, dtype=torch.float64) * 5.5 + 0.3).to(dtype).requires_grad_(True)  # some beyond cutoff
     args = radial_args(dtype)
-    outs = torch.ops.mlffd.radial_mlp(length, *args)
+    length_d, *weights_d = to_device(device, length, *args[:5])
+    args_d = weights_d + args[5:]
+    outs = torch.ops.mlffd.radial_mlp(length_d, *args_d)
     expected = reference.radial_mlp(length, *args)
     assert len(outs) == 2
     # float32: the envelope polynomial cancels near the cutoff (1 - 28 x^6 + 48 x^7 - 21 x^8), so
     # compare with an absolute tolerance on the output's scale
     tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * expected[0].abs().max().item())
     for a, b in zip(outs, expected):
-        torch.testing.assert_close(a, b, **tol)
-    grads = [torch.randn_like(o) for o in outs]
-    (a,) = torch.autograd.grad(outs, [length], grads)
+        torch.testing.assert_close(a.cpu(), b, **tol)
+    grads = [torch.randn_like(o) for o in expected]
+    (a,) = torch.autograd.grad(outs, [length_d], [g.to(device) for g in grads])
     (b,) = torch.autograd.grad(expected, [length], grads)
     tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * b.abs().max().item())
-    torch.testing.assert_close(a, b, **tol)
-    (a,) = torch.autograd.grad(torch.ops.mlffd.radial_mlp(length, *args)[1].sum(), [length])  # one block unused
+    torch.testing.assert_close(a.cpu(), b, **tol)
+    (a,) = torch.autograd.grad(torch.ops.mlffd.radial_mlp(length_d, *args_d)[1].sum(), [length_d])  # one block unused
     (b,) = torch.autograd.grad(reference.radial_mlp(length, *args)[1].sum(), [length])
-    torch.testing.assert_close(a, b, **tol)
+    torch.testing.assert_close(a.cpu(), b, **tol)
 
 
 def test_radial_mlp_gradcheck_and_refusals(lib):
@@ -446,21 +509,27 @@ def test_radial_mlp_gradcheck_and_refusals(lib):
         torch.ops.mlffd.radial_mlp(length, *args[:-1], 5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_edge_forces_virial_matches_reference(lib, dtype):
+def test_edge_forces_virial_matches_reference(lib, device, dtype):
     w, h, sh, centre, neighbour = random_conv_h(300, 20, 1, 0, dtype, seed=4, empty_atoms=(2, 7))
     grad, vec = random_vectors(300, dtype, seed=5), random_vectors(300, dtype, seed=6)
-    out = torch.ops.mlffd.edge_forces_virial(grad, vec, centre, neighbour, 22)  # two atoms without any edge
+    out = torch.ops.mlffd.edge_forces_virial(*to_device(device, grad, vec, centre, neighbour), 22)  # 2 atoms edgeless
     for a, b in zip(out, reference.edge_forces_virial(grad, vec, centre, neighbour, 22)):
-        torch.testing.assert_close(a, b, **tolerances(dtype))
-    empty = torch.zeros(0, 3, dtype=dtype), torch.zeros(0, dtype=torch.long)
+        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
+    empty = torch.zeros(0, 3, dtype=dtype, device=device), torch.zeros(0, dtype=torch.long, device=device)
     f, v, av = torch.ops.mlffd.edge_forces_virial(empty[0], empty[0], empty[1], empty[1], 3)
     assert torch.all(f == 0) and torch.all(v == 0) and torch.all(av == 0) and av.shape == (3, 6)
+    bad = neighbour.clone()
+    bad[3] = 22
+    with pytest.raises(RuntimeError, match="neighbour"):
+        torch.ops.mlffd.edge_forces_virial(*to_device(device, grad, vec, centre, bad), 22)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("num_interactions, lmax", [(1, 2), (2, 2), (2, 1)])
-def test_fused_student_matches_training_model(lib, tmp_path, dtype, rtol, num_interactions, lmax):
+def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol, num_interactions, lmax):
     """Exported model with all fused ops vs the training-time (reference) graph. float32 is compared
     against the float64 reference: both float32 graphs carry their own ~1e-5 rounding of the forces."""
     from distiller.model.student import FusedConvScatter, FusedStudentPotential, StudentConfig, StudentPotential
@@ -468,7 +537,7 @@ def test_fused_student_matches_training_model(lib, tmp_path, dtype, rtol, num_in
     from export.testing import make_demo_model
 
     kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11)
-    fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw))
+    fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw), device)
     plain, _ = load_frozen(make_demo_model(tmp_path / "r.pt", use_ops=False, dtype="float64", **kw))
     code = fused.code + fused.atom_energy.code + fused.forces_and_virial.code + getattr(fused.interactions, "0").conv.code
     for name in FUSED_OPS:
@@ -480,7 +549,8 @@ def test_fused_student_matches_training_model(lib, tmp_path, dtype, rtol, num_in
     i, j = ((dist < 4.0) & (dist > 0.5)).nonzero(as_tuple=True)
     species = torch.randint(0, 2, (n,), generator=g)
     dt = torch.float64 if dtype == "float64" else torch.float32
-    a = fused(pos.to(dt), species, torch.stack([i, j]), torch.zeros(len(i), 3, dtype=dt), n - 3)
+    graph = (pos.to(dt), species, torch.stack([i, j]), torch.zeros(len(i), 3, dtype=dt))
+    a = {key: value.cpu() for key, value in fused(*to_device(device, *graph), n - 3).items()}
     b = plain(pos, species, torch.stack([i, j]), torch.zeros(len(i), 3, dtype=torch.float64), n - 3)
     for key in ("energy", "atom_energy", "forces", "virial", "atom_virial"):
         scale = b[key].abs().max()

@@ -9,10 +9,11 @@ Ops (C++ sources in `csrc/`, see docs/custom_ops.md):
   mlffd::conv_scatter_backward(Tensor grad_out, Tensor weights, Tensor sh, Tensor centre, int lmax)
       -> (Tensor, Tensor)
   mlffd::build_info() -> str
-  mlffd::conv_scatter_h / edge_geometry / radial_mlp / edge_forces_virial   (fused_edge.cpp: CPU, C++
-      autograd, first order only; used by distiller.model.student.use_fused_ops)
-Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++, any order), CUDA (only built when
-torch has CUDA and CUDA_HOME is set). `export.ops.reference` holds the pure-PyTorch reference.
+  mlffd::conv_scatter_h / edge_geometry / radial_mlp / edge_forces_virial   (fused_edge.cpp and
+      fused_edge_cuda.cu: C++ autograd, first order only; used by distiller.model.student.use_fused_ops)
+Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++), CUDA (built when torch has CUDA
+and CUDA_HOME is set; `export.ops.cuda_check` compiles them with nvcc on machines without either).
+`export.ops.reference` holds the pure-PyTorch reference.
 
 The build cache is `$MLFFD_OPS_DIR`, else `~/.cache/mlffd/ops/torch-<torch version>`.
 """
@@ -26,14 +27,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["LIBRARY_NAME", "available", "build_directory", "library_path", "load_library", "source_files"]
+__all__ = ["LIBRARY_NAME", "available", "build_directory", "cuda_kernels_built", "library_path", "load_library",
+           "source_files"]
 
 LIBRARY_NAME = "mlffd_ops"
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _CPP_SOURCES = ("conv_scatter.cpp", "conv_scatter_autograd.cpp", "fused_edge.cpp")
-_CUDA_SOURCES = ("conv_scatter_cuda.cu",)
-_HEADERS = ("conv_scatter.h",)
+_CUDA_SOURCES = ("conv_scatter_cuda.cu", "fused_edge_cuda.cu")
+_HEADERS = ("conv_scatter.h", "fused_edge.h", "kernel_math.h", "cuda_utils.cuh")
 _CFLAGS = ["-O3", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 
@@ -119,7 +121,7 @@ def load_library(verbose: bool = False) -> str:
                     name=LIBRARY_NAME,
                     sources=source_files(cuda=with_cuda),
                     extra_cflags=cflags,
-                    extra_cuda_cflags=["-O3"] if with_cuda else None,
+                    extra_cuda_cflags=["-O3", "-DMLFFD_WITH_CUDA"] if with_cuda else None,
                     extra_ldflags=list(_LDFLAGS),
                     extra_include_paths=[str(_CSRC)],
                     build_directory=str(build_dir),
@@ -140,6 +142,12 @@ def load_library(verbose: bool = False) -> str:
         _loaded = str(so)
         _error = None
         return _loaded
+
+
+def cuda_kernels_built() -> bool:
+    """True when the loaded library has its CUDA kernels (built with CUDA torch and CUDA_HOME)."""
+    load_library()
+    return "cuda=1" in torch.ops.mlffd.build_info()
 
 
 def available() -> bool:

@@ -1,4 +1,4 @@
-// mlffd fused edge ops (export only, first-order gradients): schema, CPU kernels, C++ autograd.
+// mlffd fused edge ops (export only, first-order gradients): schemas, checks, CPU kernels, C++ autograd.
 //
 //   mlffd::conv_scatter_h(Tensor radial, Tensor h, Tensor sh, Tensor centre, Tensor neighbour, int lmax) -> Tensor
 //     out[i, c, m] = sum_{e: centre[e] = i} radial[e, l(m), c] * h[neighbour[e], c] * sh[e, m]
@@ -12,22 +12,27 @@
 //   mlffd::edge_forces_virial(Tensor edge_grad, Tensor edge_vec, Tensor centre, Tensor neighbour, int n_nodes)
 //       -> (Tensor forces, Tensor virial, Tensor atom_virial)      (no gradient: inputs are detached)
 //
-// Their backward ops (conv_scatter_h_backward, edge_geometry_backward, radial_mlp_backward) are
-// plain CPU kernels without an Autograd kernel: double backward raises a clear error. Training
-// uses the reference modules (distiller/model/student.py), which support any order.
-#include <ATen/ATen.h>
+// Their backward ops (conv_scatter_h_backward, edge_geometry_backward) are plain kernels without
+// an Autograd kernel, and radial_mlp's backward is C++ only: double backward raises a clear error.
+// Training uses the reference modules (distiller/model/student.py), which support any order.
+// CUDA kernels: fused_edge_cuda.cu; per-element formulas shared with them: kernel_math.h.
+#include "fused_edge.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include "conv_scatter.h"
+#include "kernel_math.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace mlffd {
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -50,12 +55,22 @@ void check_same(const at::Tensor& t, const at::Tensor& ref, const char* name, co
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(), ", got ", t.device());
 }
 
-void check_cpu(const at::Tensor& t, const char* op) {
-  TORCH_CHECK(t.device().is_cpu(), op, ": only a CPU kernel is built (got a tensor on ", t.device(), ")");
+void check_index(const at::Tensor& t, const at::Tensor& ref, int64_t E, const char* name, const char* op) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == E, op, ": ", name, " must be [E] = [", E, "], got shape ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(), ", got ", t.device());
 }
 
+// Calls through the dispatcher, so that the kernel of the tensors' device runs.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+}  // namespace
+
 // ------------------------------------------------------------------------------------------------
-// conv_scatter_h
+// argument checks (declared in fused_edge.h: the CUDA kernels use them too)
 // ------------------------------------------------------------------------------------------------
 
 int64_t check_conv_h(const at::Tensor& radial, const at::Tensor& h, const at::Tensor& sh, const at::Tensor& centre,
@@ -68,20 +83,100 @@ int64_t check_conv_h(const at::Tensor& radial, const at::Tensor& h, const at::Te
   TORCH_CHECK(h.dim() == 2 && h.size(1) == C, op, ": h must be [n_nodes, C] with C=", C, ", got shape ", h.sizes());
   TORCH_CHECK(sh.dim() == 2 && sh.size(0) == E && sh.size(1) == L * L, op, ": sh must be [E, (lmax+1)^2] = [", E,
               ", ", L * L, "], got shape ", sh.sizes());
-  TORCH_CHECK(centre.dim() == 1 && centre.size(0) == E, op, ": centre must be [E] = [", E, "], got shape ",
-              centre.sizes());
-  TORCH_CHECK(neighbour.dim() == 1 && neighbour.size(0) == E, op, ": neighbour must be [E] = [", E,
-              "], got shape ", neighbour.sizes());
   check_float(radial, "radial", op);
   check_same(h, radial, "h", op);
   check_same(sh, radial, "sh", op);
-  TORCH_CHECK(centre.scalar_type() == at::kLong && neighbour.scalar_type() == at::kLong, op,
-              ": centre and neighbour must be int64");
-  check_cpu(radial, op);
-  TORCH_CHECK(centre.device().is_cpu() && neighbour.device().is_cpu(), op, ": centre/neighbour must be on CPU");
+  check_index(centre, radial, E, "centre", op);
+  check_index(neighbour, radial, E, "neighbour", op);
   return E;
 }
 
+void check_conv_h_grad_out(const at::Tensor& grad_out, const at::Tensor& radial, int64_t n_nodes, int64_t lmax,
+                           const char* op) {
+  const int64_t C = radial.size(2), M = (lmax + 1) * (lmax + 1);
+  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == n_nodes && grad_out.size(1) == C && grad_out.size(2) == M,
+              op, ": grad_out must be [n_nodes, C, (lmax+1)^2] = [", n_nodes, ", ", C, ", ", M, "], got shape ",
+              grad_out.sizes());
+  check_same(grad_out, radial, "grad_out", op);
+}
+
+void check_geometry(const at::Tensor& vec, int64_t lmax, const char* op) {
+  TORCH_CHECK(lmax >= 0 && lmax <= kMaxLmax, op, ": lmax must be in [0, ", kMaxLmax, "], got ", lmax);
+  TORCH_CHECK(vec.dim() == 2 && vec.size(1) == 3, op, ": vec must be [E, 3], got shape ", vec.sizes());
+  check_float(vec, "vec", op);
+}
+
+void check_geometry_grads(const at::Tensor& grad_length, const at::Tensor& grad_sh, const at::Tensor& vec,
+                          int64_t lmax, const char* op) {
+  const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
+  TORCH_CHECK(grad_length.dim() == 1 && grad_length.size(0) == E, op, ": grad_length must be [E] = [", E,
+              "], got shape ", grad_length.sizes());
+  TORCH_CHECK(grad_sh.dim() == 2 && grad_sh.size(0) == E && grad_sh.size(1) == M, op, ": grad_sh must be [E, ", M,
+              "], got shape ", grad_sh.sizes());
+  check_same(grad_length, vec, "grad_length", op);
+  check_same(grad_sh, vec, "grad_sh", op);
+}
+
+void check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, const at::Tensor& centre,
+                       const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
+  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
+  TORCH_CHECK(edge_grad.dim() == 2 && edge_grad.size(1) == 3, op, ": edge_grad must be [E, 3], got shape ",
+              edge_grad.sizes());
+  const int64_t E = edge_grad.size(0);
+  TORCH_CHECK(edge_vec.dim() == 2 && edge_vec.size(0) == E && edge_vec.size(1) == 3, op,
+              ": edge_vec must be [E, 3] = [", E, ", 3], got shape ", edge_vec.sizes());
+  check_float(edge_grad, "edge_grad", op);
+  check_same(edge_vec, edge_grad, "edge_vec", op);
+  check_index(centre, edge_grad, E, "centre", op);
+  check_index(neighbour, edge_grad, E, "neighbour", op);
+}
+
+ConvHBackward prepare_conv_h_backward(const at::Tensor& grad_out, const at::Tensor& radial, const at::Tensor& h,
+                                      const at::Tensor& sh, const at::Tensor& centre, const at::Tensor& neighbour,
+                                      int64_t lmax, bool need_h, const char* op) {
+  ConvHBackward b;
+  b.E = check_conv_h(radial, h, sh, centre, neighbour, lmax, op);
+  b.N = h.size(0);
+  b.C = radial.size(2);
+  b.L = lmax + 1;
+  check_conv_h_grad_out(grad_out, radial, b.N, lmax, op);
+  b.grad_out = grad_out.contiguous();
+  b.radial = radial.contiguous();
+  b.h = h.contiguous();
+  b.sh = sh.contiguous();
+  b.centre = centre.contiguous();
+  b.neighbour = neighbour.contiguous();
+  const auto options = b.radial.options();
+  b.grad_radial = at::empty({b.E, b.L, b.C}, options);  // every entry written by the kernels
+  b.grad_sh = at::empty({b.E, b.L * b.L}, options);
+  b.trivial = b.E == 0 || b.C == 0;
+  if (b.E > 0 && b.C == 0) b.grad_sh.zero_();
+  b.grad_h = need_h ? at::zeros({b.N, b.C}, options) : at::empty({0}, options);
+  if (need_h && !b.trivial) b.gh_edge = at::empty({b.E, b.C}, options);
+  return b;
+}
+
+void check_edges_generic(const at::Tensor& centre, const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
+  const int64_t E = centre.size(0);
+  if (E == 0) return;
+  at::Tensor bad = at::logical_or(centre.select(0, 0) < 0, centre.select(0, E - 1) >= n_nodes);
+  if (E > 1) bad = at::logical_or(bad, (centre.slice(0, 1, E) < centre.slice(0, 0, E - 1)).any());
+  bad = at::logical_or(bad, at::logical_or(neighbour.min() < 0, neighbour.max() >= n_nodes));
+  TORCH_CHECK(!bad.item<bool>(), op, ": centre must be sorted ascending (edges grouped by centre atom) and centre "
+              "and neighbour must lie in [0, n_nodes=", n_nodes, ")");
+}
+
+std::tuple<at::Tensor, at::Tensor> group_by_neighbour(const at::Tensor& neighbour, int64_t n_nodes) {
+  auto sorted = at::sort(neighbour, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  at::Tensor bounds = at::arange(n_nodes + 1, neighbour.options());
+  return {std::get<1>(sorted), at::searchsorted(std::get<0>(sorted), bounds)};
+}
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// conv_scatter_h
+// ------------------------------------------------------------------------------------------------
 // Validates centre (sorted, in range) and neighbour (in range); fills rowptr (n_nodes + 1).
 void scan_edges(const int64_t* centre, const int64_t* neighbour, int64_t E, int64_t n_nodes, int64_t* rowptr,
                 const char* op) {
@@ -222,56 +317,49 @@ at::Tensor conv_scatter_h_cpu(const at::Tensor& radial_, const at::Tensor& h_, c
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_scatter_h_backward_cpu(
-    const at::Tensor& grad_out_, const at::Tensor& radial_, const at::Tensor& h_, const at::Tensor& sh_,
-    const at::Tensor& centre_, const at::Tensor& neighbour_, int64_t lmax, bool need_h) {
+    const at::Tensor& grad_out, const at::Tensor& radial, const at::Tensor& h, const at::Tensor& sh,
+    const at::Tensor& centre, const at::Tensor& neighbour, int64_t lmax, bool need_h) {
   const char* op = "mlffd::conv_scatter_h_backward";
-  const int64_t E = check_conv_h(radial_, h_, sh_, centre_, neighbour_, lmax, op);
-  const int64_t N = h_.size(0), C = radial_.size(2), L = lmax + 1;
-  TORCH_CHECK(grad_out_.dim() == 3 && grad_out_.size(0) == N && grad_out_.size(1) == C && grad_out_.size(2) == L * L,
-              op, ": grad_out must be [n_nodes, C, (lmax+1)^2] = [", N, ", ", C, ", ", L * L, "], got shape ",
-              grad_out_.sizes());
-  check_same(grad_out_, radial_, "grad_out", op);
-  at::Tensor g = grad_out_.contiguous(), radial = radial_.contiguous(), h = h_.contiguous(), sh = sh_.contiguous();
-  at::Tensor centre = centre_.contiguous(), neighbour = neighbour_.contiguous();
-  std::vector<int64_t> rowptr(N + 1);
-  scan_edges(centre.data_ptr<int64_t>(), neighbour.data_ptr<int64_t>(), E, N, rowptr.data(), op);
-  at::Tensor grad_radial = at::empty({E, L, C}, radial.options());  // every entry written below
-  at::Tensor grad_sh = at::empty({E, L * L}, radial.options());
-  if (E > 0 && C == 0) grad_sh.zero_();
-  at::Tensor grad_h = need_h ? at::zeros({N, C}, radial.options()) : at::empty({0}, radial.options());
-  if (E == 0 || C == 0) return {grad_radial, grad_h, grad_sh};
-  at::Tensor gh_edge = need_h ? at::empty({E, C}, radial.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "mlffd_conv_scatter_h_backward", [&] {
-    conv_h_backward_impl<scalar_t>(g.data_ptr<scalar_t>(), radial.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-                                   sh.data_ptr<scalar_t>(), centre.data_ptr<int64_t>(), neighbour.data_ptr<int64_t>(),
-                                   grad_radial.data_ptr<scalar_t>(), grad_sh.data_ptr<scalar_t>(),
-                                   need_h ? gh_edge.data_ptr<scalar_t>() : nullptr, E, C, L);
+  ConvHBackward b = prepare_conv_h_backward(grad_out, radial, h, sh, centre, neighbour, lmax, need_h, op);
+  std::vector<int64_t> rowptr(b.N + 1);
+  scan_edges(b.centre.data_ptr<int64_t>(), b.neighbour.data_ptr<int64_t>(), b.E, b.N, rowptr.data(), op);
+  if (b.trivial) return {b.grad_radial, b.grad_h, b.grad_sh};
+  AT_DISPATCH_FLOATING_TYPES(b.radial.scalar_type(), "mlffd_conv_scatter_h_backward", [&] {
+    conv_h_backward_impl<scalar_t>(b.grad_out.data_ptr<scalar_t>(), b.radial.data_ptr<scalar_t>(),
+                                   b.h.data_ptr<scalar_t>(), b.sh.data_ptr<scalar_t>(), b.centre.data_ptr<int64_t>(),
+                                   b.neighbour.data_ptr<int64_t>(), b.grad_radial.data_ptr<scalar_t>(),
+                                   b.grad_sh.data_ptr<scalar_t>(), need_h ? b.gh_edge.data_ptr<scalar_t>() : nullptr,
+                                   b.E, b.C, b.L);
     if (need_h)
-      gather_by_neighbour<scalar_t>(gh_edge.data_ptr<scalar_t>(), neighbour.data_ptr<int64_t>(),
-                                    grad_h.data_ptr<scalar_t>(), N, E, C);
+      gather_by_neighbour<scalar_t>(b.gh_edge.data_ptr<scalar_t>(), b.neighbour.data_ptr<int64_t>(),
+                                    b.grad_h.data_ptr<scalar_t>(), b.N, b.E, b.C);
   });
-  return {grad_radial, grad_h, grad_sh};
+  return {b.grad_radial, b.grad_h, b.grad_sh};
 }
 
 class ConvScatterHFunction : public torch::autograd::Function<ConvScatterHFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& radial, const at::Tensor& h, const at::Tensor& sh,
                             const at::Tensor& centre, const at::Tensor& neighbour, int64_t lmax) {
+    static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const at::Tensor&, int64_t)>("mlffd::conv_scatter_h");
     ctx->save_for_backward({radial, h, sh, centre, neighbour});
     ctx->saved_data["lmax"] = lmax;
     at::AutoDispatchBelowADInplaceOrView guard;
-    return conv_scatter_h_cpu(radial, h, sh, centre, neighbour, lmax);
+    return op.call(radial, h, sh, centre, neighbour, lmax);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+        const at::Tensor&, int64_t, bool)>("mlffd::conv_scatter_h_backward");
     TORCH_CHECK(!at::GradMode::is_enabled(), "mlffd::conv_scatter_h", kFirstOrderOnly);
     variable_list none(6);
     if (!grads[0].defined()) return none;
     auto s = ctx->get_saved_variables();
     const bool need_h = ctx->needs_input_grad(1);
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gr, gh, gsh] = conv_scatter_h_backward_cpu(grads[0], s[0], s[1], s[2], s[3], s[4],
-                                                     ctx->saved_data["lmax"].toInt(), need_h);
+    auto [gr, gh, gsh] = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["lmax"].toInt(), need_h);
     return {gr, need_h ? gh : at::Tensor(), gsh, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -285,69 +373,8 @@ at::Tensor conv_scatter_h_autograd(const at::Tensor& radial, const at::Tensor& h
 // edge_geometry: lengths and e3nn spherical harmonics ("component", normalize=True), lmax <= 3
 // ------------------------------------------------------------------------------------------------
 
-// Forward-mode dual number (value + gradient w.r.t. the unit vector's x, y, z).
-template <typename T>
-struct Dual {
-  T v, dx, dy, dz;
-};
-template <typename T>
-inline Dual<T> operator*(T a, const Dual<T>& b) { return {a * b.v, a * b.dx, a * b.dy, a * b.dz}; }
-template <typename T>
-inline Dual<T> operator*(const Dual<T>& a, const Dual<T>& b) {
-  return {a.v * b.v, a.dx * b.v + a.v * b.dx, a.dy * b.v + a.v * b.dy, a.dz * b.v + a.v * b.dz};
-}
-template <typename T>
-inline Dual<T> operator+(const Dual<T>& a, const Dual<T>& b) { return {a.v + b.v, a.dx + b.dx, a.dy + b.dy, a.dz + b.dz}; }
-template <typename T>
-inline Dual<T> operator-(const Dual<T>& a, const Dual<T>& b) { return {a.v - b.v, a.dx - b.dx, a.dy - b.dy, a.dz - b.dz}; }
-
-// e3nn's _spherical_harmonics (same expressions, same order), component normalisation.
-// V is scalar_t (forward) or Dual<scalar_t> (backward); S is scalar_t (constants).
-template <typename S, typename V>
-inline void sh_poly(int64_t lmax, const V& x, const V& y, const V& z, V* out) {
-  // sh_0_0 is constant 1 (zero gradient): written by the caller.
-  if (lmax < 1) return;
-  const S s3 = S(std::sqrt(3.0)), s15 = S(std::sqrt(15.0)), s5 = S(std::sqrt(5.0));
-  out[1] = s3 * x;
-  out[2] = s3 * y;
-  out[3] = s3 * z;
-  if (lmax < 2) return;
-  const V sh20 = s15 * x * z;
-  const V sh21 = s15 * x * y;
-  const V y2 = y * y;
-  const V x2z2 = x * x + z * z;
-  const V sh22 = s5 * (y2 - S(0.5) * x2z2);
-  const V sh23 = s15 * y * z;
-  const V sh24 = S(0.5 * std::sqrt(15.0)) * (z * z - x * x);
-  out[4] = sh20;
-  out[5] = sh21;
-  out[6] = sh22;
-  out[7] = sh23;
-  out[8] = sh24;
-  if (lmax < 3) return;
-  const S c42 = S((1.0 / 6.0) * std::sqrt(42.0)), s7 = S(std::sqrt(7.0)), c168 = S((1.0 / 8.0) * std::sqrt(168.0)),
-          c7h = S(0.5 * std::sqrt(7.0));
-  out[9] = c42 * (sh20 * z + sh24 * x);
-  out[10] = s7 * sh20 * y;
-  out[11] = c168 * (S(4.0) * y2 - x2z2) * x;
-  out[12] = c7h * y * (S(2.0) * y2 - S(3.0) * x2z2);
-  out[13] = c168 * z * (S(4.0) * y2 - x2z2);
-  out[14] = s7 * sh24 * y;
-  out[15] = c42 * (sh24 * z - sh20 * x);
-}
-
-void check_geometry(const at::Tensor& vec, int64_t lmax, const char* op) {
-  TORCH_CHECK(lmax >= 0 && lmax <= 3, op, ": lmax must be in [0, 3], got ", lmax);
-  TORCH_CHECK(vec.dim() == 2 && vec.size(1) == 3, op, ": vec must be [E, 3], got shape ", vec.sizes());
-  check_float(vec, "vec", op);
-  check_cpu(vec, op);
-}
-
-constexpr double kNormalizeEps = 1e-12;  // torch.nn.functional.normalize's eps
-
 std::tuple<at::Tensor, at::Tensor> edge_geometry_cpu(const at::Tensor& vec_, int64_t lmax) {
-  const char* op = "mlffd::edge_geometry";
-  check_geometry(vec_, lmax, op);
+  check_geometry(vec_, lmax, "mlffd::edge_geometry");
   at::Tensor vec = vec_.contiguous();
   const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
   at::Tensor length = at::empty({E}, vec.options());
@@ -375,57 +402,18 @@ at::Tensor edge_geometry_backward_cpu(const at::Tensor& grad_length_, const at::
                                       const at::Tensor& vec_, int64_t lmax) {
   const char* op = "mlffd::edge_geometry_backward";
   check_geometry(vec_, lmax, op);
-  at::Tensor vec = vec_.contiguous();
+  check_geometry_grads(grad_length_, grad_sh_, vec_, lmax, op);
+  at::Tensor vec = vec_.contiguous(), gl = grad_length_.contiguous(), gs = grad_sh_.contiguous();
   const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
-  TORCH_CHECK(grad_length_.dim() == 1 && grad_length_.size(0) == E, op, ": grad_length must be [E]");
-  TORCH_CHECK(grad_sh_.dim() == 2 && grad_sh_.size(0) == E && grad_sh_.size(1) == M, op, ": grad_sh must be [E, ", M,
-              "], got shape ", grad_sh_.sizes());
-  check_same(grad_length_, vec, "grad_length", op);
-  check_same(grad_sh_, vec, "grad_sh", op);
-  at::Tensor gl = grad_length_.contiguous(), gs = grad_sh_.contiguous();
   at::Tensor grad = at::empty({E, 3}, vec.options());
   AT_DISPATCH_FLOATING_TYPES(vec.scalar_type(), "mlffd_edge_geometry_backward", [&] {
-    using D = Dual<scalar_t>;
     const scalar_t* v = vec.data_ptr<scalar_t>();
     const scalar_t* g_len = gl.data_ptr<scalar_t>();
     const scalar_t* g_sh = gs.data_ptr<scalar_t>();
     scalar_t* gv = grad.data_ptr<scalar_t>();
     at::parallel_for(0, E, grain(16 * M), [&](int64_t begin, int64_t end) {
-      D d[16];
-      for (int64_t e = begin; e < end; ++e) {
-        const scalar_t x = v[3 * e], y = v[3 * e + 1], z = v[3 * e + 2];
-        const scalar_t r = std::sqrt(x * x + y * y + z * z);
-        const bool clamped = r <= scalar_t(kNormalizeEps);
-        const scalar_t n = clamped ? scalar_t(kNormalizeEps) : r;
-        const scalar_t ux = x / n, uy = y / n, uz = z / n;
-        sh_poly<scalar_t, D>(lmax, D{ux, 1, 0, 0}, D{uy, 0, 1, 0}, D{uz, 0, 0, 1}, d);
-        scalar_t gx = 0, gy = 0, gz = 0;  // d loss / d unit vector
-        const scalar_t* g = g_sh + e * M;
-        for (int64_t m = 1; m < M; ++m) {
-          gx += g[m] * d[m].dx;
-          gy += g[m] * d[m].dy;
-          gz += g[m] * d[m].dz;
-        }
-        scalar_t ox, oy, oz;
-        if (clamped) {  // u = vec / eps: the clamp has zero gradient; vector_norm's gradient is 0 at 0
-          ox = gx / n;
-          oy = gy / n;
-          oz = gz / n;
-          if (r > scalar_t(0)) {
-            ox += g_len[e] * x / r;
-            oy += g_len[e] * y / r;
-            oz += g_len[e] * z / r;
-          }
-        } else {  // u = vec / r: (g - u (u . g)) / r, plus d|vec| = u
-          const scalar_t ug = ux * gx + uy * gy + uz * gz;
-          ox = (gx - ux * ug) / r + g_len[e] * ux;
-          oy = (gy - uy * ug) / r + g_len[e] * uy;
-          oz = (gz - uz * ug) / r + g_len[e] * uz;
-        }
-        gv[3 * e] = ox;
-        gv[3 * e + 1] = oy;
-        gv[3 * e + 2] = oz;
-      }
+      for (int64_t e = begin; e < end; ++e)
+        edge_geometry_grad<scalar_t>(lmax, v[3 * e], v[3 * e + 1], v[3 * e + 2], g_len[e], g_sh + e * M, gv + 3 * e);
     });
   });
   return grad;
@@ -434,19 +422,22 @@ at::Tensor edge_geometry_backward_cpu(const at::Tensor& grad_length_, const at::
 class EdgeGeometryFunction : public torch::autograd::Function<EdgeGeometryFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& vec, int64_t lmax) {
+    static auto op = find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t)>("mlffd::edge_geometry");
     ctx->save_for_backward({vec});
     ctx->saved_data["lmax"] = lmax;
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [length, sh] = edge_geometry_cpu(vec, lmax);
+    auto [length, sh] = op.call(vec, lmax);
     return {length, sh};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t)>(
+        "mlffd::edge_geometry_backward");
     TORCH_CHECK(!at::GradMode::is_enabled(), "mlffd::edge_geometry", kFirstOrderOnly);
     auto s = ctx->get_saved_variables();
     at::AutoDispatchBelowADInplaceOrView guard;
     // grads are materialised (zeros for an unused output) by the autograd Function machinery.
-    return {edge_geometry_backward_cpu(grads[0], grads[1], s[0], ctx->saved_data["lmax"].toInt()), at::Tensor()};
+    return {op.call(grads[0], grads[1], s[0], ctx->saved_data["lmax"].toInt()), at::Tensor()};
   }
 };
 
@@ -463,7 +454,6 @@ void check_radial(const at::Tensor& length, const at::Tensor& freq, const at::Te
                   const at::Tensor& w2, const at::Tensor& b2, int64_t n_split, const char* op) {
   TORCH_CHECK(length.dim() == 1, op, ": length must be [E], got shape ", length.sizes());
   check_float(length, "length", op);
-  check_cpu(length, op);
   TORCH_CHECK(freq.dim() == 1, op, ": frequencies must be [B], got shape ", freq.sizes());
   const int64_t B = freq.size(0);
   TORCH_CHECK(w1.dim() == 2 && w1.size(1) == B, op, ": w1 must be [H, B=", B, "], got shape ", w1.sizes());
@@ -480,56 +470,56 @@ void check_radial(const at::Tensor& length, const at::Tensor& freq, const at::Te
   check_same(b2, length, "b2", op);
 }
 
-// x^q for the envelope: repeated multiplication when q is a small integer (the default p = 6),
-// else std::pow. Same value as torch.pow within a few ulps.
-template <typename T>
-inline T power(T x, T q) {
-  const int qi = static_cast<int>(q);
-  if (T(qi) == q && qi >= 0 && qi <= 32) {
-    T out = T(1);
-    for (int k = 0; k < qi; ++k) out *= x;
-    return out;
-  }
-  return std::pow(x, q);
+#ifndef MLFFD_WITH_CUDA
+[[noreturn]] void no_cuda(const char* op) {
+  TORCH_CHECK(false, op, ": this build of the mlffd ops has no CUDA kernels (built with a CPU-only torch or "
+              "without CUDA_HOME); rebuild them with CUDA torch, or export with --no-ops");
 }
+#endif
 
-struct Envelope {
-  double cutoff, p, c1, c2, c3;
-  Envelope(double cutoff_, double p_)
-      : cutoff(cutoff_), p(p_), c1((p_ + 1.0) * (p_ + 2.0) / 2.0), c2(p_ * (p_ + 2.0)), c3(p_ * (p_ + 1.0) / 2.0) {}
-};
-
-// Forward: out_t = (mlp(bessel(r)))[:, block t] * env(r). Saves pre-activation and mlp output.
+// Forward: out_t = (mlp(bessel(r)))[:, block t] * env(r). Also returns the pre-activation and the
+// MLP output, which the backward needs.
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> radial_forward(
     const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
     const at::Tensor& b2, double prefactor, double cutoff, double p, int64_t n_split) {
   const int64_t E = length.size(0), B = freq.size(0), K = w2.size(0), Kt = K / n_split;
-  const Envelope env(cutoff, p);
   at::Tensor r = length.contiguous();
+  at::Tensor basis = at::empty({E, B}, r.options());
   at::Tensor envelope = at::empty({E}, r.options());
-  // sin(f r) through ATen's vectorised kernel (a scalar std::sin loop is several times slower).
-  at::Tensor basis = at::sin(at::mul(r.unsqueeze(1), freq.unsqueeze(0)));  // [E, B]
-  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_basis", [&] {
-    const scalar_t* rp = r.data_ptr<scalar_t>();
-    scalar_t* bp = basis.data_ptr<scalar_t>();
-    scalar_t* ep = envelope.data_ptr<scalar_t>();
-    const scalar_t pref = scalar_t(prefactor), rc = scalar_t(cutoff), pp = scalar_t(p);
-    const scalar_t c1 = scalar_t(env.c1), c2 = scalar_t(env.c2), c3 = scalar_t(env.c3);
-    at::parallel_for(0, E, grain(8 * B), [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        const scalar_t re = rp[e];
-        for (int64_t n = 0; n < B; ++n) bp[e * B + n] = pref * bp[e * B + n] / re;
-        const scalar_t x = re / rc;
-        const scalar_t u = scalar_t(1) - c1 * power(x, pp) + c2 * power(x, pp + scalar_t(1)) -
-                           c3 * power(x, pp + scalar_t(2));
-        ep[e] = x < scalar_t(1) ? u : scalar_t(0);
-      }
+  if (r.is_cuda()) {
+#ifdef MLFFD_WITH_CUDA
+    radial_basis_envelope_cuda(r, freq.contiguous(), prefactor, cutoff, p, basis, envelope);
+#else
+    no_cuda("mlffd::radial_mlp");
+#endif
+  } else {
+    // sin(f r) through ATen's vectorised kernel (a scalar std::sin loop is several times slower).
+    at::sin_out(basis, at::mul(r.unsqueeze(1), freq.unsqueeze(0)));
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_basis", [&] {
+      const scalar_t* rp = r.data_ptr<scalar_t>();
+      scalar_t* bp = basis.data_ptr<scalar_t>();
+      scalar_t* ep = envelope.data_ptr<scalar_t>();
+      const scalar_t pref = scalar_t(prefactor);
+      const Envelope<scalar_t> env(cutoff, p);
+      at::parallel_for(0, E, grain(8 * B), [&](int64_t begin, int64_t end) {
+        for (int64_t e = begin; e < end; ++e) {
+          const scalar_t re = rp[e];
+          for (int64_t n = 0; n < B; ++n) bp[e * B + n] = pref * bp[e * B + n] / re;
+          ep[e] = env.value(re);
+        }
+      });
     });
-  });
+  }
   at::Tensor pre = at::addmm(b1, basis, w1.t());
   at::Tensor mlp = at::addmm(b2, at::silu(pre), w2.t());
   std::vector<at::Tensor> outs;
   for (int64_t t = 0; t < n_split; ++t) outs.push_back(at::empty({E, Kt}, r.options()));
+  if (r.is_cuda()) {
+#ifdef MLFFD_WITH_CUDA
+    radial_scale_split_cuda(mlp, envelope, outs);
+#endif
+    return {outs, pre, mlp};
+  }
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_envelope", [&] {
     const scalar_t* mp = mlp.data_ptr<scalar_t>();
     const scalar_t* ep = envelope.data_ptr<scalar_t>();
@@ -549,33 +539,24 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> radial_forward(
   return {outs, pre, mlp};
 }
 
-std::vector<at::Tensor> radial_mlp_cpu(const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1,
-                                       const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
-                                       double prefactor, double cutoff, double p, int64_t n_split) {
+std::vector<at::Tensor> radial_mlp_impl(const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1,
+                                        const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                                        double prefactor, double cutoff, double p, int64_t n_split) {
   check_radial(length, freq, w1, b1, w2, b2, n_split, "mlffd::radial_mlp");
   return std::get<0>(radial_forward(length, freq, w1, b1, w2, b2, prefactor, cutoff, p, n_split));
 }
 
-// d loss / d length, from the per-block output gradients (an undefined block contributes nothing).
-at::Tensor radial_backward(const std::vector<at::Tensor>& grads, const at::Tensor& length, const at::Tensor& freq,
-                           const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& pre, const at::Tensor& mlp,
-                           double prefactor, double cutoff, double p) {
-  const int64_t E = length.size(0), B = freq.size(0), K = w2.size(0), H = w1.size(0);
-  const int64_t n_split = static_cast<int64_t>(grads.size()), Kt = K / n_split;
-  const Envelope env(cutoff, p);
-  at::Tensor r = length.contiguous();
-  at::Tensor G = at::empty({E, K}, r.options());    // grad_out * envelope
-  at::Tensor S = at::empty({E}, r.options());       // sum_k grad_out * mlp   (envelope term)
-  at::Tensor dbasis = at::empty({E, B}, r.options());
-  at::Tensor denv = at::empty({E}, r.options());
-  std::vector<at::Tensor> gs(n_split);
-  for (int64_t t = 0; t < n_split; ++t)
-    if (grads[t].defined()) gs[t] = grads[t].contiguous();
+// The elementwise first pass of the backward on CPU (see radial_backward_terms_cuda).
+void radial_backward_terms_cpu(const std::vector<at::Tensor>& gs, const at::Tensor& r, const at::Tensor& freq,
+                               const at::Tensor& mlp, double prefactor, double cutoff, double p, at::Tensor& G,
+                               at::Tensor& S, at::Tensor& dbasis, at::Tensor& denv) {
+  const int64_t E = r.size(0), B = freq.size(0), K = mlp.size(1);
+  const int64_t n_split = static_cast<int64_t>(gs.size()), Kt = K / n_split;
   at::Tensor arg = at::mul(r.unsqueeze(1), freq.unsqueeze(0));  // f r, [E, B]
   at::Tensor sin_fr = at::sin(arg), cos_fr = at::cos(arg);
-  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_backward_1", [&] {
+  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_backward_terms", [&] {
     const scalar_t* rp = r.data_ptr<scalar_t>();
-    const scalar_t* f = freq.contiguous().data_ptr<scalar_t>();
+    const scalar_t* f = freq.data_ptr<scalar_t>();
     const scalar_t* sn = sin_fr.data_ptr<scalar_t>();
     const scalar_t* cs = cos_fr.data_ptr<scalar_t>();
     const scalar_t* mp = mlp.data_ptr<scalar_t>();
@@ -586,20 +567,13 @@ at::Tensor radial_backward(const std::vector<at::Tensor>& grads, const at::Tenso
     std::vector<const scalar_t*> gp(n_split, nullptr);
     for (int64_t t = 0; t < n_split; ++t)
       if (gs[t].defined()) gp[t] = gs[t].data_ptr<scalar_t>();
-    const scalar_t pref = scalar_t(prefactor), rc = scalar_t(cutoff), pp = scalar_t(p);
-    const scalar_t c1 = scalar_t(env.c1), c2 = scalar_t(env.c2), c3 = scalar_t(env.c3);
+    const scalar_t pref = scalar_t(prefactor);
+    const Envelope<scalar_t> env(cutoff, p);
     at::parallel_for(0, E, grain(2 * K + 8 * B), [&](int64_t begin, int64_t end) {
       for (int64_t e = begin; e < end; ++e) {
         const scalar_t re = rp[e];
-        const scalar_t x = re / rc;
-        const bool inside = x < scalar_t(1);
-        const scalar_t u = inside ? scalar_t(1) - c1 * power(x, pp) + c2 * power(x, pp + scalar_t(1)) -
-                                        c3 * power(x, pp + scalar_t(2))
-                                  : scalar_t(0);
-        dep[e] = inside ? (-c1 * pp * power(x, pp - scalar_t(1)) + c2 * (pp + scalar_t(1)) * power(x, pp) -
-                           c3 * (pp + scalar_t(2)) * power(x, pp + scalar_t(1))) /
-                              rc
-                        : scalar_t(0);
+        const scalar_t u = env.value(re);
+        dep[e] = env.derivative(re);
         scalar_t s = 0;
         for (int64_t t = 0; t < n_split; ++t) {
           scalar_t* dst = Gp + e * K + t * Kt;
@@ -615,47 +589,40 @@ at::Tensor radial_backward(const std::vector<at::Tensor>& grads, const at::Tenso
           }
         }
         Sp[e] = s;
-        for (int64_t n = 0; n < B; ++n) {  // d/dr [pref sin(f r) / r]
-          dbp[e * B + n] = pref * (f[n] * cs[e * B + n] * re - sn[e * B + n]) / (re * re);
-        }
+        for (int64_t n = 0; n < B; ++n)
+          dbp[e * B + n] = bessel_derivative(pref, f[n], re, sn[e * B + n], cs[e * B + n]);
       }
     });
   });
-  at::Tensor gact = at::mm(G, w2);  // [E, H]
-  at::Tensor gpre = at::empty({E, H}, r.options());
-  at::Tensor sig = at::sigmoid(pre);
-  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_backward_2", [&] {
-    const scalar_t* ga = gact.data_ptr<scalar_t>();
-    const scalar_t* pr = pre.data_ptr<scalar_t>();
-    const scalar_t* sp = sig.data_ptr<scalar_t>();
-    scalar_t* gp = gpre.data_ptr<scalar_t>();
-    at::parallel_for(0, E * H, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {  // silu'(x) = s (1 + x (1 - s))
-        const scalar_t xk = pr[k];
-        const scalar_t sg = sp[k];
-        gp[k] = ga[k] * sg * (scalar_t(1) + xk * (scalar_t(1) - sg));
-      }
-    });
-  });
-  at::Tensor gbasis = at::mm(gpre, w1);  // [E, B]
-  at::Tensor grad_r = at::empty({E}, r.options());
-  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "mlffd_radial_backward_3", [&] {
-    const scalar_t* gb = gbasis.data_ptr<scalar_t>();
-    const scalar_t* db = dbasis.data_ptr<scalar_t>();
-    const scalar_t* Sp = S.data_ptr<scalar_t>();
-    const scalar_t* de = denv.data_ptr<scalar_t>();
-    scalar_t* out = grad_r.data_ptr<scalar_t>();
-    at::parallel_for(0, E, grain(2 * B), [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        scalar_t acc = Sp[e] * de[e];
-        for (int64_t n = 0; n < B; ++n) acc += gb[e * B + n] * db[e * B + n];
-        out[e] = acc;
-      }
-    });
-  });
-  return grad_r;
 }
 
+// d loss / d length, from the per-block output gradients (an undefined block contributes nothing):
+// dL/dr = S u'(r) + sum_n (((G w2) silu'(pre)) w1)[n] dbasis_n/dr.
+at::Tensor radial_backward(const std::vector<at::Tensor>& grads, const at::Tensor& length, const at::Tensor& freq_,
+                           const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& pre, const at::Tensor& mlp,
+                           double prefactor, double cutoff, double p) {
+  const int64_t E = length.size(0), B = freq_.size(0), K = w2.size(0);
+  at::Tensor r = length.contiguous(), freq = freq_.contiguous();
+  std::vector<at::Tensor> gs(grads.size());
+  for (size_t t = 0; t < grads.size(); ++t)
+    if (grads[t].defined()) gs[t] = grads[t].contiguous();
+  at::Tensor G = at::empty({E, K}, r.options());  // grad_out * envelope
+  at::Tensor S = at::empty({E}, r.options());     // sum_k grad_out * mlp   (envelope term)
+  at::Tensor dbasis = at::empty({E, B}, r.options());
+  at::Tensor denv = at::empty({E}, r.options());
+  if (r.is_cuda()) {
+#ifdef MLFFD_WITH_CUDA
+    radial_backward_terms_cuda(gs, r, freq, mlp, prefactor, cutoff, p, G, S, dbasis, denv);
+#else
+    no_cuda("mlffd::radial_mlp");
+#endif
+  } else {
+    radial_backward_terms_cpu(gs, r, freq, mlp, prefactor, cutoff, p, G, S, dbasis, denv);
+  }
+  at::Tensor gpre = at::silu_backward(at::mm(G, w2), pre);  // [E, H]
+  at::Tensor gbasis = at::mm(gpre, w1);                      // [E, B]
+  return at::add(at::mul(gbasis, dbasis).sum(1), at::mul(S, denv));
+}
 class RadialMlpFunction : public torch::autograd::Function<RadialMlpFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& length, const at::Tensor& freq,
@@ -699,6 +666,7 @@ std::vector<at::Tensor> radial_mlp_autograd(const at::Tensor& length, const at::
 }
 
 
+
 // ------------------------------------------------------------------------------------------------
 // edge_forces_virial: forces, virial and per-atom virial from dE/d(edge vector) (no autograd)
 // ------------------------------------------------------------------------------------------------
@@ -711,21 +679,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cpu(const at::
                                                                        const at::Tensor& centre_,
                                                                        const at::Tensor& neighbour_, int64_t n_nodes) {
   const char* op = "mlffd::edge_forces_virial";
-  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
-  TORCH_CHECK(grad_.dim() == 2 && grad_.size(1) == 3, op, ": edge_grad must be [E, 3], got shape ", grad_.sizes());
-  const int64_t E = grad_.size(0);
-  TORCH_CHECK(vec_.dim() == 2 && vec_.size(0) == E && vec_.size(1) == 3, op, ": edge_vec must be [E, 3] = [", E,
-              ", 3], got shape ", vec_.sizes());
-  TORCH_CHECK(centre_.dim() == 1 && centre_.size(0) == E && neighbour_.dim() == 1 && neighbour_.size(0) == E, op,
-              ": centre and neighbour must be [E] = [", E, "]");
-  TORCH_CHECK(centre_.scalar_type() == at::kLong && neighbour_.scalar_type() == at::kLong, op,
-              ": centre and neighbour must be int64");
-  check_float(grad_, "edge_grad", op);
-  check_same(vec_, grad_, "edge_vec", op);
-  check_cpu(grad_, op);
+  check_edge_forces(grad_, vec_, centre_, neighbour_, n_nodes, op);
   at::Tensor g = grad_.contiguous(), v = vec_.contiguous(), centre = centre_.contiguous(),
              neighbour = neighbour_.contiguous();
-  const int64_t N = n_nodes;
+  const int64_t E = g.size(0), N = n_nodes;
   std::vector<int64_t> rowptr(N + 1);
   scan_edges(centre.data_ptr<int64_t>(), neighbour.data_ptr<int64_t>(), E, N, rowptr.data(), op);
   std::vector<int64_t> start(N + 1, 0), order(E);  // edges by neighbour (counting sort, stable)
@@ -745,17 +702,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cpu(const at::
     const scalar_t* vp = v.data_ptr<scalar_t>();
     scalar_t* vo = voigt.data_ptr<scalar_t>();
     at::parallel_for(0, E, 2048, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        const scalar_t* ge = gp + 3 * e;
-        const scalar_t* ve = vp + 3 * e;
-        scalar_t* o = vo + 6 * e;
-        o[0] = -ve[0] * ge[0] * scalar_t(0.5);
-        o[1] = -ve[1] * ge[1] * scalar_t(0.5);
-        o[2] = -ve[2] * ge[2] * scalar_t(0.5);
-        o[3] = -ve[0] * ge[1] * scalar_t(0.5);
-        o[4] = -ve[0] * ge[2] * scalar_t(0.5);
-        o[5] = -ve[1] * ge[2] * scalar_t(0.5);
-      }
+      for (int64_t e = begin; e < end; ++e) half_edge_virial(vp + 3 * e, gp + 3 * e, vo + 6 * e);
     });
     double vir[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};  // serial, double accumulator: deterministic
     for (int64_t e = 0; e < E; ++e)
@@ -805,9 +752,11 @@ TORCH_LIBRARY_IMPL(mlffd, CPU, m) {
   m.impl("conv_scatter_h_backward", &mlffd::conv_scatter_h_backward_cpu);
   m.impl("edge_geometry", &mlffd::edge_geometry_cpu);
   m.impl("edge_geometry_backward", &mlffd::edge_geometry_backward_cpu);
-  m.impl("radial_mlp", &mlffd::radial_mlp_cpu);
   m.impl("edge_forces_virial", &mlffd::edge_forces_virial_cpu);
 }
+
+// radial_mlp is ATen matmuls around elementwise passes that pick their device themselves.
+TORCH_LIBRARY_IMPL(mlffd, CompositeExplicitAutograd, m) { m.impl("radial_mlp", &mlffd::radial_mlp_impl); }
 
 TORCH_LIBRARY_IMPL(mlffd, Autograd, m) {
   m.impl("conv_scatter_h", &mlffd::conv_scatter_h_autograd);
