@@ -54,6 +54,10 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
         from export import ops
 
         ops.load_library()
+        if device.startswith("cuda") and not ops.cuda_kernels_built():
+            raise MLFFDError(f"--device {device} with custom ops needs their CUDA kernels, but "
+                             f"{ops.library_path()} was built without them: rebuild with CUDA torch and "
+                             "CUDA_HOME set, or export with --no-ops")
         use_fused_ops(model)
         ops_libraries = ["mlffd_ops"]
     config = model.config

@@ -114,6 +114,16 @@ def test_refuses_foreign_and_newer_files(tmp_path):
         MLFFDCalculator(str(tmp_path / "newer2.pt"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a machine without CUDA")
+def test_cuda_requests_without_cuda_are_refused(tmp_path):
+    model = tmp_path / "ops.pt"
+    freeze(trained_like_model(), model, use_ops=True)
+    with pytest.raises(MLFFDError, match="no CUDA device"):
+        MLFFDCalculator(str(model), device="cuda")
+    with pytest.raises(MLFFDError, match="built without them"):  # this op library has no CUDA kernels
+        freeze(trained_like_model(), tmp_path / "cuda.pt", device="cuda", use_ops=True)
+
+
 def test_bad_structures_get_clear_errors(demo_model_factory):
     from ase import Atoms
 

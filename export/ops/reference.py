@@ -7,8 +7,10 @@ import torch
 
 
 def sh_degree_index(lmax: int, device: torch.device | None = None) -> torch.Tensor:
-    """l(m) for each of the (lmax+1)^2 spherical-harmonic components, e3nn order."""
-    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.long) for l in range(lmax + 1)]).to(device)
+    """l(m) = floor(sqrt(m)) for each of the (lmax+1)^2 spherical-harmonic components, e3nn order.
+    Built on `device` (no host-to-device copy per call on a GPU); sqrt is exact at perfect squares."""
+    m = torch.arange((lmax + 1) ** 2, dtype=torch.float64, device=device)
+    return torch.floor(torch.sqrt(m)).long()
 
 
 def conv_scatter(
