@@ -109,12 +109,13 @@ else
   skip build_has_cuda "the ops library did not build"
 fi
 
-# 3. The CUDA-parametrised op tests (none selected counts as a failure: pytest exits 5). The nvcc
+# 3. The CUDA-parametrised op tests and the registration checks (CUDA keys when cuda=1); none
+# selected counts as a failure (pytest exits 5). The nvcc
 # compile-only tests (test_cuda_sources_compile, test_cuda_check_fails_*) are left out: step 2
 # already compiled, linked and loaded the same sources here, and they would cost a minute.
 if ((BUILD_OK)); then
   step test_ops_cuda 120 "$PY -m pytest tests/test_ops.py -x -q -p no:cacheprovider \
--k 'cuda and not sources_compile and not cuda_check' \
+-k '(cuda and not sources_compile and not cuda_check) or fused_ops_registered or test_api' \
 --junitxml='$OUT/junit_ops_cuda.xml'; rc=\$?; ((rc == 5)) && echo 'no CUDA tests were selected'; exit \$rc"
 else
   skip test_ops_cuda "the ops library did not build"
