@@ -562,3 +562,106 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
 
     assert use_fused_ops(model) is model and type(model) is FusedStudentPotential
     assert isinstance(model.interactions[0].conv, FusedConvScatter) and list(model.state_dict()) == keys
+
+
+# --- the CUDA kernels' code on CPU tensors (host emulation, csrc/cuda_utils.cuh) ---------------------
+# One work item after another instead of thousands of threads: checks the kernels' indexing, the
+# device CSR/grouping and the host code around the launches on every machine; only what a GPU adds
+# (memory spaces, launch limits) is left to the `cuda` cases above.
+
+@pytest.fixture(scope="module")
+def emulated(lib):
+    cuda_check.load_emulation()
+    return torch.ops.mlffd_cuda_emulation
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_emulated_cuda_conv_scatter(emulated, dtype, lmax):
+    w, sh, centre = random_inputs(250, 16, 6, lmax, dtype, seed=lmax, empty_atoms=(0, 3, 15), requires_grad=True)
+    expected = reference.conv_scatter(w, sh, centre, 16, lmax)
+    torch.testing.assert_close(emulated.conv_scatter(w.detach(), sh.detach(), centre, 16, lmax), expected.detach(),
+                               **tolerances(dtype))
+    gout = torch.randn_like(expected)
+    grads = emulated.conv_scatter_backward(gout, w.detach(), sh.detach(), centre, lmax)
+    for a, b in zip(grads, torch.autograd.grad(expected, [w, sh], gout)):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_emulated_cuda_conv_scatter_h(emulated, dtype, lmax):
+    w, h, sh, centre, neighbour = random_conv_h(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 19))
+    inputs = [t.requires_grad_(True) for t in (w, h, sh)]
+    expected = reference.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
+    plain = [t.detach() for t in inputs]
+    torch.testing.assert_close(emulated.conv_scatter_h(*plain, centre, neighbour, lmax), expected.detach(),
+                               **tolerances(dtype))
+    gout = torch.randn_like(expected)
+    g_radial, g_h, g_sh = emulated.conv_scatter_h_backward(gout, *plain, centre, neighbour, lmax, True)
+    for a, b in zip((g_radial, g_h, g_sh), torch.autograd.grad(expected, inputs, gout)):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+    _, no_h, _ = emulated.conv_scatter_h_backward(gout, *plain, centre, neighbour, lmax, False)
+    assert no_h.numel() == 0
+    empty = random_conv_h(0, 4, 7, lmax, dtype)
+    assert torch.all(emulated.conv_scatter_h(*empty[:3], empty[3], empty[4], lmax) == 0)
+    bad = neighbour.clone()
+    bad[0] = 20
+    with pytest.raises(RuntimeError, match="neighbour must lie in"):
+        emulated.conv_scatter_h(*plain, centre, bad, lmax)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
+def test_emulated_cuda_edge_geometry(emulated, dtype, lmax):
+    vec = random_vectors(300, dtype, seed=lmax)
+    vec[7] = 0.0
+    vec.requires_grad_(True)
+    ref_length, ref_sh = reference.edge_geometry(vec, lmax)
+    length, sh = emulated.edge_geometry(vec.detach(), lmax)
+    torch.testing.assert_close(length, ref_length.detach(), **tolerances(dtype))
+    torch.testing.assert_close(sh, ref_sh.detach(), **tolerances(dtype))
+    gl, gs = torch.randn_like(ref_length), torch.randn_like(ref_sh)
+    (expected,) = torch.autograd.grad((ref_length * gl).sum() + (ref_sh * gs).sum(), [vec])
+    torch.testing.assert_close(emulated.edge_geometry_backward(gl, gs, vec.detach(), lmax), expected,
+                               **tolerances(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_emulated_cuda_edge_forces_virial(emulated, dtype):
+    _, _, _, centre, neighbour = random_conv_h(300, 20, 1, 0, dtype, seed=4, empty_atoms=(2, 7))
+    grad, vec = random_vectors(300, dtype, seed=5), random_vectors(300, dtype, seed=6)
+    out = emulated.edge_forces_virial(grad, vec, centre, neighbour, 22)
+    for a, b in zip(out, reference.edge_forces_virial(grad, vec, centre, neighbour, 22)):
+        torch.testing.assert_close(a, b, **tolerances(dtype))
+    empty_vec, empty_index = torch.zeros(0, 3, dtype=dtype), torch.zeros(0, dtype=torch.long)
+    f, v, av = emulated.edge_forces_virial(empty_vec, empty_vec, empty_index, empty_index, 3)
+    assert torch.all(f == 0) and torch.all(v == 0) and torch.all(av == 0) and av.shape == (3, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_emulated_cuda_radial_passes(emulated, dtype):
+    """radial_mlp assembled from the CUDA elementwise passes exactly as fused_edge.cpp's
+    radial_forward / radial_backward do it, against the reference and its autograd gradient."""
+    length = (torch.rand(400, dtype=torch.float64) * 5.5 + 0.3).to(dtype).requires_grad_(True)  # some beyond cutoff
+    freq, w1, b1, w2, b2, prefactor, cutoff, p, n_split = radial_args(dtype)
+    r = length.detach()
+    basis, envelope = emulated.radial_basis_envelope(r, freq, prefactor, cutoff, p)
+    pre = torch.addmm(b1, basis, w1.t())
+    mlp = torch.addmm(b2, torch.nn.functional.silu(pre), w2.t())
+    outs = emulated.radial_scale_split(mlp, envelope, n_split)
+    expected = reference.radial_mlp(length, freq, w1, b1, w2, b2, prefactor, cutoff, p, n_split)
+    scale = expected[0].abs().max().item()
+    tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * scale)
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b.detach(), **tol)
+    grads = [torch.randn_like(o) for o in outs]
+    (want_all,) = torch.autograd.grad(expected, [length], grads, retain_graph=True)
+    (want_second,) = torch.autograd.grad(expected[1], [length], grads[1])
+    unused_first = [torch.zeros(0, dtype=dtype), grads[1]]  # an empty tensor: the block has no gradient
+    for blocks, want in ((grads, want_all), (unused_first, want_second)):
+        G, S, dbasis, denv = emulated.radial_backward_terms(blocks, r, freq, mlp, prefactor, cutoff, p)
+        gbasis = torch.ops.aten.silu_backward(G @ w2, pre) @ w1
+        got = (gbasis * dbasis).sum(1) + S * denv
+        tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * want.abs().max().item())
+        torch.testing.assert_close(got, want, **tol)

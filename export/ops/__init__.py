@@ -33,9 +33,9 @@ __all__ = ["LIBRARY_NAME", "available", "build_directory", "cuda_kernels_built",
 LIBRARY_NAME = "mlffd_ops"
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-_CPP_SOURCES = ("conv_scatter.cpp", "conv_scatter_autograd.cpp", "fused_edge.cpp")
+_CPP_SOURCES = ("op_checks.cpp", "conv_scatter.cpp", "conv_scatter_autograd.cpp", "fused_edge.cpp")
 _CUDA_SOURCES = ("conv_scatter_cuda.cu", "fused_edge_cuda.cu")
-_HEADERS = ("conv_scatter.h", "fused_edge.h", "kernel_math.h", "cuda_utils.cuh")
+_HEADERS = ("conv_scatter.h", "fused_edge.h", "kernel_math.h", "op_schemas.h", "cuda_utils.cuh")
 _CFLAGS = ["-O3", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 

@@ -1,6 +1,6 @@
-"""Compile the CUDA kernels with nvcc on a machine without a GPU or CUDA torch.
+"""Check the CUDA kernels on a machine without a GPU or CUDA torch, in two ways.
 
-    python -m export.ops.cuda_check [--arch sm_90] [--out DIR]
+    python -m export.ops.cuda_check [--arch sm_90] [--out DIR]      # the nvcc compile check
 
 A CPU-only torch cannot build the CUDA op library (cpp_extension needs CUDA torch), so without
 this check the .cu files would only ever meet a compiler on a lent GPU machine. Here every CUDA
@@ -8,6 +8,11 @@ source is compiled to an object file with nvcc against the installed torch heade
 sources with MLFFD_WITH_CUDA (as the CUDA build compiles them), and the objects are checked to
 define every mlffd symbol they use from each other. Nothing is linked against libtorch_cuda or run: numbers on
 the GPU are checked by tests/test_ops.py on a machine with CUDA (benchmarks/gpu_check.sh).
+
+`load_emulation()` builds the same .cu files as host C++ (MLFFD_CUDA_EMULATION, see
+csrc/cuda_utils.cuh) into a separate library whose ops (`torch.ops.mlffd_cuda_emulation.*`) run the
+CUDA kernels' code on CPU tensors, one work item after another: the tests compare them with the
+reference, which checks the kernels' indexing and host logic without a GPU.
 """
 
 from __future__ import annotations
@@ -99,6 +104,27 @@ def compile_cuda_sources(out_dir: str | Path, arch: str = "sm_90", nvcc: str | N
     if missing:
         raise RuntimeError(f"mlffd functions used but defined by no object: {sorted(missing)}")
     return objects
+
+
+EMULATION_NAME = "mlffd_cuda_emulation"
+
+
+def load_emulation(verbose: bool = False) -> str:
+    """Build (once, cached next to the op library) and load the host emulation of the CUDA
+    kernels; returns the library path. Its ops are `torch.ops.mlffd_cuda_emulation.*`."""
+    from torch.utils.cpp_extension import load
+
+    build_dir = Path(ops.build_directory()) / "cuda_emulation"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return load(
+        name=EMULATION_NAME,
+        sources=[str(ops._CSRC / "op_checks.cpp"), str(ops._CSRC / "emulation" / "cuda_emulation.cpp")],
+        extra_cflags=["-O2"],
+        extra_include_paths=[str(ops._CSRC)],
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=verbose,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

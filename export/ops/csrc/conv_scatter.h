@@ -12,7 +12,8 @@
 //     grad_sh[e, m]         = sum_c grad_out[centre[e], c, m] * weights[e, l(m), c]
 //
 // Source files: conv_scatter.cpp (schema, CPU + Meta kernels), conv_scatter_autograd.cpp
-// (Autograd key, any order of differentiation), conv_scatter_cuda.cu (CUDA kernels, optional).
+// (Autograd key, any order of differentiation), conv_scatter_cuda.cu (CUDA kernels, optional),
+// op_checks.cpp (the argument checks below).
 // Compile the .cpp files with OpenMP (-fopenmp): without it at::parallel_for runs serially.
 #pragma once
 

@@ -1,7 +1,8 @@
 // mlffd::conv_scatter CUDA kernels (forward and backward). See conv_scatter.h.
 //
-// STATUS: compiles with nvcc against the torch headers (tests/test_ops.py::test_cuda_sources_compile
-// runs nvcc on CPU-only machines); run on a GPU only when one was lent (benchmarks/gpu_check.sh).
+// Checked without a GPU twice over (tests/test_ops.py): nvcc compiles this file against the torch
+// headers (export.ops.cuda_check), and its kernels run on CPU tensors through the host emulation in
+// cuda_utils.cuh (cuda_emulation.cpp). On a GPU: benchmarks/gpu_check.sh.
 //
 // All kernels are race-free and deterministic (no atomics):
 //   forward        one thread per output element (i, c, m), looping over atom i's edges (CSR rowptr)
@@ -74,7 +75,7 @@ at::Tensor conv_scatter_cuda(const at::Tensor& weights, const at::Tensor& sh, co
   const char* op = "mlffd::conv_scatter";
   const int64_t E = check_conv_scatter_args(weights, sh, centre, n_nodes, lmax, op);
   check_centre_sorted_generic(centre, n_nodes, op);
-  const c10::cuda::CUDAGuard device_guard(weights.device());
+  const DeviceGuard device_guard(weights.device());
   const int64_t C = weights.size(2);
   const int64_t L = lmax + 1;
   at::Tensor w = weights.contiguous();
@@ -85,10 +86,10 @@ at::Tensor conv_scatter_cuda(const at::Tensor& weights, const at::Tensor& sh, co
   at::Tensor rowptr = centre_rowptr(ctr, n_nodes);
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "mlffd_conv_scatter_cuda", [&] {
-    forward_kernel<scalar_t><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
+    MLFFD_LAUNCH(blocks_for(out.numel()), stream, forward_kernel<scalar_t>)(
         w.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), rowptr.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
         n_nodes, C, L);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
   return out;
 }
@@ -101,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> conv_scatter_backward_cuda(const at::Tensor& 
   const int64_t E = check_conv_scatter_args(weights, sh, centre, n_nodes, lmax, op);
   check_grad_out(grad_out, weights, lmax, op);
   check_centre_sorted_generic(centre, n_nodes, op);
-  const c10::cuda::CUDAGuard device_guard(weights.device());
+  const DeviceGuard device_guard(weights.device());
   const int64_t C = weights.size(2);
   const int64_t L = lmax + 1;
   at::Tensor g = grad_out.contiguous();
@@ -118,12 +119,12 @@ std::tuple<at::Tensor, at::Tensor> conv_scatter_backward_cuda(const at::Tensor& 
   }
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "mlffd_conv_scatter_backward_cuda", [&] {
-    grad_weights_kernel<scalar_t><<<blocks_for(gw.numel()), kThreads, 0, stream>>>(
+    MLFFD_LAUNCH(blocks_for(gw.numel()), stream, grad_weights_kernel<scalar_t>)(
         g.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), ctr.data_ptr<int64_t>(), gw.data_ptr<scalar_t>(), E, C, L);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grad_sh_kernel<scalar_t><<<blocks_for(gsh.numel()), kThreads, 0, stream>>>(
+    MLFFD_LAUNCH_CHECK();
+    MLFFD_LAUNCH(blocks_for(gsh.numel()), stream, grad_sh_kernel<scalar_t>)(
         g.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), ctr.data_ptr<int64_t>(), gsh.data_ptr<scalar_t>(), E, C, L);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
   return {gw, gsh};
 }
@@ -131,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> conv_scatter_backward_cuda(const at::Tensor& 
 }  // namespace
 }  // namespace mlffd
 
-TORCH_LIBRARY_IMPL(mlffd, CUDA, m) {
+MLFFD_REGISTER_CUDA_KERNELS(m) {
   m.impl("conv_scatter", &mlffd::conv_scatter_cuda);
   m.impl("conv_scatter_backward", &mlffd::conv_scatter_backward_cuda);
 }

@@ -26,13 +26,13 @@
 
 #include "conv_scatter.h"
 #include "kernel_math.h"
+#include "op_schemas.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace mlffd {
-
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -44,139 +44,16 @@ constexpr const char* kFirstOrderOnly =
 
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
 
-void check_float(const at::Tensor& t, const char* name, const char* op) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-}
-
-void check_same(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* op) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " dtype (", t.scalar_type(),
-              ") must equal the first argument's (", ref.scalar_type(), ")");
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(), ", got ", t.device());
-}
-
-void check_index(const at::Tensor& t, const at::Tensor& ref, int64_t E, const char* name, const char* op) {
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == E, op, ": ", name, " must be [E] = [", E, "], got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(), ", got ", t.device());
-}
-
 // Calls through the dispatcher, so that the kernel of the tensors' device runs.
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-}  // namespace
-
-// ------------------------------------------------------------------------------------------------
-// argument checks (declared in fused_edge.h: the CUDA kernels use them too)
-// ------------------------------------------------------------------------------------------------
-
-int64_t check_conv_h(const at::Tensor& radial, const at::Tensor& h, const at::Tensor& sh, const at::Tensor& centre,
-                     const at::Tensor& neighbour, int64_t lmax, const char* op) {
-  TORCH_CHECK(lmax >= 0, op, ": lmax must be >= 0, got ", lmax);
-  const int64_t L = lmax + 1;
-  TORCH_CHECK(radial.dim() == 3 && radial.size(1) == L, op, ": radial must be [E, lmax+1, C] with lmax=", lmax,
-              ", got shape ", radial.sizes());
-  const int64_t E = radial.size(0), C = radial.size(2);
-  TORCH_CHECK(h.dim() == 2 && h.size(1) == C, op, ": h must be [n_nodes, C] with C=", C, ", got shape ", h.sizes());
-  TORCH_CHECK(sh.dim() == 2 && sh.size(0) == E && sh.size(1) == L * L, op, ": sh must be [E, (lmax+1)^2] = [", E,
-              ", ", L * L, "], got shape ", sh.sizes());
-  check_float(radial, "radial", op);
-  check_same(h, radial, "h", op);
-  check_same(sh, radial, "sh", op);
-  check_index(centre, radial, E, "centre", op);
-  check_index(neighbour, radial, E, "neighbour", op);
-  return E;
-}
-
-void check_conv_h_grad_out(const at::Tensor& grad_out, const at::Tensor& radial, int64_t n_nodes, int64_t lmax,
-                           const char* op) {
-  const int64_t C = radial.size(2), M = (lmax + 1) * (lmax + 1);
-  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == n_nodes && grad_out.size(1) == C && grad_out.size(2) == M,
-              op, ": grad_out must be [n_nodes, C, (lmax+1)^2] = [", n_nodes, ", ", C, ", ", M, "], got shape ",
-              grad_out.sizes());
-  check_same(grad_out, radial, "grad_out", op);
-}
-
-void check_geometry(const at::Tensor& vec, int64_t lmax, const char* op) {
-  TORCH_CHECK(lmax >= 0 && lmax <= kMaxLmax, op, ": lmax must be in [0, ", kMaxLmax, "], got ", lmax);
-  TORCH_CHECK(vec.dim() == 2 && vec.size(1) == 3, op, ": vec must be [E, 3], got shape ", vec.sizes());
-  check_float(vec, "vec", op);
-}
-
-void check_geometry_grads(const at::Tensor& grad_length, const at::Tensor& grad_sh, const at::Tensor& vec,
-                          int64_t lmax, const char* op) {
-  const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
-  TORCH_CHECK(grad_length.dim() == 1 && grad_length.size(0) == E, op, ": grad_length must be [E] = [", E,
-              "], got shape ", grad_length.sizes());
-  TORCH_CHECK(grad_sh.dim() == 2 && grad_sh.size(0) == E && grad_sh.size(1) == M, op, ": grad_sh must be [E, ", M,
-              "], got shape ", grad_sh.sizes());
-  check_same(grad_length, vec, "grad_length", op);
-  check_same(grad_sh, vec, "grad_sh", op);
-}
-
-void check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, const at::Tensor& centre,
-                       const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
-  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
-  TORCH_CHECK(edge_grad.dim() == 2 && edge_grad.size(1) == 3, op, ": edge_grad must be [E, 3], got shape ",
-              edge_grad.sizes());
-  const int64_t E = edge_grad.size(0);
-  TORCH_CHECK(edge_vec.dim() == 2 && edge_vec.size(0) == E && edge_vec.size(1) == 3, op,
-              ": edge_vec must be [E, 3] = [", E, ", 3], got shape ", edge_vec.sizes());
-  check_float(edge_grad, "edge_grad", op);
-  check_same(edge_vec, edge_grad, "edge_vec", op);
-  check_index(centre, edge_grad, E, "centre", op);
-  check_index(neighbour, edge_grad, E, "neighbour", op);
-}
-
-ConvHBackward prepare_conv_h_backward(const at::Tensor& grad_out, const at::Tensor& radial, const at::Tensor& h,
-                                      const at::Tensor& sh, const at::Tensor& centre, const at::Tensor& neighbour,
-                                      int64_t lmax, bool need_h, const char* op) {
-  ConvHBackward b;
-  b.E = check_conv_h(radial, h, sh, centre, neighbour, lmax, op);
-  b.N = h.size(0);
-  b.C = radial.size(2);
-  b.L = lmax + 1;
-  check_conv_h_grad_out(grad_out, radial, b.N, lmax, op);
-  b.grad_out = grad_out.contiguous();
-  b.radial = radial.contiguous();
-  b.h = h.contiguous();
-  b.sh = sh.contiguous();
-  b.centre = centre.contiguous();
-  b.neighbour = neighbour.contiguous();
-  const auto options = b.radial.options();
-  b.grad_radial = at::empty({b.E, b.L, b.C}, options);  // every entry written by the kernels
-  b.grad_sh = at::empty({b.E, b.L * b.L}, options);
-  b.trivial = b.E == 0 || b.C == 0;
-  if (b.E > 0 && b.C == 0) b.grad_sh.zero_();
-  b.grad_h = need_h ? at::zeros({b.N, b.C}, options) : at::empty({0}, options);
-  if (need_h && !b.trivial) b.gh_edge = at::empty({b.E, b.C}, options);
-  return b;
-}
-
-void check_edges_generic(const at::Tensor& centre, const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
-  const int64_t E = centre.size(0);
-  if (E == 0) return;
-  at::Tensor bad = at::logical_or(centre.select(0, 0) < 0, centre.select(0, E - 1) >= n_nodes);
-  if (E > 1) bad = at::logical_or(bad, (centre.slice(0, 1, E) < centre.slice(0, 0, E - 1)).any());
-  bad = at::logical_or(bad, at::logical_or(neighbour.min() < 0, neighbour.max() >= n_nodes));
-  TORCH_CHECK(!bad.item<bool>(), op, ": centre must be sorted ascending (edges grouped by centre atom) and centre "
-              "and neighbour must lie in [0, n_nodes=", n_nodes, ")");
-}
-
-std::tuple<at::Tensor, at::Tensor> group_by_neighbour(const at::Tensor& neighbour, int64_t n_nodes) {
-  auto sorted = at::sort(neighbour, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  at::Tensor bounds = at::arange(n_nodes + 1, neighbour.options());
-  return {std::get<1>(sorted), at::searchsorted(std::get<0>(sorted), bounds)};
-}
-
-namespace {
-
 // ------------------------------------------------------------------------------------------------
 // conv_scatter_h
 // ------------------------------------------------------------------------------------------------
+
 // Validates centre (sorted, in range) and neighbour (in range); fills rowptr (n_nodes + 1).
 void scan_edges(const int64_t* centre, const int64_t* neighbour, int64_t E, int64_t n_nodes, int64_t* rowptr,
                 const char* op) {
@@ -450,26 +327,6 @@ std::tuple<at::Tensor, at::Tensor> edge_geometry_autograd(const at::Tensor& vec,
 // radial_mlp: Bessel basis -> Linear -> SiLU -> Linear, times the polynomial envelope
 // ------------------------------------------------------------------------------------------------
 
-void check_radial(const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1, const at::Tensor& b1,
-                  const at::Tensor& w2, const at::Tensor& b2, int64_t n_split, const char* op) {
-  TORCH_CHECK(length.dim() == 1, op, ": length must be [E], got shape ", length.sizes());
-  check_float(length, "length", op);
-  TORCH_CHECK(freq.dim() == 1, op, ": frequencies must be [B], got shape ", freq.sizes());
-  const int64_t B = freq.size(0);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == B, op, ": w1 must be [H, B=", B, "], got shape ", w1.sizes());
-  const int64_t H = w1.size(0);
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == H, op, ": b1 must be [H=", H, "], got shape ", b1.sizes());
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) == H, op, ": w2 must be [K, H=", H, "], got shape ", w2.sizes());
-  const int64_t K = w2.size(0);
-  TORCH_CHECK(b2.dim() == 1 && b2.size(0) == K, op, ": b2 must be [K=", K, "], got shape ", b2.sizes());
-  TORCH_CHECK(n_split >= 1 && K % n_split == 0, op, ": n_split (", n_split, ") must divide K=", K);
-  check_same(freq, length, "frequencies", op);
-  check_same(w1, length, "w1", op);
-  check_same(b1, length, "b1", op);
-  check_same(w2, length, "w2", op);
-  check_same(b2, length, "b2", op);
-}
-
 #ifndef MLFFD_WITH_CUDA
 [[noreturn]] void no_cuda(const char* op) {
   TORCH_CHECK(false, op, ": this build of the mlffd ops has no CUDA kernels (built with a CPU-only torch or "
@@ -736,15 +593,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cpu(const at::
 }  // namespace mlffd
 
 TORCH_LIBRARY_FRAGMENT(mlffd, m) {
-  m.def("conv_scatter_h(Tensor radial, Tensor h, Tensor sh, Tensor centre, Tensor neighbour, int lmax) -> Tensor");
-  m.def("conv_scatter_h_backward(Tensor grad_out, Tensor radial, Tensor h, Tensor sh, Tensor centre, "
-        "Tensor neighbour, int lmax, bool need_h) -> (Tensor, Tensor, Tensor)");
-  m.def("edge_geometry(Tensor vec, int lmax) -> (Tensor, Tensor)");
-  m.def("edge_geometry_backward(Tensor grad_length, Tensor grad_sh, Tensor vec, int lmax) -> Tensor");
+  m.def(mlffd::schema::kConvScatterH);
+  m.def(mlffd::schema::kConvScatterHBackward);
+  m.def(mlffd::schema::kEdgeGeometry);
+  m.def(mlffd::schema::kEdgeGeometryBackward);
   m.def("radial_mlp(Tensor length, Tensor frequencies, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
         "float prefactor, float cutoff, float p, int n_split) -> Tensor[]");
-  m.def("edge_forces_virial(Tensor edge_grad, Tensor edge_vec, Tensor centre, Tensor neighbour, int n_nodes) "
-        "-> (Tensor, Tensor, Tensor)");
+  m.def(mlffd::schema::kEdgeForcesVirial);
 }
 
 TORCH_LIBRARY_IMPL(mlffd, CPU, m) {

@@ -1,5 +1,5 @@
-// mlffd fused edge ops: declarations shared by the CPU file (fused_edge.cpp: schemas, argument
-// checks, CPU kernels, C++ autograd) and the CUDA file (fused_edge_cuda.cu: CUDA kernels).
+// mlffd fused edge ops: declarations shared by the CPU file (fused_edge.cpp: schemas, CPU kernels,
+// C++ autograd), the CUDA file (fused_edge_cuda.cu) and the argument checks (op_checks.cpp).
 //
 // Dispatch: conv_scatter_h(_backward), edge_geometry(_backward) and edge_forces_virial have one
 // kernel per device, registered under the CPU and CUDA keys; the Autograd kernels call them
@@ -23,6 +23,8 @@ void check_conv_h_grad_out(const at::Tensor& grad_out, const at::Tensor& radial,
 void check_geometry(const at::Tensor& vec, int64_t lmax, const char* op);
 void check_geometry_grads(const at::Tensor& grad_length, const at::Tensor& grad_sh, const at::Tensor& vec,
                           int64_t lmax, const char* op);
+void check_radial(const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1, const at::Tensor& b1,
+                  const at::Tensor& w2, const at::Tensor& b2, int64_t n_split, const char* op);
 void check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, const at::Tensor& centre,
                        const at::Tensor& neighbour, int64_t n_nodes, const char* op);
 

@@ -2,8 +2,9 @@
 // fused_edge.cpp; the per-element formulas (spherical harmonics and their gradient, envelope,
 // Bessel derivative, virial) are kernel_math.h, shared with the CPU kernels.
 //
-// STATUS: compiles with nvcc against the torch headers (tests/test_ops.py::test_cuda_sources_compile
-// runs nvcc on CPU-only machines); run on a GPU only when one was lent (benchmarks/gpu_check.sh).
+// Checked without a GPU twice over (tests/test_ops.py): nvcc compiles this file against the torch
+// headers (export.ops.cuda_check), and its kernels run on CPU tensors through the host emulation in
+// cuda_utils.cuh (cuda_emulation.cpp). On a GPU: benchmarks/gpu_check.sh.
 //
 // No atomics anywhere: every output element is written by one thread, and sums over edges run in
 // ascending edge order, so results are deterministic (as on the CPU):
@@ -134,7 +135,7 @@ at::Tensor conv_scatter_h_cuda(const at::Tensor& radial_, const at::Tensor& h_, 
                                const at::Tensor& centre_, const at::Tensor& neighbour_, int64_t lmax) {
   const char* op = "mlffd::conv_scatter_h";
   check_conv_h(radial_, h_, sh_, centre_, neighbour_, lmax, op);
-  const c10::cuda::CUDAGuard guard(radial_.device());
+  const DeviceGuard guard(radial_.device());
   const int64_t N = h_.size(0), C = radial_.size(2), L = lmax + 1;
   at::Tensor radial = radial_.contiguous(), h = h_.contiguous(), sh = sh_.contiguous();
   at::Tensor centre = centre_.contiguous(), neighbour = neighbour_.contiguous();
@@ -145,10 +146,10 @@ at::Tensor conv_scatter_h_cuda(const at::Tensor& radial_, const at::Tensor& h_, 
   AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "mlffd_conv_scatter_h_cuda", [&] {
     with_degree_count(lmax, op, [&](auto degrees) {
       constexpr int LL = decltype(degrees)::value;
-      conv_h_forward_kernel<scalar_t, LL><<<blocks_for(N * C), kThreads, 0, current_stream()>>>(
+      MLFFD_LAUNCH(blocks_for(N * C), current_stream(), conv_h_forward_kernel<scalar_t, LL>)(
           radial.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), neighbour.data_ptr<int64_t>(),
           rowptr.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), N, C);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      MLFFD_LAUNCH_CHECK();
     });
   });
   return out;
@@ -159,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_scatter_h_backward_cuda(
     const at::Tensor& centre, const at::Tensor& neighbour, int64_t lmax, bool need_h) {
   const char* op = "mlffd::conv_scatter_h_backward";
   ConvHBackward b = prepare_conv_h_backward(grad_out, radial, h, sh, centre, neighbour, lmax, need_h, op);
-  const c10::cuda::CUDAGuard guard(b.radial.device());
+  const DeviceGuard guard(b.radial.device());
   check_edges_generic(b.centre, b.neighbour, b.N, op);
   if (b.trivial) return {b.grad_radial, b.grad_h, b.grad_sh};
   const int64_t E = b.E, N = b.N, C = b.C, L = b.L;
@@ -172,20 +173,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_scatter_h_backward_cuda(
     const int64_t* nbr = b.neighbour.data_ptr<int64_t>();
     with_degree_count(lmax, op, [&](auto degrees) {
       constexpr int LL = decltype(degrees)::value;
-      conv_h_backward_edge_kernel<scalar_t, LL><<<blocks_for(E * C), kThreads, 0, stream>>>(
+      MLFFD_LAUNCH(blocks_for(E * C), stream, conv_h_backward_edge_kernel<scalar_t, LL>)(
           g, r, hp, b.sh.data_ptr<scalar_t>(), ctr, nbr, b.grad_radial.data_ptr<scalar_t>(),
           need_h ? b.gh_edge.data_ptr<scalar_t>() : nullptr, E, C);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      MLFFD_LAUNCH_CHECK();
     });
-    conv_h_backward_sh_kernel<scalar_t><<<blocks_for(E * L * L), kThreads, 0, stream>>>(
+    MLFFD_LAUNCH(blocks_for(E * L * L), stream, conv_h_backward_sh_kernel<scalar_t>)(
         g, r, hp, ctr, nbr, b.grad_sh.data_ptr<scalar_t>(), E, C, L);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
     if (need_h) {
       auto [order, start] = group_by_neighbour(b.neighbour, N);
-      gather_by_neighbour_kernel<scalar_t><<<blocks_for(N * C), kThreads, 0, stream>>>(
+      MLFFD_LAUNCH(blocks_for(N * C), stream, gather_by_neighbour_kernel<scalar_t>)(
           b.gh_edge.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), start.data_ptr<int64_t>(),
           b.grad_h.data_ptr<scalar_t>(), N, C);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      MLFFD_LAUNCH_CHECK();
     }
   });
   return {b.grad_radial, b.grad_h, b.grad_sh};
@@ -223,16 +224,16 @@ __global__ void edge_geometry_backward_kernel(const T* __restrict__ grad_length,
 
 std::tuple<at::Tensor, at::Tensor> edge_geometry_cuda(const at::Tensor& vec_, int64_t lmax) {
   check_geometry(vec_, lmax, "mlffd::edge_geometry");
-  const c10::cuda::CUDAGuard guard(vec_.device());
+  const DeviceGuard guard(vec_.device());
   at::Tensor vec = vec_.contiguous();
   const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
   at::Tensor length = at::empty({E}, vec.options());
   at::Tensor sh = at::empty({E, M}, vec.options());
   if (E == 0) return {length, sh};
   AT_DISPATCH_FLOATING_TYPES(vec.scalar_type(), "mlffd_edge_geometry_cuda", [&] {
-    edge_geometry_kernel<scalar_t><<<blocks_for(E), kThreads, 0, current_stream()>>>(
+    MLFFD_LAUNCH(blocks_for(E), current_stream(), edge_geometry_kernel<scalar_t>)(
         vec.data_ptr<scalar_t>(), length.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), E, lmax);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
   return {length, sh};
 }
@@ -242,16 +243,16 @@ at::Tensor edge_geometry_backward_cuda(const at::Tensor& grad_length_, const at:
   const char* op = "mlffd::edge_geometry_backward";
   check_geometry(vec_, lmax, op);
   check_geometry_grads(grad_length_, grad_sh_, vec_, lmax, op);
-  const c10::cuda::CUDAGuard guard(vec_.device());
+  const DeviceGuard guard(vec_.device());
   at::Tensor vec = vec_.contiguous(), gl = grad_length_.contiguous(), gs = grad_sh_.contiguous();
   const int64_t E = vec.size(0);
   at::Tensor grad = at::empty({E, 3}, vec.options());
   if (E == 0) return grad;
   AT_DISPATCH_FLOATING_TYPES(vec.scalar_type(), "mlffd_edge_geometry_backward_cuda", [&] {
-    edge_geometry_backward_kernel<scalar_t><<<blocks_for(E), kThreads, 0, current_stream()>>>(
+    MLFFD_LAUNCH(blocks_for(E), current_stream(), edge_geometry_backward_kernel<scalar_t>)(
         gl.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), vec.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), E,
         lmax);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
   return grad;
 }
@@ -288,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cuda(const at:
                                                                         const at::Tensor& neighbour_, int64_t n_nodes) {
   const char* op = "mlffd::edge_forces_virial";
   check_edge_forces(grad_, vec_, centre_, neighbour_, n_nodes, op);
-  const c10::cuda::CUDAGuard guard(grad_.device());
+  const DeviceGuard guard(grad_.device());
   at::Tensor g = grad_.contiguous(), v = vec_.contiguous(), centre = centre_.contiguous(),
              neighbour = neighbour_.contiguous();
   const int64_t N = n_nodes;
@@ -300,10 +301,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cuda(const at:
   at::Tensor rowptr = centre_rowptr(centre, N);
   auto [order, start] = group_by_neighbour(neighbour, N);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mlffd_edge_forces_virial_cuda", [&] {
-    edge_forces_kernel<scalar_t><<<blocks_for(N), kThreads, 0, current_stream()>>>(
+    MLFFD_LAUNCH(blocks_for(N), current_stream(), edge_forces_kernel<scalar_t>)(
         g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), rowptr.data_ptr<int64_t>(), order.data_ptr<int64_t>(),
         start.data_ptr<int64_t>(), forces.data_ptr<scalar_t>(), atom_virial.data_ptr<scalar_t>(), N);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
   return {forces, virial, atom_virial};
 }
@@ -383,14 +384,14 @@ __global__ void radial_backward_scale_kernel(BlockPointers<const T> grads, const
 
 void radial_basis_envelope_cuda(const at::Tensor& length, const at::Tensor& freq, double prefactor, double cutoff,
                                 double p, at::Tensor& basis, at::Tensor& envelope) {
-  const c10::cuda::CUDAGuard guard(length.device());
+  const DeviceGuard guard(length.device());
   const int64_t E = length.size(0), B = freq.size(0);
   if (E == 0) return;
   AT_DISPATCH_FLOATING_TYPES(length.scalar_type(), "mlffd_radial_basis_cuda", [&] {
-    radial_basis_envelope_kernel<scalar_t><<<blocks_for(E * B), kThreads, 0, current_stream()>>>(
+    MLFFD_LAUNCH(blocks_for(E * B), current_stream(), radial_basis_envelope_kernel<scalar_t>)(
         length.data_ptr<scalar_t>(), freq.data_ptr<scalar_t>(), basis.data_ptr<scalar_t>(),
         envelope.data_ptr<scalar_t>(), E, B, scalar_t(prefactor), Envelope<scalar_t>(cutoff, p));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
 }
 
@@ -398,15 +399,15 @@ void radial_scale_split_cuda(const at::Tensor& mlp, const at::Tensor& envelope, 
   const int64_t n_split = static_cast<int64_t>(outs.size());
   TORCH_CHECK(n_split <= kMaxSplit, "mlffd::radial_mlp: the CUDA kernels support n_split <= ", kMaxSplit, ", got ",
               n_split);
-  const c10::cuda::CUDAGuard guard(mlp.device());
+  const DeviceGuard guard(mlp.device());
   const int64_t E = mlp.size(0), K = mlp.size(1);
   if (E == 0 || K == 0) return;
   AT_DISPATCH_FLOATING_TYPES(mlp.scalar_type(), "mlffd_radial_scale_split_cuda", [&] {
     BlockPointers<scalar_t> ptrs{};
     for (int64_t t = 0; t < n_split; ++t) ptrs.p[t] = outs[t].data_ptr<scalar_t>();
-    radial_scale_split_kernel<scalar_t><<<blocks_for(E * K), kThreads, 0, current_stream()>>>(
+    MLFFD_LAUNCH(blocks_for(E * K), current_stream(), radial_scale_split_kernel<scalar_t>)(
         mlp.data_ptr<scalar_t>(), envelope.data_ptr<scalar_t>(), ptrs, E, K, K / n_split);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
   });
 }
 
@@ -416,7 +417,7 @@ void radial_backward_terms_cuda(const std::vector<at::Tensor>& grads, const at::
   const int64_t n_split = static_cast<int64_t>(grads.size());
   TORCH_CHECK(n_split <= kMaxSplit, "mlffd::radial_mlp: the CUDA kernels support n_split <= ", kMaxSplit, ", got ",
               n_split);
-  const c10::cuda::CUDAGuard guard(length.device());
+  const DeviceGuard guard(length.device());
   const int64_t E = length.size(0), B = freq.size(0), K = mlp.size(1), Kt = K / n_split;
   if (E == 0) return;
   const cudaStream_t stream = current_stream();
@@ -424,21 +425,21 @@ void radial_backward_terms_cuda(const std::vector<at::Tensor>& grads, const at::
     BlockPointers<const scalar_t> ptrs{};
     for (int64_t t = 0; t < n_split; ++t) ptrs.p[t] = grads[t].defined() ? grads[t].data_ptr<scalar_t>() : nullptr;
     const Envelope<scalar_t> env(cutoff, p);
-    radial_backward_edge_kernel<scalar_t><<<blocks_for(E), kThreads, 0, stream>>>(
+    MLFFD_LAUNCH(blocks_for(E), stream, radial_backward_edge_kernel<scalar_t>)(
         ptrs, length.data_ptr<scalar_t>(), freq.data_ptr<scalar_t>(), mlp.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(),
         dbasis.data_ptr<scalar_t>(), denv.data_ptr<scalar_t>(), E, B, K, Kt, n_split, scalar_t(prefactor), env);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    MLFFD_LAUNCH_CHECK();
     if (K > 0) {
-      radial_backward_scale_kernel<scalar_t><<<blocks_for(E * K), kThreads, 0, stream>>>(
+      MLFFD_LAUNCH(blocks_for(E * K), stream, radial_backward_scale_kernel<scalar_t>)(
           ptrs, length.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), E, K, Kt, env);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      MLFFD_LAUNCH_CHECK();
     }
   });
 }
 
 }  // namespace mlffd
 
-TORCH_LIBRARY_IMPL(mlffd, CUDA, m) {
+MLFFD_REGISTER_CUDA_KERNELS(m) {
   m.impl("conv_scatter_h", &mlffd::conv_scatter_h_cuda);
   m.impl("conv_scatter_h_backward", &mlffd::conv_scatter_h_backward_cuda);
   m.impl("edge_geometry", &mlffd::edge_geometry_cuda);
