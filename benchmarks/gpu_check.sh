@@ -15,6 +15,7 @@
 #   gpu_check.log                           every step's output, timings and the summary
 #   ops_build.log                           the verbose op build (ninja/nvcc output, build.ninja)
 #   junit_ops_cuda.xml                      pytest tests/test_ops.py -k cuda
+#   junit_export_cuda.xml                   pytest tests/test_export.py -k cuda_calculator (needs .whl/)
 #   device_latency_cuda.{json,md}           benchmarks/device_latency.py --device cuda
 #   device_latency_cpu.{json,md}            the same on --device cpu --threads 16
 # The build itself goes to $MLFFD_OPS_DIR (default /tmp/mlffd_ops_build), not under $OUT: its
@@ -72,7 +73,14 @@ skip() {
   FAILED+=("$1"); SUMMARY+=("$1: skipped ($2)")
 }
 
-log "gpu_check.sh in $ROOT, python $PY, OUT=$OUT, MLFFD_OPS_DIR=$MLFFD_OPS_DIR, budget ${BUDGET}s"
+# ase and vesin for the calculator test travel as wheels (benchmarks/gpu_wheels.sh, carry .whl)
+HAVE_WHEELS=0
+if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$ROOT"/.whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site && HAVE_WHEELS=1
+fi
+
+log "gpu_check.sh in $ROOT, python $PY, OUT=$OUT, MLFFD_OPS_DIR=$MLFFD_OPS_DIR, budget ${BUDGET}s, wheels $HAVE_WHEELS"
 if commit=$(git rev-parse --short HEAD 2>/dev/null); then
   log "git: $commit, $(git status --short | wc -l) changed file(s)"
 fi
@@ -119,6 +127,16 @@ if ((BUILD_OK)); then
 --junitxml='$OUT/junit_ops_cuda.xml'; rc=\$?; ((rc == 5)) && echo 'no CUDA tests were selected'; exit \$rc"
 else
   skip test_ops_cuda "the ops library did not build"
+fi
+
+# 3b. The ASE calculator on cuda, the same .pt exported on cpu and on cuda, against the training model.
+if ((BUILD_OK && HAVE_WHEELS)); then
+  step test_calculator_cuda 90 "$PY -m pytest tests/test_export.py -x -q -p no:cacheprovider -k cuda_calculator \
+--junitxml='$OUT/junit_export_cuda.xml'"
+elif ((BUILD_OK)); then
+  skip test_calculator_cuda "no .whl/ with ase and vesin (run benchmarks/gpu_wheels.sh here, carry .whl)"
+else
+  skip test_calculator_cuda "the ops library did not build"
 fi
 
 # 4. Latency: CUDA (float32 and float64), then the CPU of the same machine for comparison.

@@ -61,6 +61,26 @@ def test_exported_equals_training_model(tmp_path, dtype, tol):
         np.testing.assert_allclose(atoms.get_stress(), stress, atol=tol * np.abs(stress).max())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_cuda_calculator_equals_training_model(tmp_path, dtype, tol):
+    """The same .pt (custom ops, CUDA kernels) on the GPU: exported on the CPU and loaded onto cuda,
+    and exported with --device cuda, against the training-time model."""
+    on_cpu, on_cuda = tmp_path / "cpu.pt", tmp_path / "cuda.pt"
+    freeze(trained_like_model(), on_cpu, dtype=dtype, use_ops=True)
+    freeze(trained_like_model(), on_cuda, dtype=dtype, device="cuda", use_ops=True)
+    for path in (on_cpu, on_cuda):
+        calc = MLFFDCalculator(str(path), device="cuda")
+        for seed in range(2):
+            atoms = random_structure(seed)
+            energy, forces, stress = reference_results(trained_like_model(), atoms, torch.float64)
+            atoms.calc = calc
+            assert atoms.get_potential_energy() == pytest.approx(energy, rel=tol)
+            scale = np.abs(forces).max() + 1e-2
+            np.testing.assert_allclose(atoms.get_forces(), forces, atol=tol * scale)
+            np.testing.assert_allclose(atoms.get_stress(), stress, atol=tol * np.abs(stress).max())
+
+
 def test_fresh_process_gives_identical_results(tmp_path):
     path = tmp_path / "model.pt"
     freeze(trained_like_model(), path, dtype="float64", use_ops=False)
