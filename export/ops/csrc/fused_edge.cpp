@@ -1,4 +1,4 @@
-// mlffd fused edge ops (export only, first-order gradients): schemas, checks, CPU kernels, C++ autograd.
+// mlffd fused edge ops (export only, first-order gradients): schemas, CPU kernels, C++ autograd.
 //
 //   mlffd::conv_scatter_h(Tensor radial, Tensor h, Tensor sh, Tensor centre, Tensor neighbour, int lmax) -> Tensor
 //     out[i, c, m] = sum_{e: centre[e] = i} radial[e, l(m), c] * h[neighbour[e], c] * sh[e, m]
@@ -15,7 +15,8 @@
 // Their backward ops (conv_scatter_h_backward, edge_geometry_backward) are plain kernels without
 // an Autograd kernel, and radial_mlp's backward is C++ only: double backward raises a clear error.
 // Training uses the reference modules (distiller/model/student.py), which support any order.
-// CUDA kernels: fused_edge_cuda.cu; per-element formulas shared with them: kernel_math.h.
+// CUDA kernels: fused_edge_cuda.cu; per-element formulas shared with them: kernel_math.h; argument
+// checks: op_checks.cpp.
 #include "fused_edge.h"
 
 #include <ATen/Dispatch.h>
