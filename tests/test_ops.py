@@ -1,11 +1,13 @@
 """The fused custom ops (`torch.ops.mlffd.*`, export/ops): same numbers and gradients as the
 pure-PyTorch reference, usable from TorchScript, saved models reload in a fresh process."""
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -533,6 +535,18 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
     """Exported model with all fused ops vs the training-time (reference) graph. float32 is compared
     against the float64 reference: both float32 graphs carry their own ~1e-5 rounding of the forces."""
     from distiller.model.student import FusedConvScatter, FusedStudentPotential, StudentConfig, StudentPotential
+
+    check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax)
+    # in place on a StudentPotential; state_dict unchanged
+    model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))
+    keys = list(model.state_dict())
+    from distiller.model.student import use_fused_ops
+
+    assert use_fused_ops(model) is model and type(model) is FusedStudentPotential
+    assert isinstance(model.interactions[0].conv, FusedConvScatter) and list(model.state_dict()) == keys
+
+
+def check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax):
     from export.load import load_frozen
     from export.testing import make_demo_model
 
@@ -555,13 +569,6 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
     for key in ("energy", "atom_energy", "forces", "virial", "atom_virial"):
         scale = b[key].abs().max()
         torch.testing.assert_close(a[key].double(), b[key], rtol=rtol, atol=rtol * scale)
-    # in place on a StudentPotential; state_dict unchanged
-    model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))
-    keys = list(model.state_dict())
-    from distiller.model.student import use_fused_ops
-
-    assert use_fused_ops(model) is model and type(model) is FusedStudentPotential
-    assert isinstance(model.interactions[0].conv, FusedConvScatter) and list(model.state_dict()) == keys
 
 
 # --- the CUDA kernels' code on CPU tensors (host emulation, csrc/cuda_utils.cuh) ---------------------
@@ -665,3 +672,47 @@ def test_emulated_cuda_radial_passes(emulated, dtype):
         got = (gbasis * dbasis).sum(1) + S * denv
         tol = tolerances(dtype) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * want.abs().max().item())
         torch.testing.assert_close(got, want, **tol)
+
+
+# The ops with a kernel per device; radial_mlp's CUDA passes are checked one by one above.
+PER_DEVICE_OPS = ("conv_scatter_h", "conv_scatter_h_backward", "edge_geometry", "edge_geometry_backward",
+                  "edge_forces_virial")
+
+
+@contextlib.contextmanager
+def cuda_kernels_serving_cpu(emulated):
+    """While open, mlffd's per-device ops on CPU tensors are answered by the CUDA kernels' code
+    (emulated) instead of the CPU kernels; yields the names of the ops called. The CPU kernels
+    are back when it closes."""
+    called = []
+    library = torch.library.Library("mlffd", "IMPL")
+
+    def serve(name):
+        op = getattr(emulated, name)
+
+        def kernel(*args):
+            called.append(name)
+            return op(*args)
+
+        return kernel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Overriding a previously registered kernel"
+        for name in PER_DEVICE_OPS:
+            library.impl(name, serve(name), "CPU")
+    try:
+        yield called
+    finally:
+        library._destroy()
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_exported_student_through_emulated_cuda_kernels(emulated, tmp_path, dtype, rtol):
+    """The frozen student end to end (TorchScript, C++ autograd, dispatcher) with its per-device
+    ops served by the CUDA kernels' code: the training model's energy, forces and virials."""
+    with cuda_kernels_serving_cpu(emulated) as called:
+        check_fused_student(tmp_path, "cpu", dtype, rtol, num_interactions=2, lmax=2)
+    assert set(called) == set(PER_DEVICE_OPS)
+    n_calls = len(called)
+    torch.ops.mlffd.edge_geometry(torch.ones(1, 3), 1)
+    assert len(called) == n_calls  # the CPU kernels are back
