@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from distiller.errors import MLFFDError
+from distiller.neighbours import check_cell
 
 FORMAT = "mlffd-dataset"
 SCHEMA_VERSION = 1
@@ -481,6 +482,10 @@ class DatasetWriter:
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         if not np.isfinite(positions).all():
             raise MLFFDError(f"frame {key!r} has non-finite positions")
+        try:  # a frame no neighbour list can take must not enter the file
+            check_cell(atoms.get_cell()[:], atoms.get_pbc())
+        except MLFFDError as exc:
+            raise MLFFDError(f"frame {key!r}: {exc}") from None
         vel = (
             np.full((n, 3), np.nan) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(n, 3)
         )

@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from distiller.errors import MLFFDError
+from distiller.neighbours import check_cell
 
 MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
 
@@ -106,8 +107,10 @@ def validate_atoms(atoms: Atoms, where: str, elements: set[str] | None = None, t
         raise MLFFDError(f"{where}: structure has non-finite (NaN/inf) positions")
     if not np.isfinite(atoms.cell[:]).all():
         raise MLFFDError(f"{where}: cell has non-finite values")
-    if np.any(atoms.pbc) and atoms.cell.rank < int(np.sum(atoms.pbc)):
-        raise MLFFDError(f"{where}: periodic structure with a degenerate cell")
+    try:
+        check_cell(atoms.cell.array, atoms.pbc)
+    except MLFFDError as exc:
+        raise MLFFDError(f"{where}: {exc}") from None
     d = min_distance(atoms)
     if d < MIN_DISTANCE:
         raise MLFFDError(f"{where}: atoms closer than {MIN_DISTANCE} A (shortest distance {d:.3f} A)")
