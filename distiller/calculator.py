@@ -68,7 +68,8 @@ class MLFFDCalculator(Calculator):
         if len(distances):
             shortest = float(distances.min())
             if shortest < MIN_DISTANCE:
-                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A)")
+                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A); "
+                                 "remove duplicated atoms or fix the structure")
         out = self.model(
             torch.from_numpy(positions).to(self.device, self.dtype),
             species,
