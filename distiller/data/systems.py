@@ -148,9 +148,13 @@ def load_system(spec: str) -> System:
     if path.stat().st_size == 0:
         raise MLFFDError(f"structure file {spec} is empty")
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     try:
         images = ase.io.read(str(path), index=":")
+    except UnknownFileTypeError as exc:
+        raise MLFFDError(f"cannot read structure file {spec}: ASE does not know the file type {str(exc)!r}; "
+                         "give a structure file ASE reads (.xyz, .extxyz, .cif, POSCAR, ...)") from None
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MLFFDError(f"cannot read structure file {spec}: {msg}") from None

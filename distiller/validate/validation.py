@@ -190,6 +190,8 @@ def validate(model_path, teacher: str, data_path, report_dir, md_steps: int = DE
             raise MLFFDError(f"--{name} must be >= 0, got {value}")
     if timestep <= 0:
         raise MLFFDError(f"--timestep must be > 0 fs, got {timestep}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise MLFFDError(f"--max-frames must be at least 1, got {max_frames} (omit it to use every frame)")
     if temperature <= 0 and md_steps:
         raise MLFFDError(f"--temperature must be > 0 K, got {temperature}")
     md_steps = int(md_steps)
@@ -206,7 +208,7 @@ def validate(model_path, teacher: str, data_path, report_dir, md_steps: int = DE
 
     student = MLFFDCalculator(str(model_path), device=device, threads=threads)
     frames = dataset.frames()
-    if max_frames:
+    if max_frames is not None:
         frames = frames[: int(max_frames)]
     log(f"validate: {len(frames)} frames of {data_path} with {model_path}")
     t0 = time.perf_counter()
