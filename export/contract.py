@@ -29,6 +29,8 @@ def metadata_text(meta: dict) -> str:
 def read_metadata(path: str | Path) -> dict:
     """Metadata of a frozen model, checked; raises MLFFDError for anything that is not ours."""
     path = Path(path)
+    if path.is_dir():
+        raise MLFFDError(f"{path} is a directory; give the model file (.pt) that `mlffd export` wrote")
     if not path.is_file():
         raise MLFFDError(f"model file {path} does not exist")
     try:

@@ -23,3 +23,11 @@ def demo_model_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def plugin() -> str:
+    """pair_style mlffd built for this environment (incremental after the first time): its path."""
+    from lammps_plugin.build import build
+
+    return build(jobs=2, verbose=False)

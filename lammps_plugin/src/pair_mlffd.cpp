@@ -334,7 +334,14 @@ void PairMLFFD::coeff(int narg, char **arg)
   int nmapped = 0;
   for (int t = 1; t <= ntypes; t++) {
     std::string el = arg[2 + t];
-    if (el == "NULL") continue;    // not in the mlffd graph: another (hybrid) style handles it
+    if (el == "NULL") {    // not in the mlffd graph: another (hybrid) style handles it
+      if (force->pair == this)    // not a sub-style of pair_style hybrid
+        error->all(FLERR,
+                   "Pair style mlffd: atom type {} is NULL in pair_coeff, but no other pair style "
+                   "handles it; use pair_style hybrid (or hybrid/overlay) with a style for that type",
+                   t);
+      continue;
+    }
     nmapped++;
     int k = -1;
     for (int m = 0; m < (int) model_elements.size(); m++)
@@ -370,14 +377,6 @@ void PairMLFFD::init_style()
     error->all(FLERR,
                "Pair style mlffd requires 'newton on' (newton pair on): forces on ghost atoms "
                "are summed back to their owners by LAMMPS");
-  if (force->pair == this)
-    for (int t = 1; t <= atom->ntypes; t++)
-      if (type_species[t] < 0)
-        error->all(FLERR,
-                   "Pair style mlffd: atom type {} is NULL in pair_coeff, but no other pair style "
-                   "handles it; use pair_style hybrid (or hybrid/overlay) with a style for that type",
-                   t);
-
   // Folding finds the local atom a ghost is an image of by its atom ID. Without IDs
   // ('atom_modify id no') every ghost is a graph node of its own: the same numbers, no tags needed.
   if (atom->tag_enable == 0) {
