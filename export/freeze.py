@@ -118,6 +118,7 @@ def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64
                       use_ops: bool = True) -> dict:
     payload = load_checkpoint(source)
     model = build_student(payload, dtype)
-    extra = {"validation_metrics": payload.get("metrics", {})}
+    extra = {"validation_metrics": payload.get("metrics", {}),
+             "training_temperatures_k": payload.get("training_temperatures_k", [])}
     return freeze(model, out, dtype=dtype, device=device, use_ops=use_ops, teacher=payload.get("teacher"),
                   dataset_fingerprint=payload.get("dataset_fingerprint", ""), extra=extra)

@@ -66,6 +66,30 @@ BUILTIN_SYSTEMS = {
     "al": (_al, (2, 2, 2), "fcc Al, a=4.05 A, 2x2x2 conventional cells (32 atoms)"),
 }
 
+# Primitive cells of the built-ins whose unit cell above is a conventional (non-primitive) one, at
+# the same lattice constant: phonon bands are read in the primitive cell's Brillouin zone.
+PRIMITIVE_CELLS = {
+    "si": lambda: _bulk_primitive("Si", "diamond", 5.431),
+    "ge": lambda: _bulk_primitive("Ge", "diamond", 5.658),
+    "cu": lambda: _bulk_primitive("Cu", "fcc", 3.615),
+    "al": lambda: _bulk_primitive("Al", "fcc", 4.05),
+}
+
+
+def _bulk_primitive(symbol: str, structure: str, a: float) -> Atoms:
+    from ase.build import bulk
+
+    return bulk(symbol, structure, a=a)
+
+
+# The built-in that a model with exactly these elements was most likely distilled on.
+_BUILTIN_BY_ELEMENTS = {("Si",): "si", ("Cu",): "cu", ("Ge",): "ge", ("Al",): "al", ("O", "Si"): "sio2"}
+
+
+def builtin_for_elements(elements) -> str | None:
+    return _BUILTIN_BY_ELEMENTS.get(tuple(sorted(elements)))
+
+
 _SPEC = re.compile(r"^([a-z0-9_]+)(?::(\d+)x(\d+)x(\d+))?$")
 
 

@@ -139,6 +139,8 @@ class Trainer:
         self.fingerprint = dataset.fingerprint
         self.elements = list(dataset.elements)
         train_idx, valid_idx = split_indices(len(frames), config.valid_fraction, config.seed)
+        # the sampling temperatures the student saw (validation tests inside and above them)
+        self.temperatures = sorted({float(frames[i]["temperature"]) for i in train_idx if frames[i]["temperature"] > 0})
         train_elements = {int(z) for i in train_idx for z in frames[i]["numbers"]}
         unseen = {int(z) for i in valid_idx for z in frames[i]["numbers"]} - train_elements
         if unseen:
@@ -247,6 +249,7 @@ class Trainer:
             "teacher": self.teacher,
             "dataset_fingerprint": self.fingerprint,
             "train_config": self.cfg.to_dict(),
+            "training_temperatures_k": self.temperatures,
         }
 
     # -- the loop ----------------------------------------------------------------------------
