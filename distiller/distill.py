@@ -80,6 +80,8 @@ def run(args) -> int:
     from export.freeze import export_checkpoint
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise MLFFDError(f"--out {out} exists and is not a directory; give an output folder (new or to resume)")
     (out / "data").mkdir(parents=True, exist_ok=True)
     steps = plan(args.budget, args.frames)
     timings = {}

@@ -26,6 +26,14 @@ def demo_model_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def plugin() -> str:
+    """pair_style mlffd built for this environment (incremental after the first time): its path."""
+    from lammps_plugin.build import build
+
+    return build(jobs=2, verbose=False)
+
+
+@pytest.fixture(scope="session")
 def emt_cu_student(tmp_path_factory):
     """A tiny student trained on EMT-labelled Cu (rattled and strained 32-atom cells), exported in
     float64: a smooth potential with an equilibrium near EMT's, for tests that need physics rather

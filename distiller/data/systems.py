@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from distiller.errors import MLFFDError
+from distiller.neighbours import check_cell
 
 MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
 
@@ -130,8 +131,10 @@ def validate_atoms(atoms: Atoms, where: str, elements: set[str] | None = None, t
         raise MLFFDError(f"{where}: structure has non-finite (NaN/inf) positions")
     if not np.isfinite(atoms.cell[:]).all():
         raise MLFFDError(f"{where}: cell has non-finite values")
-    if np.any(atoms.pbc) and atoms.cell.rank < int(np.sum(atoms.pbc)):
-        raise MLFFDError(f"{where}: periodic structure with a degenerate cell")
+    try:
+        check_cell(atoms.cell.array, atoms.pbc)
+    except MLFFDError as exc:
+        raise MLFFDError(f"{where}: {exc}") from None
     d = min_distance(atoms)
     if d < MIN_DISTANCE:
         raise MLFFDError(f"{where}: atoms closer than {MIN_DISTANCE} A (shortest distance {d:.3f} A)")
@@ -169,9 +172,13 @@ def load_system(spec: str) -> System:
     if path.stat().st_size == 0:
         raise MLFFDError(f"structure file {spec} is empty")
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     try:
         images = ase.io.read(str(path), index=":")
+    except UnknownFileTypeError as exc:
+        raise MLFFDError(f"cannot read structure file {spec}: ASE does not know the file type {str(exc)!r}; "
+                         "give a structure file ASE reads (.xyz, .extxyz, .cif, POSCAR, ...)") from None
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MLFFDError(f"cannot read structure file {spec}: {msg}") from None

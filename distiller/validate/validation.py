@@ -110,7 +110,7 @@ def _held_out_frames(model_elements: list[str], data_path, max_frames: int | Non
             f"(model elements: {', '.join(model_elements)})"
         )
     frames = dataset.frames()
-    return frames[: int(max_frames)] if max_frames else frames
+    return frames[: int(max_frames)] if max_frames is not None else frames
 
 
 def validate(model_path, teacher: str, report_dir, *, system: str | None = None, data=None,
@@ -137,6 +137,8 @@ def validate(model_path, teacher: str, report_dir, *, system: str | None = None,
     check_reference_name(teacher)
     if budget_minutes <= 0:
         raise MLFFDError(f"--budget must be > 0 minutes, got {budget_minutes}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise MLFFDError(f"--max-frames must be at least 1, got {max_frames} (omit it to use every frame)")
     for name, value in (("md-steps", production_steps), ("equilibration-steps", equilibration_steps)):
         if value is not None and int(value) < 1:
             raise MLFFDError(f"--{name} must be >= 1, got {value}")
