@@ -1,6 +1,6 @@
 """Molecular dynamics with one protocol for student and teacher: structure, diffusion, stability.
 
-From the model's own relaxed supercell: Maxwell-Boltzmann velocities at T (seeded), Langevin
+From the model's own relaxed supercell: Maxwell-Boltzmann velocities at 2T (seeded), Langevin
 equilibration (friction 0.02 1/fs), then Langevin production with a weak friction (0.001 1/fs, so
 the dynamics is nearly Newtonian for the MSD), frames sampled every `sample_every` steps. The
 student then runs on in NVE (its energy drift, and stability over a longer time than the
@@ -30,7 +30,7 @@ DIFFUSIVE_MSD_A2 = 1.0  # MSD at the longest lag above this: atoms leave their s
 class RDF:
     """Total radial distribution function g(r) accumulated over frames (fixed bins)."""
 
-    def __init__(self, r_max: float = 6.0, bin_width: float = 0.05):
+    def __init__(self, r_max: float = 6.0, bin_width: float = 0.1):
         self.r_max = float(r_max)
         self.bin_width = float(bin_width)
         self.edges = np.arange(0.0, self.r_max + 0.5 * self.bin_width, self.bin_width)
@@ -119,7 +119,9 @@ def run_protocol(start, calc, protocol: Protocol, *, label: str, keep_labels: bo
 
     atoms = start.copy()
     atoms.calc = calc
-    initial_velocities(atoms, protocol.temperature, protocol.seed)
+    # a crystal started at its minimum shares kinetic with potential energy: drawn at 2T, it sits
+    # at T within one vibration period, and the equilibration is spent equilibrating
+    initial_velocities(atoms, 2.0 * protocol.temperature, protocol.seed)
     atoms.set_constraint(FixCom())  # no centre-of-mass drift (ASE's fixcm=True is deprecated)
     traj = Trajectory(label=label)
     n = len(atoms)

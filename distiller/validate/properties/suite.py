@@ -447,8 +447,12 @@ def _md_rows(key: str, run: dict) -> list[dict]:
     if "deviation" in rdf:
         row = _row(f"{where}: RDF integrated abs deviation", "%", None, None, 100.0 * rdf["deviation"], "%",
                    GOALS["rdf"], signed=False)
-        if rdf.get("teacher_halves_deviation") is not None:
-            row["note"] = f"noise floor (teacher's two halves): {100.0 * rdf['teacher_halves_deviation']:.1f} %"
+        noise = rdf.get("teacher_halves_deviation")
+        if noise is not None:
+            row["note"] = f"noise floor (the teacher's two halves against each other): {100.0 * noise:.1f} %"
+            if not row["ok"] and rdf["deviation"] <= noise:  # within the noise of a run this short
+                row["ok"] = None
+                row["note"] += "; the deviation is within it: longer MD (--md-steps) decides"
         rows.append(row)
     msd = run.get("msd", {})
     if "teacher" in msd and "student" in msd:
