@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--teacher", default="sevennet-0", help="teacher name (see `mlffd teachers`); default sevennet-0")
     p.add_argument("--system", action="append", required=True,
-                   help="built-in system (si, cu, sio2, ge, al; optional supercell like si:1x1x1) or a "
+                   help="built-in system (si, cu, sio2, ge, al, licoo2; optional supercell like si:1x1x1) or a "
                         "structure file; repeat for several")
     p.add_argument("--frames", type=int, required=True, help="total number of frames of the plan")
     p.add_argument("--out", required=True, help="output HDF5 dataset (created or resumed)")

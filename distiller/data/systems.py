@@ -57,6 +57,16 @@ def _sio2():
     )  # 9 atoms
 
 
+def _licoo2():
+    from ase.spacegroup import crystal
+
+    # layered LiCoO2, R-3m (166), hexagonal setting: a = 2.816 A, c = 14.05 A, Li 3a (0,0,0),
+    # Co 3b (0,0,1/2), O 6c (0,0,0.2396) (Akimoto, Gotoh, Oosawa, J. Solid State Chem. 141, 298
+    # (1998)): Co-O 1.92 A, Li-O 2.09 A; Li moves within its layers (a mobile-ion ternary)
+    return crystal(["Li", "Co", "O"], basis=[(0, 0, 0), (0, 0, 0.5), (0, 0, 0.2396)], spacegroup=166,
+                   cellpar=[2.816, 2.816, 14.05, 90, 90, 120])  # 12 atoms
+
+
 # name -> (builder, default supercell, description)
 BUILTIN_SYSTEMS = {
     "si": (_si, (2, 2, 2), "diamond Si, a=5.431 A, 2x2x2 conventional cells (64 atoms)"),
@@ -64,6 +74,7 @@ BUILTIN_SYSTEMS = {
     "sio2": (_sio2, (2, 2, 1), "alpha quartz SiO2, 2x2x1 hexagonal cells (36 atoms)"),
     "ge": (_ge, (2, 2, 2), "diamond Ge, a=5.658 A, 2x2x2 conventional cells (64 atoms)"),
     "al": (_al, (2, 2, 2), "fcc Al, a=4.05 A, 2x2x2 conventional cells (32 atoms)"),
+    "licoo2": (_licoo2, (2, 2, 1), "layered LiCoO2 (R-3m), 2x2x1 hexagonal cells (48 atoms)"),
 }
 
 # Primitive cells of the built-ins whose unit cell above is a conventional (non-primitive) one, at
@@ -83,7 +94,8 @@ def _bulk_primitive(symbol: str, structure: str, a: float) -> Atoms:
 
 
 # The built-in that a model with exactly these elements was most likely distilled on.
-_BUILTIN_BY_ELEMENTS = {("Si",): "si", ("Cu",): "cu", ("Ge",): "ge", ("Al",): "al", ("O", "Si"): "sio2"}
+_BUILTIN_BY_ELEMENTS = {("Si",): "si", ("Cu",): "cu", ("Ge",): "ge", ("Al",): "al", ("O", "Si"): "sio2",
+                        ("Co", "Li", "O"): "licoo2"}
 
 
 def builtin_for_elements(elements) -> str | None:
