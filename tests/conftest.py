@@ -49,7 +49,7 @@ def emt_cu_student(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("emt_student")
     rng = np.random.default_rng(0)
-    with DatasetWriter(d / "cu.h5", "ase:emt", "ase EMT") as writer:
+    with DatasetWriter(d / "cu.h5", "emt", "ase EMT") as writer:
         for i in range(24):
             atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat(2)
             strain = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3)) * (i % 2)

@@ -86,8 +86,8 @@ def test_student_against_its_teacher(emt_cu_student, tmp_path):
 
     from distiller.validate import validate
 
-    data = _write_dataset(tmp_path / "emt.h5", EMT(), "ase:emt", symbol="Cu")
-    report = validate(emt_cu_student, "ase:emt", tmp_path / "r", system="cu", properties=["eos", "elastic"],
+    data = _write_dataset(tmp_path / "emt.h5", EMT(), "emt", symbol="Cu")
+    report = validate(emt_cu_student, "emt", tmp_path / "r", system="cu", properties=["eos", "elastic"],
                       data=data, reference_cache=tmp_path / "c.h5", verbose=False)
     assert 0 < report["frames"]["forces"]["mae"] < 0.5
     rows = {r["property"]: r for r in report["table"]}
@@ -175,7 +175,7 @@ def test_bad_inputs(si_setup, tmp_path, capsys, case):
     else:
         from ase.calculators.emt import EMT
 
-        cache = _write_dataset(tmp_path / "emt.h5", EMT(), "ase:emt", symbol="Cu", n_frames=1)
+        cache = _write_dataset(tmp_path / "emt.h5", EMT(), "emt", symbol="Cu", n_frames=1)
         extra, expect = ["--properties", "eos", "--reference-cache", str(cache)], "pass another --reference-cache"
     rc, out = _validate_cli([m, "--teacher", teacher, "--report", tmp_path / "r", *extra], capsys)
     assert rc == 2
@@ -190,7 +190,7 @@ def test_no_builtin_for_the_elements(tmp_path):
 
     model = make_demo_model(tmp_path / "sic.pt", elements=("Si", "C"))
     with pytest.raises(MLFFDError, match="no built-in system for the model's elements"):
-        validate(model, "ase:emt", tmp_path / "r", verbose=False)
+        validate(model, "emt", tmp_path / "r", verbose=False)
 
 
 def test_rdf_and_msd_helpers():

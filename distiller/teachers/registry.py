@@ -329,6 +329,18 @@ def _load_mace(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
     )
 
 
+# ---------------------------------------------------------------------------------- EMT
+
+
+def _load_emt(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
+    _reject_options(spec, options, set())
+    import ase
+    from ase.calculators.emt import EMT
+
+    return TeacherCalculator(EMT(), teacher_name=spec.name, teacher_version=f"ase {ase.__version__} EMT",
+                             elements=spec.elements, conservative=True)
+
+
 def _reject_options(spec: TeacherSpec, options: dict, allowed: set[str]) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -380,6 +392,10 @@ register_teacher(TeacherSpec(
     "MACE from a local .model file (option model_path or $MLFFD_MACE_MODEL); optional, "
     "mace-torch pins e3nn 0.4.4 so it needs its own environment",
     _load_mace, _mace_weights))
+register_teacher(TeacherSpec(
+    "emt", "ase", "ase", True, ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"),
+    "ASE's EMT: analytic and instant, fcc metals (H, C, N, O for tests only); for trying the pipeline and "
+    "for tests, not a foundation model", _load_emt, lambda spec: (True, "analytic, no weights")))
 
 
 def _spec(name: str) -> TeacherSpec:

@@ -49,6 +49,9 @@ class TrainConfig:
     # weight of mse((dF_student - dF_teacher) / step), eV^2/A^4; 0 switches it off.
     hessian_weight: float = 0.0
     valid_fraction: float = 0.1
+    # Warm start: a run folder or checkpoint whose weights and energy statistics the model starts
+    # from (active learning retrains each round from the last); the architecture must match.
+    init_from: Optional[str] = None
     seed: int = 0
     threads: Optional[int] = None
     dtype: str = "float32"

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "Writes report.json, report.md and plots into --report.")
     p.add_argument("model", help="frozen student (.pt)")
     p.add_argument("--teacher", required=True,
-                   help="teacher name (e.g. sevennet-0), or mlffd:PATH (another frozen model) or ase:emt")
+                   help="teacher name (e.g. sevennet-0), or mlffd:PATH (another frozen model) or emt")
     p.add_argument("--system", default=None,
                    help="crystal: a built-in (si, cu, sio2, ...) or a structure file (default: the built-in for "
                         "the model's elements)")
