@@ -78,14 +78,12 @@ def train_committee(data: Path, out: Path, round_index: int, settings: ActiveSet
     models = []
     for k in range(settings.committee):
         run = out / f"round{round_index:02d}" / f"member{k}"
-        previous = out / f"round{round_index - 1:02d}" / f"member{k}"
-        config = TrainConfig.from_dict({**train_config.to_dict(), "seed": settings.seed + k,
-                                        "init_from": str(previous) if round_index > 0 else None})
-        trainer = Trainer(str(data), str(run), config)
-        if trainer.progress() < 1.0 or not (run / "metrics.json").exists():
-            trainer.run(quiet=quiet)
         model = run.parent / f"member{k}.pt"
-        if not model.exists():
+        if not model.exists():  # exported last: a member with a .pt is finished (the data has grown since)
+            previous = out / f"round{round_index - 1:02d}" / f"member{k}"
+            config = TrainConfig.from_dict({**train_config.to_dict(), "seed": settings.seed + k,
+                                            "init_from": str(previous) if round_index > 0 else None})
+            Trainer(str(data), str(run), config).run(quiet=quiet)
             export_checkpoint(run, model, dtype="float64", use_ops=False)
         models.append(model)
     return models
@@ -246,3 +244,46 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
             log(f"active: every candidate below {settings.stop_std} eV/A: done")
             break
     return state
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "active", help="grow a data set where a committee of students disagrees (student MD, teacher labels)",
+        description="Active learning on an existing teacher-labelled data set: each round trains a committee of "
+                    "students, runs student MD over a temperature ladder, and has the teacher label the frames the "
+                    "committee disagrees on most. Re-run the same command to resume.")
+    p.add_argument("data", help="seed data set (mlffd generate); the labelled frames are appended to it")
+    p.add_argument("--system", action="append", required=True, help="built-in system or structure file; repeatable")
+    p.add_argument("--out", required=True, help="folder for the committees, state.json and provenance.json")
+    p.add_argument("--teacher", default=None, help="teacher (default: the one that labelled DATA)")
+    p.add_argument("--rounds", type=int, default=ActiveSettings.rounds)
+    p.add_argument("--committee", type=int, default=ActiveSettings.committee, help="students per committee")
+    p.add_argument("--temperatures", default="300,900,1500", help="MD ladder, K")
+    p.add_argument("--md-steps", type=int, default=ActiveSettings.md_steps, help="steps per trajectory")
+    p.add_argument("--sample-every", type=int, default=ActiveSettings.sample_every)
+    p.add_argument("--frames-per-round", type=int, default=ActiveSettings.frames_per_round)
+    p.add_argument("--stop-std", type=float, default=ActiveSettings.stop_std,
+                   help="eV/A: stop when the committee agrees this well everywhere")
+    p.add_argument("--no-vacancy-starts", action="store_true", help="explore from the crystals only")
+    p.add_argument("--config", help="training settings (YAML/TOML/JSON, as for mlffd train)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per member per round (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from distiller.data.dataset import open_dataset
+    from distiller.data.generate import parse_temperatures
+    from distiller.training.config import TrainConfig
+
+    config = TrainConfig.load(args.config).to_dict() if args.config else {}
+    if args.epochs is not None:
+        config.update(epochs=args.epochs, time_budget_minutes=None)
+    settings = ActiveSettings(rounds=args.rounds, committee=args.committee,
+                              temperatures=parse_temperatures(args.temperatures), md_steps=args.md_steps,
+                              sample_every=args.sample_every, frames_per_round=args.frames_per_round,
+                              stop_std=args.stop_std, vacancy_starts=not args.no_vacancy_starts, seed=args.seed)
+    teacher = args.teacher or open_dataset(args.data).metadata["teacher_name"]
+    state = active_learning(args.data, teacher, args.system, args.out, settings, TrainConfig.from_dict(config))
+    print(json.dumps(state["rounds"], indent=1))
+    return 0

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "export.cli",  # export
     "distiller.info",  # info (datasets and models)
     "distiller.validate.cli",  # validate, bench
+    "distiller.active",  # active
     "distiller.distill",  # distill
     "lammps_plugin.cli",  # lammps build
 ]
