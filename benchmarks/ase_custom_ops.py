@@ -34,9 +34,9 @@ def main():
     import torch
     from ase.build import bulk
 
-    from distiller import MLFFDCalculator
-    from distiller.teachers.registry import load_teacher
-    from export.freeze import export_checkpoint
+    from mlffd import MLFFDCalculator
+    from mlffd.teachers.registry import load_teacher
+    from mlffd.export.freeze import export_checkpoint
     from frontier import md_cost_ase
 
     torch.set_num_threads(args.threads)

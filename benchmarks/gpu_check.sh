@@ -104,14 +104,14 @@ EOF"
 
 # 2. Build the ops (the .cu sources are compiled when torch has CUDA and CUDA_HOME is set).
 BUILD_OK=1
-step build_ops 300 "( $PY -c 'from export import ops; print(ops.load_library(verbose=True)); import torch; print(torch.ops.mlffd.build_info())'; rc=\$?
+step build_ops 300 "( $PY -c 'from mlffd.export import ops; print(ops.load_library(verbose=True)); import torch; print(torch.ops.mlffd.build_info())'; rc=\$?
   echo '--- build.ninja'; cat '$MLFFD_OPS_DIR/build.ninja' 2>/dev/null; exit \$rc ) 2>&1 | tee '$OUT/ops_build.log'
 exit \${PIPESTATUS[0]}" || BUILD_OK=0
 
 # Later steps load the library; after a failed build each would start the whole build again.
 if ((BUILD_OK)); then
   step build_has_cuda 60 "$PY -c \"
-from export import ops; import torch; ops.load_library(); info = torch.ops.mlffd.build_info(); print(info)
+from mlffd.export import ops; import torch; ops.load_library(); info = torch.ops.mlffd.build_info(); print(info)
 assert 'cuda=1' in info, 'the library was built without CUDA kernels'\""
 else
   skip build_has_cuda "the ops library did not build"

@@ -28,10 +28,10 @@ import torch
 from ase.build import bulk
 from e3nn.util.jit import compile as e3nn_compile
 
-from distiller.calculator import MLFFDCalculator
-from distiller.model.student import StudentConfig, StudentPotential
-from export.freeze import freeze
-from export.load import load_frozen
+from mlffd.calculator import MLFFDCalculator
+from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.export.freeze import freeze
+from mlffd.export.load import load_frozen
 
 PRESETS = {"fast": (1, 16, 2), "small": (2, 16, 2), "small-l1": (2, 16, 1)}
 
@@ -54,13 +54,13 @@ def make_model(path: Path, preset: str, dtype: str, variant: str) -> Path:
     torch.manual_seed(0)
     config = StudentConfig(elements=["Si"], cutoff=5.0, num_interactions=t, channels=c, lmax=lmax,
                            radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0, atomic_energies=[-1.0],
-                           energy_scale=0.5)  # as export.testing.make_demo_model
+                           energy_scale=0.5)  # as mlffd.export.testing.make_demo_model
     model = StudentPotential(config)
     if variant != "conv":
         freeze(model, path, dtype=dtype, use_ops=variant == "fused")
         return path
     freeze(model, path, dtype=dtype, use_ops=True)  # metadata + library; then overwrite the graph
-    from export.contract import METADATA_JSON, METADATA_TXT
+    from mlffd.export.contract import METADATA_JSON, METADATA_TXT
 
     extra = {METADATA_JSON: "", METADATA_TXT: ""}
     torch.jit.load(str(path), _extra_files=extra)

@@ -6,9 +6,9 @@ __all__ = ["MLFFDCalculator", "__version__"]
 
 
 def __getattr__(name):
-    # Imported lazily so that `import distiller` stays cheap for the CLI and the data tools.
+    # Imported lazily so that `import mlffd` stays cheap for the CLI and the data tools.
     if name == "MLFFDCalculator":
-        from distiller.calculator import MLFFDCalculator
+        from mlffd.calculator import MLFFDCalculator
 
         return MLFFDCalculator
     raise AttributeError(name)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 SAMPLER = "active"
 
@@ -71,9 +71,9 @@ def _read_json(path: Path, default):
 def train_committee(data: Path, out: Path, round_index: int, settings: ActiveSettings, train_config,
                     quiet: bool = True) -> list[Path]:
     """Train (or resume) the members of one round; returns their exported .pt files (float64)."""
-    from distiller.training.config import TrainConfig
-    from distiller.training.trainer import Trainer
-    from export.freeze import export_checkpoint
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+    from mlffd.export.freeze import export_checkpoint
 
     models = []
     for k in range(settings.committee):
@@ -115,9 +115,9 @@ def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log
     from ase import units
     from ase.md.langevin import Langevin
 
-    from distiller.calculator import MLFFDCalculator
-    from distiller.data.sampling import derive_seed, md_timestep
-    from distiller.validate.properties.dynamics import initial_velocities
+    from mlffd.calculator import MLFFDCalculator
+    from mlffd.data.sampling import derive_seed, md_timestep
+    from mlffd.validate.properties.dynamics import initial_velocities
 
     calc = MLFFDCalculator(str(model))
     candidates = []
@@ -146,7 +146,7 @@ def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log
 
 def committee_std(models: list[Path], candidates: list[Candidate]) -> None:
     """Sets each candidate's score: max over atoms of the members' force standard deviation."""
-    from distiller.calculator import MLFFDCalculator
+    from mlffd.calculator import MLFFDCalculator
 
     calcs = [MLFFDCalculator(str(m)) for m in models]
     for c in candidates:
@@ -189,8 +189,8 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
                     calculator=None, log=print) -> dict:
     """Rounds of committee training, student MD, selection and teacher labelling (see the module
     docstring); `data` must exist (the seed data set) and grows. Returns the per-round record."""
-    from distiller.data.dataset import DatasetWriter, open_dataset
-    from distiller.data.systems import load_systems
+    from mlffd.data.dataset import DatasetWriter, open_dataset
+    from mlffd.data.systems import load_systems
 
     settings.check()
     data, out = Path(data), Path(out)
@@ -217,7 +217,7 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
                   "selected": len(picked), "keys": [frame_key(c, r, settings.seed) for c in picked]}
         if picked:
             if calc is None:
-                from distiller.teachers.registry import load_teacher
+                from mlffd.teachers.registry import load_teacher
 
                 calc = load_teacher(teacher)
             with DatasetWriter(data, dataset.metadata["teacher_name"], dataset.metadata["teacher_version"]) as w:
@@ -272,9 +272,9 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from distiller.data.dataset import open_dataset
-    from distiller.data.generate import parse_temperatures
-    from distiller.training.config import TrainConfig
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import parse_temperatures
+    from mlffd.training.config import TrainConfig
 
     config = TrainConfig.load(args.config).to_dict() if args.config else {}
     if args.epochs is not None:

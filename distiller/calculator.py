@@ -10,9 +10,9 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
-from distiller.errors import MLFFDError
-from distiller.neighbours import NeighbourList
-from export.load import load_frozen
+from mlffd.errors import MLFFDError
+from mlffd.neighbours import NeighbourList
+from mlffd.export.load import load_frozen
 
 # Closer than this in a structure means overlapping atoms, not chemistry.
 MIN_DISTANCE = 0.5

@@ -10,19 +10,19 @@ import argparse
 import importlib
 import sys
 
-from distiller import __version__
-from distiller.errors import MLFFDError
+from mlffd import __version__
+from mlffd.errors import MLFFDError
 
 COMMAND_MODULES = [
-    "distiller.teachers.cli",  # teachers
-    "distiller.data.cli",  # generate
-    "distiller.training.cli",  # train
-    "export.cli",  # export
-    "distiller.info",  # info (datasets and models)
-    "distiller.validate.cli",  # validate, bench
-    "distiller.active",  # active
-    "distiller.distill",  # distill
-    "lammps_plugin.cli",  # lammps build
+    "mlffd.teachers.cli",  # teachers
+    "mlffd.data.cli",  # generate
+    "mlffd.training.cli",  # train
+    "mlffd.export.cli",  # export
+    "mlffd.info",  # info (datasets and models)
+    "mlffd.validate.cli",  # validate, bench
+    "mlffd.active",  # active
+    "mlffd.distill",  # distill
+    "mlffd.lammps_plugin.cli",  # lammps build
 ]
 
 

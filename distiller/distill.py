@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
@@ -73,11 +73,11 @@ run             1000
 
 
 def run(args) -> int:
-    from distiller.data.generate import generate_dataset
-    from distiller.training.config import TrainConfig
-    from distiller.training.trainer import Trainer
-    from distiller.validate import bench, validate
-    from export.freeze import export_checkpoint
+    from mlffd.data.generate import generate_dataset
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+    from mlffd.validate import bench, validate
+    from mlffd.export.freeze import export_checkpoint
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -111,7 +111,7 @@ def run(args) -> int:
     meta = export_checkpoint(out / "run", model, dtype=args.dtype)
     stage("export")
 
-    from distiller.data.systems import BUILTIN_SYSTEMS
+    from mlffd.data.systems import BUILTIN_SYSTEMS
 
     crystal = args.system.split(":")[0] if args.system.split(":")[0].lower() in BUILTIN_SYSTEMS else args.system
     report = validate(str(model), args.teacher, out / "report", system=crystal, data=out / "data" / "test.h5",
@@ -147,7 +147,7 @@ def run(args) -> int:
 def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> None:
     from ase.io import write
 
-    from distiller.data.systems import load_system
+    from mlffd.data.systems import load_system
 
     try:
         atoms = load_system(system).images[0].repeat((2, 2, 2))
@@ -158,7 +158,7 @@ def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Non
 
 
 def _summary_text(s: dict) -> str:
-    from distiller.validate.properties.report import table_markdown
+    from mlffd.validate.properties.report import table_markdown
 
     speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
     return "\n".join([

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def register(subparsers) -> None:
@@ -24,11 +24,11 @@ def describe(path: str) -> dict:
     with open(file, "rb") as fh:
         magic = fh.read(8)
     if magic == b"\x89HDF\r\n\x1a\n":
-        from distiller.data.dataset import summarize_dataset
+        from mlffd.data.dataset import summarize_dataset
 
         return {"kind": "dataset", **summarize_dataset(path)}
     if magic[:2] == b"PK":
-        from export.contract import read_metadata
+        from mlffd.export.contract import read_metadata
 
         return {"kind": "model", **read_metadata(path)}
     raise MLFFDError(f"{path} is neither an mlffd dataset (HDF5) nor an mlffd model (TorchScript)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import vesin
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def check_cell(cell, pbc) -> None:

@@ -19,7 +19,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 if len(sys.argv) > 1:
-    from distiller import MLFFDCalculator
+    from mlffd import MLFFDCalculator
 
     calc = MLFFDCalculator(sys.argv[1])
 else:

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from export.freeze import export_checkpoint
+    from mlffd.export.freeze import export_checkpoint
 
     meta = export_checkpoint(args.source, args.out, args.dtype, args.device, use_ops=not args.no_ops)
     ops = ", ".join(meta["ops"]) or "none (reference kernels)"
@@ -30,10 +30,10 @@ def run(args) -> int:
 
 
 def run_ops(args) -> int:
-    from export import ops
+    from mlffd.export import ops
 
     if args.action == "check-cuda":
-        from export.ops import cuda_check
+        from mlffd.export.ops import cuda_check
 
         return cuda_check.main(["--arch", args.arch])
     path = ops.load_library() if args.action == "build" else ops.library_path()

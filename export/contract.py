@@ -6,7 +6,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 FORMAT = "mlffd"
 FORMAT_VERSION = 1

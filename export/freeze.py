@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from e3nn.util.jit import compile as e3nn_compile
 
-from distiller import __version__
-from distiller.errors import MLFFDError
-from distiller.model.student import StudentConfig, StudentPotential, use_fused_ops
-from export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
+from mlffd import __version__
+from mlffd.errors import MLFFDError
+from mlffd.model.student import StudentConfig, StudentPotential, use_fused_ops
+from mlffd.export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -54,7 +54,7 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
     for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
         parameter.requires_grad_(False)
     if use_ops:
-        from export import ops
+        from mlffd.export import ops
 
         ops.load_library()
         if device.startswith("cuda") and not ops.cuda_kernels_built():
@@ -105,7 +105,7 @@ def _check_overwritable(path: Path) -> None:
         raise MLFFDError(f"output {path} is a directory; give a file name such as {path / 'model.pt'}")
     if not path.exists():
         return
-    from export.contract import read_metadata
+    from mlffd.export.contract import read_metadata
 
     try:
         read_metadata(path)

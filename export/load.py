@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from distiller.errors import MLFFDError
-from export.contract import read_metadata
+from mlffd.errors import MLFFDError
+from mlffd.export.contract import read_metadata
 
 
 def load_frozen(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
@@ -20,7 +20,7 @@ def load_frozen(path: str | Path, device: str = "cpu") -> tuple[torch.jit.Script
     if on_cuda and not torch.cuda.is_available():
         raise MLFFDError("device cuda requested but this torch has no CUDA device")
     if meta["ops"]:
-        from export import ops
+        from mlffd.export import ops
 
         try:
             ops.load_library()

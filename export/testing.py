@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from distiller.model.student import StudentConfig, StudentPotential
-from export.freeze import freeze
+from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.export.freeze import freeze
 
 
 def make_demo_model(path: str | Path, elements=("Si",), num_interactions: int = 2, dtype: str = "float64",

@@ -10,17 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from distiller.errors import MLFFDError
-from lammps_plugin import PLUGIN_NAME, build_root
+from mlffd.errors import MLFFDError
+from mlffd.lammps_plugin import PLUGIN_NAME, build_root
 
 SOURCE_DIR = Path(__file__).resolve().parent
 
 
 def _ops_sources() -> list[str]:
-    """C++ sources of the custom ops (export.ops.source_files()), CUDA files left out; empty if
+    """C++ sources of the custom ops (mlffd.export.ops.source_files()), CUDA files left out; empty if
     the ops package does not provide them (CMake then globs export/ops/csrc/*.cpp itself)."""
     try:
-        from export import ops
+        from mlffd.export import ops
     except Exception:
         return []
     fn = getattr(ops, "source_files", None)

@@ -6,7 +6,7 @@ import argparse
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lammps_plugin.build import build
+    from mlffd.lammps_plugin.build import build
 
     path = build(lammps_src=args.lammps_src, jobs=args.jobs, verbose=not args.quiet)
     print(path)

@@ -2,7 +2,7 @@
 
 Used by tests/test_lammps.py; also handy by hand:
 
-    from lammps_plugin.testing import run_lammps, reference
+    from mlffd.lammps_plugin.testing import run_lammps, reference
     lmp = run_lammps("model.pt", atoms, ["Si"], nprocs=2)
     ref = reference("model.pt", atoms)
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 # LAMMPS `units metal` pressure conversion (force.cpp: nktv2p = 1.6021765e6 bar per eV/A^3)
 NKTV2P_METAL = 1.6021765e6
@@ -76,7 +76,7 @@ def lower_triangular(atoms):
     return atoms
 
 
-def write_data(atoms, path, type_elements, title: str = "written by mlffd (lammps_plugin.testing.write_data)",
+def write_data(atoms, path, type_elements, title: str = "written by mlffd (mlffd.lammps_plugin.testing.write_data)",
                atom_ids: bool = True) -> None:
     """LAMMPS data file (atom_style atomic) for a periodic cell already in LAMMPS form; atom type t
     is element type_elements[t - 1]. `atom_ids=False` writes ID 0 everywhere (for `atom_modify id no`)."""
@@ -113,7 +113,7 @@ def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None 
     styles); `atom_ids=False` runs with `atom_modify id no` (atoms are then matched by position).
     Returns energy, forces [N,3], energies [N] (compute pe/atom), virial [6] (xx yy zz xy xz yz,
     eV) and atom_virial [N,6] (eV), all in the order of `atoms`."""
-    from lammps_plugin import plugin_path
+    from mlffd.lammps_plugin import plugin_path
 
     plugin = plugin or plugin_path()
     own = workdir is None
@@ -183,8 +183,8 @@ def reference(model_path, atoms) -> dict:
     """The same quantities from the model called in Python on a full periodic neighbour list."""
     import torch
 
-    from distiller.neighbours import NeighbourList
-    from export.load import load_frozen
+    from mlffd.neighbours import NeighbourList
+    from mlffd.export.load import load_frozen
 
     model, meta = load_frozen(model_path)
     dtype = torch.float64 if meta["dtype"] == "float64" else torch.float32

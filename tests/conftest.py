@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 @pytest.fixture(scope="session")
 def demo_model_factory(tmp_path_factory):
     """Exported random-weight students, cached per (elements, layers, dtype, ops)."""
-    from export.testing import make_demo_model
+    from mlffd.export.testing import make_demo_model
 
     cache = {}
 
@@ -28,7 +28,7 @@ def demo_model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def plugin() -> str:
     """pair_style mlffd built for this environment (incremental after the first time): its path."""
-    from lammps_plugin.build import build
+    from mlffd.lammps_plugin.build import build
 
     return build(jobs=2, verbose=False)
 
@@ -42,10 +42,10 @@ def emt_cu_student(tmp_path_factory):
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from distiller.data.dataset import DatasetWriter
-    from distiller.training.config import TrainConfig
-    from distiller.training.trainer import Trainer
-    from export.freeze import export_checkpoint
+    from mlffd.data.dataset import DatasetWriter
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+    from mlffd.export.freeze import export_checkpoint
 
     d = tmp_path_factory.mktemp("emt_student")
     rng = np.random.default_rng(0)

@@ -15,9 +15,9 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from distiller.active import ActiveSettings, active_learning
-from distiller.data.dataset import DatasetWriter, open_dataset
-from distiller.training.config import TrainConfig
+from mlffd.active import ActiveSettings, active_learning
+from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.training.config import TrainConfig
 
 TRAIN = {"preset": "tiny", "cutoff": 4.0, "epochs": 12, "batch_size": 4, "lr": 0.01, "ema_decay": 0.8,
          "dtype": "float64"}
@@ -78,7 +78,7 @@ def _keys(path):
 
 
 def test_resumes_after_kill_without_duplicates(tmp_path):
-    command = [sys.executable, "-m", "distiller.cli", "active", "--system", "cu", "--temperatures", "500",
+    command = [sys.executable, "-m", "mlffd.cli", "active", "--system", "cu", "--temperatures", "500",
                "--rounds", "2", "--committee", "2", "--md-steps", "60", "--sample-every", "10",
                "--frames-per-round", "4", "--stop-std", "0", "--epochs", "12", "--config", str(tmp_path / "t.json")]
     (tmp_path / "t.json").write_text(json.dumps({k: v for k, v in TRAIN.items() if k != "epochs"}))
@@ -107,7 +107,7 @@ def test_resumes_after_kill_without_duplicates(tmp_path):
 
 
 def test_bad_settings(tmp_path):
-    from distiller.errors import MLFFDError
+    from mlffd.errors import MLFFDError
 
     data = _seed_data(tmp_path / "d.h5", n=4)
     with pytest.raises(MLFFDError, match="committee must be at least 2"):

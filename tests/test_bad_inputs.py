@@ -3,7 +3,7 @@
 Each case asserts the one-line message that names the problem and the fix, and that nothing on
 disk was lost or changed: every file of the shared workspace (datasets, models, a training run,
 configs) keeps its bytes, and no file appears or disappears. The CLI runs in-process
-(`distiller.cli.main`, exit code 2 and `mlffd <cmd>: error: ...`), the Python API raises
+(`mlffd.cli.main`, exit code 2 and `mlffd <cmd>: error: ...`), the Python API raises
 MLFFDError, LAMMPS stops with one `ERROR` line from pair_style mlffd (one `lmp` per deck).
 """
 
@@ -24,10 +24,10 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from distiller.calculator import MLFFDCalculator
-from distiller.cli import main
-from distiller.data.dataset import DatasetWriter, open_dataset
-from distiller.errors import MLFFDError
+from mlffd.calculator import MLFFDCalculator
+from mlffd.cli import main
+from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.errors import MLFFDError
 
 
 def snapshot(root: Path) -> dict:
@@ -55,8 +55,8 @@ def ws(tmp_path_factory, demo_model_factory):
     """The workspace every case runs against (and must leave exactly as it was)."""
     import ase.io
 
-    from distiller.training.config import TrainConfig
-    from distiller.training.trainer import Trainer
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("workspace")
     write_dataset(root / "data.h5", [copper(k) for k in range(6)])
@@ -344,7 +344,7 @@ def test_calculator(case, untouched):
 @pytest.fixture(scope="module")
 def decks(ws):
     """LAMMPS data files in the workspace (so that they are checked for changes too)."""
-    from lammps_plugin.testing import lower_triangular, write_data
+    from mlffd.lammps_plugin.testing import lower_triangular, write_data
 
     atoms = lower_triangular(bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 2)))
     atoms.rattle(0.05, seed=1)
@@ -392,7 +392,7 @@ LAMMPS_CASES = {
 @pytest.mark.lammps
 @pytest.mark.parametrize("case", list(LAMMPS_CASES))
 def test_lammps_deck(case, decks, plugin, tmp_path):
-    from lammps_plugin.testing import lammps_env, lmp_binary
+    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary
 
     data, body, expected = LAMMPS_CASES[case]
     units = "real" if case == "units real" else "metal"

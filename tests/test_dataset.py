@@ -17,9 +17,9 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from distiller.cli import main
-from distiller.data import DatasetWriter, open_dataset, summarize_dataset
-from distiller.errors import MLFFDError
+from mlffd.cli import main
+from mlffd.data import DatasetWriter, open_dataset, summarize_dataset
+from mlffd.errors import MLFFDError
 
 
 def _labelled(n_rep=1, seed=0, vacancy=False):
@@ -141,7 +141,7 @@ _WRITER = textwrap.dedent(
     import sys, numpy as np
     from ase.build import bulk
     from ase.calculators.emt import EMT
-    from distiller.data import DatasetWriter
+    from mlffd.data import DatasetWriter
     path, start = sys.argv[1], int(sys.argv[2])
     with DatasetWriter(path, "emt", "v") as w:
         i = start

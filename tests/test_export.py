@@ -10,12 +10,12 @@ import pytest
 import torch
 from ase.build import bulk
 
-from distiller import MLFFDCalculator
-from distiller.errors import MLFFDError
-from distiller.model.student import StudentConfig, StudentPotential
-from distiller.neighbours import neighbour_graph
-from export.contract import FORMAT_VERSION, METADATA_JSON, read_metadata
-from export.freeze import freeze
+from mlffd import MLFFDCalculator
+from mlffd.errors import MLFFDError
+from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.neighbours import neighbour_graph
+from mlffd.export.contract import FORMAT_VERSION, METADATA_JSON, read_metadata
+from mlffd.export.freeze import freeze
 
 
 def trained_like_model(seed=0):
@@ -89,7 +89,7 @@ def test_fresh_process_gives_identical_results(tmp_path):
     here = np.concatenate([[atoms.get_potential_energy()], atoms.get_forces().ravel(), atoms.get_stress()])
     atoms.write(tmp_path / "s.traj")
     script = (
-        "import sys, numpy as np; from ase.io import read; from distiller import MLFFDCalculator\n"
+        "import sys, numpy as np; from ase.io import read; from mlffd import MLFFDCalculator\n"
         f"a = read(r'{tmp_path / 's.traj'}'); a.calc = MLFFDCalculator(r'{path}')\n"
         "v = np.concatenate([[a.get_potential_energy()], a.get_forces().ravel(), a.get_stress()])\n"
         "sys.stdout.write(repr(v.tolist()))"
@@ -106,7 +106,7 @@ def test_metadata_inside_the_file(tmp_path):
     assert meta["elements"] == ["O", "Si"] and meta["cutoff"] == 4.5 and meta["num_interactions"] == 2
     assert meta["dtype"] == "float32" and meta["teacher"]["name"] == "sevennet-0"
     assert meta["dataset_fingerprint"] == "abc" and meta["format_version"] == FORMAT_VERSION
-    info = subprocess.run([sys.executable, "-m", "distiller.cli", "info", str(path), "--json"], capture_output=True,
+    info = subprocess.run([sys.executable, "-m", "mlffd.cli", "info", str(path), "--json"], capture_output=True,
                           text=True, check=True)
     assert json.loads(info.stdout)["elements"] == ["O", "Si"]
 

@@ -16,19 +16,19 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from distiller.cli import main
-from distiller.data import DatasetWriter, open_dataset, summarize_dataset
-from distiller.data.generate import generate_dataset
-from distiller.data.sampling import plan_recipes
-from distiller.data.systems import load_systems
-from distiller.errors import MLFFDError
+from mlffd.cli import main
+from mlffd.data import DatasetWriter, open_dataset, summarize_dataset
+from mlffd.data.generate import generate_dataset
+from mlffd.data.sampling import plan_recipes
+from mlffd.data.systems import load_systems
+from mlffd.errors import MLFFDError
 
-MLFFD = [sys.executable, "-m", "distiller.cli"]
+MLFFD = [sys.executable, "-m", "mlffd.cli"]
 
 
 @pytest.fixture(scope="module")
 def sevennet():
-    from distiller.teachers import load_teacher
+    from mlffd.teachers import load_teacher
 
     return load_teacher("sevennet-0")
 
@@ -234,7 +234,7 @@ def test_physics_samplers_cover_volume_strain_and_defects():
     what its sampler promises."""
     from ase.geometry import get_distances
 
-    from distiller.data.sampling import sample_elastic, sample_interstitial, sample_volume
+    from mlffd.data.sampling import sample_elastic, sample_interstitial, sample_volume
 
     systems = load_systems(["si:1x1x1"])
     base = plan_recipes(systems, 40, [300, 900], seed=1, md_fraction=0.2)

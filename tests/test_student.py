@@ -5,10 +5,10 @@ import pytest
 import torch
 from ase.build import bulk
 
-from distiller.model.student import StudentConfig, StudentPotential
-from distiller.neighbours import neighbour_graph
-from distiller.training.graphs import collate, frame_to_graph, predict
-from distiller.neighbours import NeighbourList
+from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.neighbours import neighbour_graph
+from mlffd.training.graphs import collate, frame_to_graph, predict
+from mlffd.neighbours import NeighbourList
 
 
 def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O")):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from distiller.cli import main
-from distiller.errors import MLFFDError
-from distiller.teachers import list_teachers, load_teacher, orb_env_var, teacher_info
+from mlffd.cli import main
+from mlffd.errors import MLFFDError
+from mlffd.teachers import list_teachers, load_teacher, orb_env_var, teacher_info
 
 ORB_NAMES = ["orb-v3-conservative-inf-omat", "orb-v3-direct-20-omat", "orb-v2"]
 
@@ -189,9 +189,9 @@ def test_a_registered_teacher_is_usable_everywhere(tmp_path):
     """A new teacher is a loader plus one `register_teacher` line: generate and validate find it."""
     from ase.calculators.emt import EMT
 
-    from distiller.data.dataset import open_dataset
-    from distiller.data.generate import generate_dataset
-    from distiller.teachers.registry import TEACHERS, TeacherCalculator, TeacherSpec, register_teacher
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import generate_dataset
+    from mlffd.teachers.registry import TEACHERS, TeacherCalculator, TeacherSpec, register_teacher
 
     def load(spec, device, **options):
         return TeacherCalculator(EMT(), teacher_name=spec.name, teacher_version="ase EMT", elements=spec.elements,

@@ -13,8 +13,8 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from distiller.data.dataset import DatasetWriter
-from distiller.training.trainer import split_indices
+from mlffd.data.dataset import DatasetWriter
+from mlffd.training.trainer import split_indices
 
 # EMT is a cheap stand-in labeller: these tests check the training machinery, not a teacher.
 
@@ -35,7 +35,7 @@ def write_dataset(path, n_frames=10, symbols=None, seed=0):
 def train_cmd(data, out, *extra):
     config = out.parent / "small-data.yaml"  # few frames: short EMA memory, small batches
     config.write_text("preset: tiny\nbatch_size: 2\nema_decay: 0.8\nlr: 0.01\n")
-    return [sys.executable, "-m", "distiller.cli", "train", str(data), "--out", str(out), "--config", str(config),
+    return [sys.executable, "-m", "mlffd.cli", "train", str(data), "--out", str(out), "--config", str(config),
             "--quiet", *extra]
 
 
@@ -84,7 +84,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
 
 
 def run_train(*args):
-    return subprocess.run([sys.executable, "-m", "distiller.cli", "train", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mlffd.cli", "train", *map(str, args)], capture_output=True,
                           text=True)
 
 
@@ -128,9 +128,9 @@ def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
 
 
 def test_displaced_pairs_are_planned_sampled_and_batched_together():
-    from distiller.data.sampling import PAIR_STEP, plan_recipes, sample_pair
-    from distiller.data.systems import load_systems
-    from distiller.training.trainer import pair_units
+    from mlffd.data.sampling import PAIR_STEP, plan_recipes, sample_pair
+    from mlffd.data.systems import load_systems
+    from mlffd.training.trainer import pair_units
 
     systems = load_systems(["si:1x1x1"])
     plan = plan_recipes(systems, 12, [300.0, 900.0], seed=0, md_fraction=0.0, pair_fraction=0.5)

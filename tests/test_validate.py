@@ -13,13 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def _write_dataset(path, calc, teacher_name, symbol="Si", n_frames=3):
     from ase.build import bulk
 
-    from distiller.data.dataset import DatasetWriter
+    from mlffd.data.dataset import DatasetWriter
 
     with DatasetWriter(path, teacher_name, "test labeller") as w:
         for k in range(n_frames):
@@ -36,14 +36,14 @@ def _write_dataset(path, calc, teacher_name, symbol="Si", n_frames=3):
 @pytest.fixture(scope="module")
 def si_setup(tmp_path_factory):
     """A random Si model: enough for inputs that are refused before any work."""
-    from export.testing import make_demo_model
+    from mlffd.export.testing import make_demo_model
 
     d = tmp_path_factory.mktemp("validate")
     return {"dir": d, "model": make_demo_model(d / "si.pt")}
 
 
 def _validate_cli(args, capsys):
-    from distiller.cli import main
+    from mlffd.cli import main
 
     rc = main(["validate", *map(str, args)])
     return rc, capsys.readouterr()
@@ -52,7 +52,7 @@ def _validate_cli(args, capsys):
 @pytest.fixture(scope="module")
 def cu_data(emt_cu_student, tmp_path_factory):
     """Held-out Cu frames labelled by the EMT-trained student itself."""
-    from distiller.calculator import MLFFDCalculator
+    from mlffd.calculator import MLFFDCalculator
 
     path = tmp_path_factory.mktemp("cu_data") / "cu.h5"
     return _write_dataset(path, MLFFDCalculator(str(emt_cu_student)), f"mlffd:{emt_cu_student}", symbol="Cu")
@@ -84,7 +84,7 @@ def test_student_against_its_teacher(emt_cu_student, tmp_path):
     """The EMT-trained student against EMT: close, not equal."""
     from ase.calculators.emt import EMT
 
-    from distiller.validate import validate
+    from mlffd.validate import validate
 
     data = _write_dataset(tmp_path / "emt.h5", EMT(), "emt", symbol="Cu")
     report = validate(emt_cu_student, "emt", tmp_path / "r", system="cu", properties=["eos", "elastic"],
@@ -96,7 +96,7 @@ def test_student_against_its_teacher(emt_cu_student, tmp_path):
 
 
 def _cache_frames(path) -> int:
-    from distiller.data.dataset import open_dataset
+    from mlffd.data.dataset import open_dataset
 
     try:
         return len(open_dataset(path))
@@ -106,7 +106,7 @@ def _cache_frames(path) -> int:
 
 def test_killed_validation_resumes_without_repeating_teacher_calls(emt_cu_student, tmp_path):
     m = emt_cu_student
-    command = [sys.executable, "-m", "distiller.cli", "validate", str(m), "--teacher", f"mlffd:{m}", "--system", "cu",
+    command = [sys.executable, "-m", "mlffd.cli", "validate", str(m), "--teacher", f"mlffd:{m}", "--system", "cu",
                "--properties", "eos,md", "--temperatures", "600", "--equilibration-steps", "30", "--md-steps", "120",
                "--nve-ps", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -185,8 +185,8 @@ def test_bad_inputs(si_setup, tmp_path, capsys, case):
 
 
 def test_no_builtin_for_the_elements(tmp_path):
-    from distiller.validate import validate
-    from export.testing import make_demo_model
+    from mlffd.validate import validate
+    from mlffd.export.testing import make_demo_model
 
     model = make_demo_model(tmp_path / "sic.pt", elements=("Si", "C"))
     with pytest.raises(MLFFDError, match="no built-in system for the model's elements"):
@@ -196,8 +196,8 @@ def test_no_builtin_for_the_elements(tmp_path):
 def test_rdf_and_msd_helpers():
     from ase.build import bulk
 
-    from distiller.validate.properties.crystal import default_min_distance
-    from distiller.validate.properties.dynamics import RDF, mean_squared_displacement
+    from mlffd.validate.properties.crystal import default_min_distance
+    from mlffd.validate.properties.dynamics import RDF, mean_squared_displacement
 
     atoms = bulk("Cu", "fcc", a=3.615, cubic=True).repeat(3)
     rdf = RDF(r_max=4.0, bin_width=0.05)
@@ -223,8 +223,8 @@ def test_rdf_and_msd_helpers():
 @pytest.mark.slow
 def test_validate_with_sevennet(tmp_path):
     """The real teacher (SevenNet-0): a random student is far from it."""
-    from distiller.validate import validate
-    from export.testing import make_demo_model
+    from mlffd.validate import validate
+    from mlffd.export.testing import make_demo_model
 
     model = make_demo_model(tmp_path / "si.pt", cutoff=5.0)
     report = validate(model, "sevennet-0", tmp_path / "r", system="si", properties=["eos"],

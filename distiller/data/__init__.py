@@ -1,6 +1,6 @@
 """Structures, sampling and the HDF5 dataset of teacher labels (see docs/data.md)."""
 
-from distiller.data.dataset import (
+from mlffd.data.dataset import (
     Dataset,
     DatasetWriter,
     export_extxyz,

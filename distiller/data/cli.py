@@ -6,7 +6,7 @@ import json
 
 
 def _teacher_options(pairs) -> dict:
-    from distiller.errors import MLFFDError
+    from mlffd.errors import MLFFDError
 
     out = {}
     for item in pairs or []:
@@ -18,7 +18,7 @@ def _teacher_options(pairs) -> dict:
 
 
 def _generate(args) -> int:
-    from distiller.data.generate import generate_dataset, parse_temperatures
+    from mlffd.data.generate import generate_dataset, parse_temperatures
 
     options = _teacher_options(args.teacher_option)
     if args.checkpoint:
@@ -44,7 +44,7 @@ def _generate(args) -> int:
 
 
 def _export(args) -> int:
-    from distiller.data.dataset import export_extxyz
+    from mlffd.data.dataset import export_extxyz
 
     n = export_extxyz(args.dataset, args.out)
     print(f"exported {n} frames to {args.out}")
@@ -52,7 +52,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from distiller.data.dataset import import_extxyz
+    from mlffd.data.dataset import import_extxyz
 
     n = import_extxyz(args.structures, args.out, teacher_name=args.teacher_name,
                       teacher_version=args.teacher_version)
@@ -61,7 +61,7 @@ def _import(args) -> int:
 
 
 def _summary(args) -> int:
-    from distiller.data.dataset import summarize_dataset
+    from mlffd.data.dataset import summarize_dataset
 
     print(json.dumps(summarize_dataset(args.dataset), indent=2))
     return 0

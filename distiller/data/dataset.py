@@ -42,8 +42,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from distiller.errors import MLFFDError
-from distiller.neighbours import check_cell
+from mlffd.errors import MLFFDError
+from mlffd.neighbours import check_cell
 
 FORMAT = "mlffd-dataset"
 SCHEMA_VERSION = 1
@@ -74,7 +74,7 @@ _FRAME_FIELDS = {
 
 
 def _mlffd_version() -> str:
-    from distiller import __version__
+    from mlffd import __version__
 
     return __version__
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.data.dataset import DatasetWriter, open_dataset
-from distiller.data.sampling import (
+from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.data.sampling import (
     MDState,
     plan_recipes,
     sample_elastic,
@@ -30,8 +30,8 @@ from distiller.data.sampling import (
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
                      "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
-from distiller.data.systems import load_systems, validate_atoms
-from distiller.errors import MLFFDError
+from mlffd.data.systems import load_systems, validate_atoms
+from mlffd.errors import MLFFDError
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -79,9 +79,9 @@ def generate_dataset(
     """Make sure `out` holds every frame of the plan; returns a small report dict.
 
     `calculator` may be an already loaded teacher (from `load_teacher(teacher)`) to save the load;
-    `fractions` the shares of the volume, elastic and interstitial samplers (distiller.data.sampling).
+    `fractions` the shares of the volume, elastic and interstitial samplers (mlffd.data.sampling).
     """
-    from distiller.teachers.registry import load_teacher, teacher_elements
+    from mlffd.teachers.registry import load_teacher, teacher_elements
 
     out = Path(out)
     if md_stride < 1:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms, units
 
-from distiller.data.systems import MIN_DISTANCE, System, min_distance
-from distiller.errors import MLFFDError
+from mlffd.data.systems import MIN_DISTANCE, System, min_distance
+from mlffd.errors import MLFFDError
 
 SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial")
 # Samplers whose share is given by `fractions` (the others have their own arguments).

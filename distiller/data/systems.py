@@ -14,8 +14,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from distiller.errors import MLFFDError
-from distiller.neighbours import check_cell
+from mlffd.errors import MLFFDError
+from mlffd.neighbours import check_cell
 
 MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
 

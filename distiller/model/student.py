@@ -25,8 +25,8 @@ from e3nn import o3
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from distiller.model.radial import BesselBasis, PolynomialCutoff
-from export.ops import reference
+from mlffd.model.radial import BesselBasis, PolynomialCutoff
+from mlffd.export.ops import reference
 
 
 @dataclass
@@ -40,7 +40,7 @@ class StudentConfig:
     radial_hidden: int = 32
     mlp_hidden: int = 32
     avg_num_neighbors: float = 20.0
-    # Fitted from the data before training (see distiller.training.statistics).
+    # Fitted from the data before training (see mlffd.training.statistics).
     atomic_energies: Optional[List[float]] = None
     energy_scale: float = 1.0
     extra: Dict[str, str] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Teachers: pretrained force fields wrapped as ASE calculators (see docs/teachers.md)."""
 
-from distiller.teachers.registry import (
+from mlffd.teachers.registry import (
     TEACHERS,
     TeacherCalculator,
     list_teachers,

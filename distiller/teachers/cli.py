@@ -6,7 +6,7 @@ import json
 
 
 def _run(args) -> int:
-    from distiller.teachers.registry import list_teachers
+    from mlffd.teachers.registry import list_teachers
 
     rows = list_teachers()
     if args.json:

@@ -21,7 +21,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 # Elements covered by each model's trained species list (read from the checkpoints once).
 _SEVENNET0_ELEMENTS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from distiller.training.config import PRESETS, TrainConfig
+from mlffd.training.config import PRESETS, TrainConfig
 
 
 def register(subparsers) -> None:
@@ -36,7 +36,7 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    from distiller.training.trainer import Trainer
+    from mlffd.training.trainer import Trainer
 
     summary = Trainer(args.data, args.out, config_from_args(args), args.test).run(quiet=args.quiet)
     print(json.dumps(summary, indent=2))

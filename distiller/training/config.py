@@ -10,7 +10,7 @@ from typing import Optional
 
 import yaml
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 # Presets trade speed for fidelity (benchmarks/results/frontier.md has the measured points).
 PRESETS: dict[str, dict] = {

@@ -7,14 +7,14 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from distiller.errors import MLFFDError
-from distiller.neighbours import NeighbourList
+from mlffd.errors import MLFFDError
+from mlffd.neighbours import NeighbourList
 
 Graph = Dict[str, torch.Tensor]
 
 
 def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: NeighbourList) -> Graph:
-    """One dataset frame (distiller.data.dataset.Dataset.frame) to a graph with labels."""
+    """One dataset frame (mlffd.data.dataset.Dataset.frame) to a graph with labels."""
     numbers = np.asarray(frame["numbers"])
     try:
         species = np.array([species_of[int(z)] for z in numbers], dtype=np.int64)

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distiller.data.sampling import PAIR_STEP
-from distiller.errors import MLFFDError
-from distiller.model.student import StudentConfig, StudentPotential
-from distiller.training.config import TrainConfig
-from distiller.training.graphs import Graph, build_graphs, collate, predict
-from distiller.training.metrics import force_metrics, frame_metrics
+from mlffd.data.sampling import PAIR_STEP
+from mlffd.errors import MLFFDError
+from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.training.config import TrainConfig
+from mlffd.training.graphs import Graph, build_graphs, collate, predict
+from mlffd.training.metrics import force_metrics, frame_metrics
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -122,7 +122,7 @@ def evaluate(model: StudentPotential, batches: List[Graph]) -> dict:
 
 class Trainer:
     def __init__(self, data_path: str, out_dir: str, config: TrainConfig, test_paths: Optional[List[str]] = None):
-        from distiller.data.dataset import open_dataset
+        from mlffd.data.dataset import open_dataset
 
         self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
@@ -348,7 +348,7 @@ class Trainer:
             results[f"test:{path}"] = evaluate(model, batches)
         for name, result in results.items():
             summary[name] = result["metrics"]
-        from distiller.training.metrics import parity_plot
+        from mlffd.training.metrics import parity_plot
 
         parity_plot({k: v["pairs"] for k, v in results.items()}, self.out / "parity.png")
         (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))

@@ -1,21 +1,21 @@
 """Validation (`mlffd validate`) and benchmarks (`mlffd bench`) of a frozen student.
 
-    from distiller.validate import validate, bench
+    from mlffd.validate import validate, bench
 """
 
 from __future__ import annotations
 
 
 def validate(*args, **kwargs) -> dict:
-    """See `distiller.validate.validation.validate`."""
-    from distiller.validate.validation import validate as _validate
+    """See `mlffd.validate.validation.validate`."""
+    from mlffd.validate.validation import validate as _validate
 
     return _validate(*args, **kwargs)
 
 
 def bench(*args, **kwargs) -> dict:
-    """See `distiller.validate.benchmark.bench`."""
-    from distiller.validate.benchmark import bench as _bench
+    """See `mlffd.validate.benchmark.bench`."""
+    from mlffd.validate.benchmark import bench as _bench
 
     return _bench(*args, **kwargs)
 

@@ -1,8 +1,8 @@
 """One ASE timing run in its own process (so peak RSS belongs to one engine and one size).
 
-    python -m distiller.validate.bench_worker '{"kind": "student", "model": "model.pt", ...}'
+    python -m mlffd.validate.bench_worker '{"kind": "student", "model": "model.pt", ...}'
 
-Prints one line `MLFFD_BENCH_RESULT {json}` on stdout. Called by `distiller.validate.benchmark`.
+Prints one line `MLFFD_BENCH_RESULT {json}` on stdout. Called by `mlffd.validate.benchmark`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def make_calculator(spec: dict):
 
     torch.set_num_threads(threads)
     if spec["kind"] == "student":
-        from distiller.calculator import MLFFDCalculator
+        from mlffd.calculator import MLFFDCalculator
 
         return MLFFDCalculator(spec["model"], threads=threads)
-    from distiller.validate.reference import load_reference
+    from mlffd.validate.reference import load_reference
 
     calc, _ = load_reference(spec["model"], threads=threads)
     return calc
@@ -55,7 +55,7 @@ def run(spec: dict) -> dict:
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from distiller.validate.properties.dynamics import initial_velocities
+    from mlffd.validate.properties.dynamics import initial_velocities
 
     atoms = ase.io.read(spec["structure"])
     rss_before_model = current_rss_mb()

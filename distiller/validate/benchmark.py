@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.data.systems import builtin_for_elements
-from distiller.errors import MLFFDError
+from mlffd.data.systems import builtin_for_elements
+from mlffd.errors import MLFFDError
 
 ENGINES = ("ase", "lammps")
 DEFAULTS = {
@@ -59,11 +59,11 @@ def _log(msg: str) -> None:
 def unit_cell(elements, system: str | None = None):
     """The cell replicated for every size: `system` (built-in name or file) or the built-in that
     matches the model's elements."""
-    from distiller.data.systems import load_system
+    from mlffd.data.systems import load_system
 
     if system:
         spec = system.split(":")[0]
-        from distiller.data.systems import BUILTIN_SYSTEMS
+        from mlffd.data.systems import BUILTIN_SYSTEMS
 
         atoms = load_system(f"{spec}:1x1x1" if spec in BUILTIN_SYSTEMS else system).images[0]
     else:
@@ -124,10 +124,10 @@ def _first_line(text: str) -> str:
 
 
 def _run_ase_worker(spec: dict, threads: int, timeout: float) -> dict:
-    from distiller.validate.bench_worker import MARKER
+    from mlffd.validate.bench_worker import MARKER
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "distiller.validate.bench_worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mlffd.validate.bench_worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -140,7 +140,7 @@ def _run_ase_worker(spec: dict, threads: int, timeout: float) -> dict:
 
 def _lammps_available() -> tuple[bool, str]:
     try:
-        from lammps_plugin.testing import lmp_binary
+        from mlffd.lammps_plugin.testing import lmp_binary
 
         binary = lmp_binary()
     except Exception as exc:  # MLFFDError or an older lammps_plugin
@@ -152,7 +152,7 @@ def _lammps_available() -> tuple[bool, str]:
 
 def _plugin() -> tuple[str | None, str]:
     try:
-        import lammps_plugin
+        import mlffd.lammps_plugin
     except ImportError:
         return None, "lammps_plugin package missing"
     path_fn = getattr(lammps_plugin, "plugin_path", None)
@@ -171,7 +171,7 @@ _MAXRSS = re.compile(r"Maximum resident set size:\s*([0-9.eE+-]+)\s*Mbyte")
 def _run_lammps(atoms, pair_lines: list[str], type_elements: list[str], workdir: Path, log_path: Path, *,
                 steps: int, repeats: int, warmup: int, long_steps: int, threads: int, timestep_fs: float,
                 temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
-    from lammps_plugin.testing import lammps_env, lmp_binary, lower_triangular, write_data
+    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary, lower_triangular, write_data
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_data(lower_triangular(atoms), workdir / "data.lmp", type_elements)
@@ -259,7 +259,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
           verbose: bool = True) -> dict:
     """Benchmark a frozen student against `teacher` (None: no teacher rows) and the classical
     floor; returns the bench.json content. See the module docstring."""
-    from export.contract import read_metadata
+    from mlffd.export.contract import read_metadata
 
     log = _log if verbose else (lambda _m: None)
     meta = read_metadata(model_path)
@@ -273,7 +273,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
         raise MLFFDError(f"--warmup must be >= 0, got {warmup}")
     elements = list(meta["elements"])
     if teacher:
-        from distiller.validate.reference import check_reference_name, reference_elements
+        from mlffd.validate.reference import check_reference_name, reference_elements
 
         check_reference_name(teacher)
         covered = reference_elements(teacher)
@@ -363,7 +363,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
             plugin, plugin_why = _plugin() if ok else (None, where)
             pot_dir = None
             if ok:
-                from lammps_plugin.testing import lammps_dir
+                from mlffd.lammps_plugin.testing import lammps_dir
 
                 pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
             jobs = []

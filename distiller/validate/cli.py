@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def register(subparsers) -> None:
-    from distiller.validate.benchmark import DEFAULTS as B
-    from distiller.validate.properties.suite import DEFAULT_PROPERTIES, PROPERTIES
+    from mlffd.validate.benchmark import DEFAULTS as B
+    from mlffd.validate.properties.suite import DEFAULT_PROPERTIES, PROPERTIES
 
     p = subparsers.add_parser(
         "validate", help="the teacher's physics, side by side: EOS, elastic constants, phonons, defects, MD",
@@ -95,8 +95,8 @@ def _temperatures(text: str | None) -> list | None:
 
 
 def run_validate(args) -> int:
-    from distiller.validate.properties.report import table_markdown
-    from distiller.validate.validation import validate
+    from mlffd.validate.properties.report import table_markdown
+    from mlffd.validate.validation import validate
 
     report = validate(
         args.model, args.teacher, args.report, system=args.system, data=args.data,
@@ -115,7 +115,7 @@ def run_validate(args) -> int:
 
 
 def run_bench(args) -> int:
-    from distiller.validate.benchmark import bench
+    from mlffd.validate.benchmark import bench
 
     result = bench(
         args.model, args.teacher, args.sizes, args.engines, args.out, steps=args.steps, repeats=args.repeats,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def load_reference(name: str, device: str = "cpu", threads: int | None = None):
@@ -20,11 +20,11 @@ def load_reference(name: str, device: str = "cpu", threads: int | None = None):
         path = name[len("mlffd:"):]
         if not Path(path).is_file():
             raise MLFFDError(f"reference model {path} does not exist")
-        from distiller.calculator import MLFFDCalculator
+        from mlffd.calculator import MLFFDCalculator
 
         calc = MLFFDCalculator(path, device=device, threads=threads)
         return calc, {"name": name, "version": f"mlffd model {Path(path).name}", "elements": list(calc.elements)}
-    from distiller.teachers.registry import load_teacher
+    from mlffd.teachers.registry import load_teacher
 
     if threads:
         import torch
@@ -44,7 +44,7 @@ def check_reference_name(name: str) -> None:
         if not Path(name[len("mlffd:"):]).is_file():
             raise MLFFDError(f"reference model {name[len('mlffd:'):]} does not exist")
         return
-    from distiller.teachers.registry import TEACHERS
+    from mlffd.teachers.registry import TEACHERS
 
     if name not in TEACHERS:
         raise MLFFDError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)} (or mlffd:PATH)")
@@ -53,9 +53,9 @@ def check_reference_name(name: str) -> None:
 def reference_elements(name: str) -> set[str] | None:
     """Elements a reference covers, without loading it (None: unknown until loaded)."""
     if name.startswith("mlffd:"):
-        from export.contract import read_metadata
+        from mlffd.export.contract import read_metadata
 
         return set(read_metadata(name[len("mlffd:"):])["elements"])
-    from distiller.teachers.registry import teacher_elements
+    from mlffd.teachers.registry import teacher_elements
 
     return teacher_elements(name)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 
 def default_cache_dir() -> Path:
@@ -65,7 +65,7 @@ def _periodic(atoms) -> bool:
 class CachedReference(Calculator):
     """An ASE calculator that answers from the cache file and asks the teacher only on a miss.
 
-    `teacher` is a reference name (see `distiller.validate.reference.load_reference`); it is
+    `teacher` is a reference name (see `mlffd.validate.reference.load_reference`); it is
     loaded when the cache is opened, so its version can be checked against the file's. `tag`
     (set by the suite while it computes a property) is stored as each new frame's sampler name.
     """
@@ -74,7 +74,7 @@ class CachedReference(Calculator):
 
     def __init__(self, teacher: str, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
         super().__init__()
-        from distiller.validate.reference import load_reference
+        from mlffd.validate.reference import load_reference
 
         self.path = Path(path)
         self.calls = 0
@@ -92,7 +92,7 @@ class CachedReference(Calculator):
     def _load(self) -> None:
         if not self.path.exists():
             return
-        from distiller.data.dataset import open_dataset
+        from mlffd.data.dataset import open_dataset
 
         ds = open_dataset(self.path)
         meta = ds.metadata
@@ -110,7 +110,7 @@ class CachedReference(Calculator):
 
     def _open_writer(self):
         if self._writer is None:
-            from distiller.data.dataset import DatasetWriter
+            from mlffd.data.dataset import DatasetWriter
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = DatasetWriter(self.path, self.teacher_name, self.teacher_version).open()

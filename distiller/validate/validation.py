@@ -2,7 +2,7 @@
 
     report = validate("model.pt", "sevennet-0", "report/", system="si")
 
-The physics suite (distiller.validate.properties) computes the equation of state, elastic
+The physics suite (mlffd.validate.properties) computes the equation of state, elastic
 constants, phonons, vacancy energies (a surface on request) and MD at two temperatures with the
 same code for the student and the teacher; the teacher's side is cached by structure
 (`CachedReference`), so a second student of the same system costs no teacher call. With `data`,
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.errors import MLFFDError
-from distiller.validate.properties.suite import DEFAULT_PROPERTIES, SuiteSettings, check_properties
+from mlffd.errors import MLFFDError
+from mlffd.validate.properties.suite import DEFAULT_PROPERTIES, SuiteSettings, check_properties
 
 EV_PER_A3_TO_GPA = 160.21766208
 
@@ -70,7 +70,7 @@ def evaluate_frames(calc, frames: list[dict]) -> dict:
 
 def frame_errors(pairs: dict) -> dict:
     """forces / energy / stress sections of the report from `evaluate_frames` output."""
-    from distiller.training.metrics import force_metrics, frame_metrics
+    from mlffd.training.metrics import force_metrics, frame_metrics
 
     pred, ref = pairs["forces"]
     forces = force_metrics(pred, ref)
@@ -98,7 +98,7 @@ def frame_errors(pairs: dict) -> dict:
 
 
 def _held_out_frames(model_elements: list[str], data_path, max_frames: int | None) -> list[dict]:
-    from distiller.data.dataset import open_dataset
+    from mlffd.data.dataset import open_dataset
 
     dataset = open_dataset(data_path)
     if len(dataset) == 0:
@@ -125,11 +125,11 @@ def validate(model_path, teacher: str, report_dir, *, system: str | None = None,
     data: optional held-out labelled frames; reference_cache: the teacher cache file (default
     under ~/.cache/mlffd/reference); temperatures: MD temperatures in K (default: one inside and
     one above the model's training range)."""
-    from distiller.calculator import MLFFDCalculator
-    from distiller.data.systems import builtin_for_elements
-    from distiller.validate.properties.crystal import load_crystal
-    from distiller.validate.reference import check_reference_name, reference_elements
-    from export.contract import read_metadata
+    from mlffd.calculator import MLFFDCalculator
+    from mlffd.data.systems import builtin_for_elements
+    from mlffd.validate.properties.crystal import load_crystal
+    from mlffd.validate.reference import check_reference_name, reference_elements
+    from mlffd.export.contract import read_metadata
 
     meta = read_metadata(model_path)
     elements = list(meta["elements"])
@@ -183,9 +183,9 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
                         threads: int | None = None, verbose: bool = True) -> dict:
     """The suite for any ASE calculator as the student (the tests use ASE's EMT and perturbed
     copies of it); what `validate` runs once it has loaded the frozen model."""
-    from distiller.validate.properties.report import table_markdown, write_plots
-    from distiller.validate.properties.suite import property_table, run_suite
-    from distiller.validate.reference_cache import CachedReference, default_cache_path
+    from mlffd.validate.properties.report import table_markdown, write_plots
+    from mlffd.validate.properties.suite import property_table, run_suite
+    from mlffd.validate.reference_cache import CachedReference, default_cache_path
 
     log = _log if verbose else (lambda _m: None)
     report_dir = Path(report_dir)
@@ -216,7 +216,7 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
     if frames is not None:
         pairs = evaluate_frames(student, frames)
         report["frames"] = frame_errors(pairs)
-        from distiller.training.metrics import parity_plot
+        from mlffd.training.metrics import parity_plot
 
         parity_plot({"held-out": {"forces": pairs["forces"], "energy_per_atom": pairs["energy_per_atom"]}},
                     report_dir / "parity.png")

@@ -3,8 +3,8 @@
     python make_sio2_data.py            # uses mlffd's built-in `sio2` structure
 """
 
-from distiller.data.systems import BUILTIN_SYSTEMS
-from lammps_plugin.testing import lower_triangular, write_data
+from mlffd.data.systems import BUILTIN_SYSTEMS
+from mlffd.lammps_plugin.testing import lower_triangular, write_data
 
 builder = BUILTIN_SYSTEMS["sio2"][0]
 atoms = lower_triangular(builder())

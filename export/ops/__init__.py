@@ -1,6 +1,6 @@
 """The mlffd custom op library (`torch.ops.mlffd.*`), built on first use.
 
-    from export import ops
+    from mlffd.export import ops
     ops.load_library()            # builds (once, ~1-2 min) and loads; returns the .so path
     torch.ops.mlffd.conv_scatter(weights, sh, centre, n_nodes, lmax)
 
@@ -10,10 +10,10 @@ Ops (C++ sources in `csrc/`, see docs/custom_ops.md):
       -> (Tensor, Tensor)
   mlffd::build_info() -> str
   mlffd::conv_scatter_h / edge_geometry / radial_mlp / edge_forces_virial   (fused_edge.cpp and
-      fused_edge_cuda.cu: C++ autograd, first order only; used by distiller.model.student.use_fused_ops)
+      fused_edge_cuda.cu: C++ autograd, first order only; used by mlffd.model.student.use_fused_ops)
 Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++), CUDA (built when torch has CUDA
-and CUDA_HOME is set; `export.ops.cuda_check` compiles them with nvcc on machines without either).
-`export.ops.reference` holds the pure-PyTorch reference.
+and CUDA_HOME is set; `mlffd.export.ops.cuda_check` compiles them with nvcc on machines without either).
+`mlffd.export.ops.reference` holds the pure-PyTorch reference.
 
 The build cache is `$MLFFD_OPS_DIR`, else `~/.cache/mlffd/ops/torch-<torch version>`.
 """

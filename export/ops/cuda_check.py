@@ -1,6 +1,6 @@
 """Check the CUDA kernels on a machine without a GPU or CUDA torch, in two ways.
 
-    python -m export.ops.cuda_check [--arch sm_90] [--out DIR]      # the nvcc compile check
+    python -m mlffd.export.ops.cuda_check [--arch sm_90] [--out DIR]      # the nvcc compile check
 
 A CPU-only torch cannot build the CUDA op library (cpp_extension needs CUDA torch), so without
 this check the .cu files would only ever meet a compiler on a lent GPU machine. Here every CUDA
@@ -27,7 +27,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from export import ops
+from mlffd.export import ops
 
 def nvcc_path() -> str | None:
     """nvcc from $CUDA_HOME/bin, else from PATH; None when there is none."""

@@ -55,7 +55,7 @@ def radial_mlp(length: torch.Tensor, frequencies: torch.Tensor, w1: torch.Tensor
                w2: torch.Tensor, b2: torch.Tensor, prefactor: float, cutoff: float, p: float,
                n_split: int) -> list[torch.Tensor]:
     """mlffd::radial_mlp: Linear(w2, b2)(silu(Linear(w1, b1)(bessel(r)))) * envelope(r), split into n_split
-    column blocks (distiller.model.radial's BesselBasis and PolynomialCutoff formulas)."""
+    column blocks (mlffd.model.radial's BesselBasis and PolynomialCutoff formulas)."""
     r = length.unsqueeze(-1)
     basis = prefactor * torch.sin(frequencies * r) / r
     x = length / cutoff

@@ -13,7 +13,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols, covalent_radii
 
-from distiller.errors import MLFFDError
+from mlffd.errors import MLFFDError
 
 # Relaxations: forces in eV/A (for cell filters also the cell's generalised forces).
 EQUILIBRIUM_FMAX = 1e-3
@@ -45,7 +45,7 @@ _CUBIC_BUILTINS = {"si", "ge", "cu", "al"}
 def load_crystal(spec: str) -> Crystal:
     """A built-in system name (`si`, `cu`, `sio2`, ...) or a structure file (its first image) as the
     unit cell. Supercell suffixes are refused: every property builds the supercell it needs."""
-    from distiller.data.systems import BUILTIN_SYSTEMS, PRIMITIVE_CELLS, load_system
+    from mlffd.data.systems import BUILTIN_SYSTEMS, PRIMITIVE_CELLS, load_system
 
     name = spec.lower()
     if ":" in name and name.split(":")[0] in BUILTIN_SYSTEMS:
@@ -85,7 +85,7 @@ def default_min_distance(symbols) -> float:
 
 def pair_distances(atoms: Atoms, r_max: float) -> np.ndarray:
     """All pair distances below r_max (each pair once per direction), periodic images included."""
-    from distiller.neighbours import NeighbourList
+    from mlffd.neighbours import NeighbourList
 
     pbc = np.asarray(atoms.pbc, dtype=bool)
     index, shift = NeighbourList(r_max).compute(atoms.positions, atoms.cell.array, pbc)

@@ -18,8 +18,8 @@ import numpy as np
 from ase import units
 from ase.data import chemical_symbols
 
-from distiller.errors import MLFFDError
-from distiller.validate.properties.crystal import pair_distances
+from mlffd.errors import MLFFDError
+from mlffd.validate.properties.crystal import pair_distances
 
 EQUILIBRATION_FRICTION_PER_FS = 0.02  # a 50 fs velocity relaxation time
 PRODUCTION_FRICTION_PER_FS = 0.001

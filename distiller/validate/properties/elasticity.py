@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from ase.units import GPa
 
-from distiller.errors import MLFFDError
-from distiller.validate.properties.crystal import IONS_FMAX, Crystal, Equilibrium, relax
+from mlffd.errors import MLFFDError
+from mlffd.validate.properties.crystal import IONS_FMAX, Crystal, Equilibrium, relax
 
 EOS_SPAN = 0.06  # +-6 % in volume
 EOS_POINTS = 11

@@ -14,7 +14,7 @@ import tempfile
 
 import numpy as np
 
-from distiller.validate.properties.crystal import Crystal, Equilibrium, repeats_for_width
+from mlffd.validate.properties.crystal import Crystal, Equilibrium, repeats_for_width
 
 EV_PER_THZ = 4.135667696e-3  # h * 1 THz in eV
 DISPLACEMENT = 0.01  # A

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distiller.errors import MLFFDError
-from distiller.validate.properties import defects, dynamics, elasticity, phonons
-from distiller.validate.properties.crystal import Crystal, default_min_distance, equilibrium, repeats_for_width
+from mlffd.errors import MLFFDError
+from mlffd.validate.properties import defects, dynamics, elasticity, phonons
+from mlffd.validate.properties.crystal import Crystal, default_min_distance, equilibrium, repeats_for_width
 
 PROPERTIES = ("eos", "elastic", "phonons", "vacancy", "surface", "md")
 DEFAULT_PROPERTIES = ("eos", "elastic", "phonons", "vacancy", "md")
@@ -204,7 +204,7 @@ def _md_plan(teacher, settings: SuiteSettings, n_atoms: int, temperatures: list,
 def md_timestep(atoms, temperature: float) -> float:
     """fs: the data engine's step for the elements (2 fs for Si, Cu; 1 fs with O), at most 1 fs
     above 1500 K."""
-    from distiller.data.sampling import md_timestep as base
+    from mlffd.data.sampling import md_timestep as base
 
     dt = base(atoms)
     return min(dt, 1.0) if temperature > 1500.0 else dt
@@ -276,7 +276,7 @@ def _summary(traj, start, dt: float, protocol) -> dict:
 
 def _compare_runs(student, t_traj, s_traj, start_t, start_s, dt, protocol) -> dict:
     """Structure (RDF), dynamics (MSD, D) and the student's errors on the teacher's own frames."""
-    from distiller.training.metrics import force_metrics
+    from mlffd.training.metrics import force_metrics
 
     out: dict = {}
     if t_traj.forces:  # the student on the teacher's production frames (real dynamics)
