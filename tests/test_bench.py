@@ -76,7 +76,7 @@ def test_bench_ase_with_stand_in_teacher(models, tmp_path):
 def _lammps_ready() -> bool:
     try:
         import mlffd.lammps_plugin
-        from mlffd.lammps_plugin.testing import lmp_binary
+        from mlffd.lammps_plugin.runner import lmp_binary
 
         return lmp_binary().exists() and mlffd.lammps_plugin.is_built()
     except Exception:

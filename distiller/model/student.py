@@ -26,7 +26,7 @@ from e3nn.util.jit import compile_mode
 from torch import nn
 
 from mlffd.model.radial import BesselBasis, PolynomialCutoff
-from mlffd.export.ops import reference
+from mlffd.model import kernels
 
 
 @dataclass
@@ -66,7 +66,7 @@ class ConvScatter(nn.Module):
     def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
                 neighbour: torch.Tensor) -> torch.Tensor:
         weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
-        return reference.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
+        return kernels.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
 
 
 class FusedConvScatter(nn.Module):

@@ -140,7 +140,7 @@ def _run_ase_worker(spec: dict, threads: int, timeout: float) -> dict:
 
 def _lammps_available() -> tuple[bool, str]:
     try:
-        from mlffd.lammps_plugin.testing import lmp_binary
+        from mlffd.lammps_plugin.runner import lmp_binary
 
         binary = lmp_binary()
     except Exception as exc:  # MLFFDError or an older lammps_plugin
@@ -171,7 +171,7 @@ _MAXRSS = re.compile(r"Maximum resident set size:\s*([0-9.eE+-]+)\s*Mbyte")
 def _run_lammps(atoms, pair_lines: list[str], type_elements: list[str], workdir: Path, log_path: Path, *,
                 steps: int, repeats: int, warmup: int, long_steps: int, threads: int, timestep_fs: float,
                 temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
-    from mlffd.lammps_plugin.testing import lammps_env, lmp_binary, lower_triangular, write_data
+    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary, lower_triangular, write_data
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_data(lower_triangular(atoms), workdir / "data.lmp", type_elements)
@@ -363,7 +363,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
             plugin, plugin_why = _plugin() if ok else (None, where)
             pot_dir = None
             if ok:
-                from mlffd.lammps_plugin.testing import lammps_dir
+                from mlffd.lammps_plugin.runner import lammps_dir
 
                 pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
             jobs = []

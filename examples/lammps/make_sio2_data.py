@@ -4,7 +4,7 @@
 """
 
 from mlffd.data.systems import BUILTIN_SYSTEMS
-from mlffd.lammps_plugin.testing import lower_triangular, write_data
+from mlffd.lammps_plugin.runner import lower_triangular, write_data
 
 builder = BUILTIN_SYSTEMS["sio2"][0]
 atoms = lower_triangular(builder())

@@ -13,7 +13,7 @@ Ops (C++ sources in `csrc/`, see docs/custom_ops.md):
       fused_edge_cuda.cu: C++ autograd, first order only; used by mlffd.model.student.use_fused_ops)
 Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++), CUDA (built when torch has CUDA
 and CUDA_HOME is set; `mlffd.export.ops.cuda_check` compiles them with nvcc on machines without either).
-`mlffd.export.ops.reference` holds the pure-PyTorch reference.
+`mlffd.model.kernels` holds the pure-PyTorch reference the ops must match.
 
 The build cache is `$MLFFD_OPS_DIR`, else `~/.cache/mlffd/ops/torch-<torch version>`.
 """

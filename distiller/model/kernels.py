@@ -1,5 +1,5 @@
-"""Pure-PyTorch reference of the custom ops. Training uses these (they support double backward);
-export swaps in the fused C++/CUDA kernels, which must give the same numbers."""
+"""The model's edge kernels in pure PyTorch: what training computes with (double backward works)
+and the reference the custom ops of mlffd.export.ops must reproduce (their parity tests)."""
 
 from __future__ import annotations
 

