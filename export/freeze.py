@@ -12,7 +12,8 @@ from e3nn.util.jit import compile as e3nn_compile
 
 from mlffd import __version__
 from mlffd.errors import MLFFDError
-from mlffd.model.student import StudentConfig, StudentPotential, use_fused_ops
+from mlffd.model.registry import build_model
+from mlffd.model.student import StudentPotential, use_fused_ops
 from mlffd.export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -37,23 +38,25 @@ def load_checkpoint(source: str | Path) -> dict:
     return payload
 
 
-def build_student(payload: dict, dtype: str = "float64") -> StudentPotential:
-    model = StudentPotential(StudentConfig.from_dict(payload["model_config"]))
+def build_student(payload: dict, dtype: str = "float64") -> torch.nn.Module:
+    # cast first, then load: a float64 checkpoint keeps its digits in a float64 export
+    model = build_model(payload["model_config"]).to(DTYPES[dtype])
     model.load_state_dict(payload["model"])
-    return model.to(DTYPES[dtype]).eval()
+    return model.eval()
 
 
-def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64", device: str = "cpu",
+def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", device: str = "cpu",
            use_ops: bool = True, teacher: dict | None = None, dataset_fingerprint: str = "",
            extra: dict | None = None) -> dict:
-    """Script `model` (reference modules swapped for fused ops when `use_ops`) and save it."""
+    """Script `model` (reference modules swapped for fused ops when `use_ops` and the architecture
+    has them: the built-in StudentPotential) and save it."""
     if dtype not in DTYPES:
         raise MLFFDError(f"dtype must be float32 or float64, not {dtype!r}")
     ops_libraries = []
     model = model.to(DTYPES[dtype]).eval()
     for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
         parameter.requires_grad_(False)
-    if use_ops:
+    if use_ops and isinstance(model, StudentPotential):
         from mlffd.export import ops
 
         ops.load_library()

@@ -25,8 +25,10 @@ from e3nn import o3
 from e3nn.util.jit import compile_mode
 from torch import nn
 
-from mlffd.model.radial import BesselBasis, PolynomialCutoff
 from mlffd.model import kernels
+from mlffd.model.potential import EdgePotential
+from mlffd.model.radial import BesselBasis, PolynomialCutoff
+from mlffd.model.registry import DEFAULT_ARCHITECTURE, register_architecture
 
 
 @dataclass
@@ -40,9 +42,10 @@ class StudentConfig:
     radial_hidden: int = 32
     mlp_hidden: int = 32
     avg_num_neighbors: float = 20.0
-    # Fitted from the data before training (see mlffd.training.statistics).
+    # Fitted from the training data (mlffd.training.trainer.fit_statistics).
     atomic_energies: Optional[List[float]] = None
     energy_scale: float = 1.0
+    architecture: str = DEFAULT_ARCHITECTURE
     extra: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -128,9 +131,11 @@ class Interaction(nn.Module):
         return out
 
 
+@register_architecture(DEFAULT_ARCHITECTURE, StudentConfig)
 @compile_mode("script")
-class StudentPotential(nn.Module):
-    """Energy of a graph of atoms; `forward` implements the frozen-artifact contract (docs/artifact.md)."""
+class StudentPotential(EdgePotential):
+    """Per-atom energies of a graph of atoms (EdgePotential.forward turns them into the frozen
+    contract's energy, forces and virials)."""
 
     def __init__(self, config: StudentConfig):
         super().__init__()
@@ -182,60 +187,6 @@ class StudentPotential(nn.Module):
             h = interaction(h, radial[:, t], sh, centre, neighbour)
             t += 1
         return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
-
-    def forward(
-        self,
-        pos: torch.Tensor,
-        species: torch.Tensor,
-        edge_index: torch.Tensor,
-        edge_shift: torch.Tensor,
-        n_local: int,
-    ) -> Dict[str, torch.Tensor]:
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        edge_vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift).detach()
-        edge_vec.requires_grad_(True)
-        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
-        energy = atom_energy.sum()
-        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
-        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, allow_unused=True)[0]
-        if edge_grad is None:  # no edges at all
-            edge_grad = torch.zeros_like(edge_vec)
-        forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index, pos.shape[0])
-        return {
-            "energy": energy.detach(),
-            "atom_energy": atom_energy.detach(),
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial,
-        }
-
-    def forces_and_virial(
-        self, edge_grad: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, n_nodes: int
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forces on every node, virial, per-atom virial (half of each edge's term to each end)."""
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        forces = torch.zeros((n_nodes, 3), dtype=edge_vec.dtype, device=edge_vec.device)
-        forces.index_add_(0, centre, edge_grad)
-        forces.index_add_(0, neighbour, -edge_grad)
-        edge_virial = -edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1)  # [E, 3, 3]
-        virial = edge_virial.sum(0)
-        voigt = torch.stack(
-            [
-                edge_virial[:, 0, 0],
-                edge_virial[:, 1, 1],
-                edge_virial[:, 2, 2],
-                edge_virial[:, 0, 1],
-                edge_virial[:, 0, 2],
-                edge_virial[:, 1, 2],
-            ],
-            dim=1,
-        ) * 0.5
-        atom_virial = torch.zeros((n_nodes, 6), dtype=edge_vec.dtype, device=edge_vec.device)
-        atom_virial.index_add_(0, centre, voigt)
-        atom_virial.index_add_(0, neighbour, voigt)
-        return forces, virial, atom_virial
 
 
 @compile_mode("script")

@@ -11,6 +11,7 @@ from typing import Optional
 import yaml
 
 from mlffd.errors import MLFFDError
+from mlffd.model.registry import DEFAULT_ARCHITECTURE, architectures
 
 # Presets trade speed for fidelity (benchmarks/results/frontier.md has the measured points).
 PRESETS: dict[str, dict] = {
@@ -24,7 +25,8 @@ DEFAULT_PRESET = "fast"
 
 @dataclass
 class TrainConfig:
-    # model
+    # model: a registered architecture (mlffd.model.registry) and, for the default one, its size
+    architecture: str = DEFAULT_ARCHITECTURE
     preset: str = DEFAULT_PRESET
     cutoff: float = 5.0
     num_interactions: Optional[int] = None  # None: from the preset
@@ -59,13 +61,15 @@ class TrainConfig:
 
     def model_settings(self) -> dict:
         preset = PRESETS[self.preset]
-        settings = {"cutoff": self.cutoff, "n_radial": self.n_radial}
+        settings = {"architecture": self.architecture, "cutoff": self.cutoff, "n_radial": self.n_radial}
         for key in ("num_interactions", "channels", "lmax", "radial_hidden", "mlp_hidden"):
             value = getattr(self, key)
             settings[key] = preset[key] if value is None else value
         return settings
 
     def validate(self) -> "TrainConfig":
+        if self.architecture not in architectures():
+            raise MLFFDError(f"unknown architecture {self.architecture!r}; registered: {', '.join(architectures())}")
         if self.preset not in PRESETS:
             raise MLFFDError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.dtype not in ("float32", "float64"):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
-from mlffd.model.student import StudentConfig, StudentPotential
+from mlffd.model.registry import build_model, make_config
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, predict
 from mlffd.training.metrics import force_metrics, frame_metrics
@@ -94,7 +94,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
 
 
-def evaluate(model: StudentPotential, batches: List[Graph]) -> dict:
+def evaluate(model: torch.nn.Module, batches: List[Graph]) -> dict:
     """Metrics (eV, eV/A, eV/A^3) of a model on batched graphs; also returns the raw pairs."""
     pred_f, ref_f, pred_e, ref_e, pred_s, ref_s = [], [], [], [], [], []
     for batch in batches:
@@ -163,12 +163,12 @@ class Trainer:
                 g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
             self.test_batches[path] = self._batches(test_graphs, shuffle=False)
         stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
-        self.model_config = StudentConfig(elements=self.elements, **settings, **stats)
+        self.model_config = make_config({"elements": self.elements, **settings, **stats})
         warm = self._warm_start_payload(config.init_from, settings) if config.init_from else None
         if warm is not None:  # its energy statistics belong with its weights
-            self.model_config = StudentConfig.from_dict(warm["model_config"])
+            self.model_config = make_config(warm["model_config"])
         torch.manual_seed(config.seed)
-        self.model = StudentPotential(self.model_config).to(self.dtype)
+        self.model = build_model(self.model_config.to_dict()).to(self.dtype)
         if warm is not None:
             self.model.load_state_dict(warm["model"])
         self.ema = copy.deepcopy(self.model)
@@ -183,7 +183,7 @@ class Trainer:
         if not path.is_file():
             raise MLFFDError(f"init_from: no checkpoint at {path}")
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        previous = payload.get("model_config", {})
+        previous = make_config(payload["model_config"]).to_dict() if "model_config" in payload else {}
         changed = [k for k, v in settings.items() if previous.get(k) != v]
         if previous.get("elements") != self.elements or changed:
             what = ", ".join(changed) or "elements"
@@ -248,7 +248,7 @@ class Trainer:
         changed = [k for k, v in self.cfg.to_dict().items() if saved.get(k) != v and k not in ("epochs", "time_budget_minutes", "threads")]
         if changed:
             raise MLFFDError(f"{self.out} was started with other settings ({', '.join(changed)}); use the same config or another --out")
-        self.model_config = StudentConfig.from_dict(state["model_config"])
+        self.model_config = make_config(state["model_config"])
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -340,7 +340,7 @@ class Trainer:
 
     def finish(self) -> dict:
         best = torch.load(self.out / BEST, map_location="cpu", weights_only=False)
-        model = StudentPotential(StudentConfig.from_dict(best["model_config"])).to(self.dtype)
+        model = build_model(best["model_config"]).to(self.dtype)
         model.load_state_dict(best["model"])
         summary = {"best_epoch": self.best["epoch"], "epochs": self.epoch, "elapsed_s": self.elapsed}
         results = {"validation": evaluate(model, self.valid_batches)}
