@@ -117,7 +117,8 @@ def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None 
     own = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="mlffd_lmp_") if own else workdir)
     write_data(atoms, workdir / "data.lmp", type_elements, atom_ids=atom_ids)
-    pair_coeff = pair_coeff or f"pair_coeff * * {model} {' '.join(type_elements)}"
+    # LAMMPS runs in `workdir`: the model path must not depend on the caller's directory
+    pair_coeff = pair_coeff or f"pair_coeff * * {Path(model).resolve()} {' '.join(type_elements)}"
     key = "id" if atom_ids else "x y z"
     deck = f"""
 units metal

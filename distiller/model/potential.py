@@ -25,6 +25,26 @@ class EdgePotential(nn.Module):
         """Per-node energies [N] (eV)."""
         raise NotImplementedError
 
+    def compute(
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, n_local: int,
+        create_graph: bool,
+    ) -> Dict[str, torch.Tensor]:
+        """Energy of the first `n_local` nodes (the rest are ghosts), and the forces, virial and
+        per-atom virial of that energy. `edge_vec` is a leaf that requires grad. Training calls this
+        on a batch of frames (all nodes local, create_graph=True so the loss can reach the weights);
+        the frozen forward calls it on one structure."""
+        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
+        energy = atom_energy.sum()
+        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
+        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, create_graph=create_graph,
+                                        allow_unused=True)[0]
+        if edge_grad is None:  # no edges at all
+            edge_grad = torch.zeros_like(edge_vec)
+        forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index,
+                                                             species.shape[0])
+        return {"energy": energy, "atom_energy": atom_energy, "forces": forces, "virial": virial,
+                "atom_virial": atom_virial}
+
     def forward(
         self,
         pos: torch.Tensor,
@@ -37,19 +57,13 @@ class EdgePotential(nn.Module):
         neighbour = edge_index[1]
         edge_vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift).detach()
         edge_vec.requires_grad_(True)
-        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
-        energy = atom_energy.sum()
-        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
-        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, allow_unused=True)[0]
-        if edge_grad is None:  # no edges at all
-            edge_grad = torch.zeros_like(edge_vec)
-        forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index, pos.shape[0])
+        out = self.compute(edge_vec, species, edge_index, n_local, False)
         return {
-            "energy": energy.detach(),
-            "atom_energy": atom_energy.detach(),
-            "forces": forces,
-            "virial": virial,
-            "atom_virial": atom_virial,
+            "energy": out["energy"].detach(),
+            "atom_energy": out["atom_energy"].detach(),
+            "forces": out["forces"],
+            "virial": out["virial"],
+            "atom_virial": out["atom_virial"],
         }
 
     def forces_and_virial(

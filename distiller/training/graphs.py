@@ -48,17 +48,13 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
 
 
 def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Graph:
-    """Concatenate graphs into one; adds `batch` (frame of each atom) and `edge_batch`."""
+    """Concatenate graphs into one; adds `batch` (frame of each atom)."""
     offsets = np.cumsum([0] + [len(g["species"]) for g in graphs[:-1]])
     edge_index = torch.cat([g["edge_index"] + int(o) for g, o in zip(graphs, offsets)], dim=1)
     batch = torch.cat([torch.full((len(g["species"]),), k, dtype=torch.long) for k, g in enumerate(graphs)])
-    edge_batch = torch.cat(
-        [torch.full((g["edge_index"].shape[1],), k, dtype=torch.long) for k, g in enumerate(graphs)]
-    )
     out: Graph = {
         "edge_index": edge_index,
         "batch": batch,
-        "edge_batch": edge_batch,
         "species": torch.cat([g["species"] for g in graphs]),
         "has_stress": torch.cat([g["has_stress"] for g in graphs]),
         "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
@@ -70,20 +66,24 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
     return out
 
 
+# Voigt (xx yy zz xy xz yz) -> row-major symmetric 3x3
+_VOIGT_TO_MATRIX = [0, 3, 4, 3, 1, 5, 4, 5, 2]
+
+
 def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
-    """Energies per frame, forces and virials per frame for a batched graph (training-time path)."""
+    """Energies, forces and virials per frame of a batched graph, by the model's own `compute`
+    (the code the frozen model runs), summed per frame."""
     centre, neighbour = graph["edge_index"][0], graph["edge_index"][1]
     pos = graph["pos"]
     edge_vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + graph["edge_shift"]
     edge_vec = edge_vec.detach().requires_grad_(True)
-    atom_energy = model.atom_energy(edge_vec, graph["species"], graph["edge_index"])
+    n_nodes = len(graph["species"])
+    out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph)
     n_frames = len(graph["n_atoms"])
-    energy = torch.zeros(n_frames, dtype=atom_energy.dtype).index_add(0, graph["batch"], atom_energy)
-    (edge_grad,) = torch.autograd.grad(energy.sum(), edge_vec, create_graph=create_graph)
-    forces = torch.zeros_like(pos).index_add(0, centre, edge_grad).index_add(0, neighbour, -edge_grad)
-    edge_virial = -(edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1)).reshape(-1, 9)
-    virial = torch.zeros((n_frames, 9), dtype=pos.dtype).index_add(0, graph["edge_batch"], edge_virial)
-    return {"energy": energy, "forces": forces, "virial": virial.view(n_frames, 3, 3)}
+    dtype = out["atom_energy"].dtype
+    energy = torch.zeros(n_frames, dtype=dtype).index_add(0, graph["batch"], out["atom_energy"])
+    voigt = torch.zeros((n_frames, 6), dtype=dtype).index_add(0, graph["batch"], out["atom_virial"])
+    return {"energy": energy, "forces": out["forces"], "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3)}
 
 
 def build_graphs(frames: List[dict], elements: List[str], cutoff: float) -> List[Graph]:
