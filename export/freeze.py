@@ -11,7 +11,7 @@ from e3nn.util.jit import compile as e3nn_compile
 
 from distiller import __version__
 from distiller.errors import MLFFDError
-from distiller.model.student import StudentConfig, StudentPotential, use_fused_ops
+from distiller.model.student import StudentConfig, StudentPotential
 from export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -50,16 +50,23 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
     model = model.to(DTYPES[dtype]).eval()
     for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
         parameter.requires_grad_(False)
+    radial_tables = {}
     if use_ops:
         from export import ops
+        from export.fused import RADIAL_TABLE_INTERVALS, radial_table_error, use_fused_ops
 
         ops.load_library()
         if device.startswith("cuda") and not ops.cuda_kernels_built():
             raise MLFFDError(f"--device {device} with custom ops needs their CUDA kernels, but "
                              f"{ops.library_path()} was built without them: rebuild with CUDA torch and "
                              "CUDA_HOME set, or export with --no-ops")
+        if model.lmax > 3 and device.startswith("cuda"):
+            raise MLFFDError(f"--device {device} with custom ops supports lmax <= 3 (this model has lmax "
+                             f"{model.lmax}): export with --no-ops")
         use_fused_ops(model)
         ops_libraries = ["mlffd_ops"]
+        # how far the radial tables are from the network they replace (relative to its largest value)
+        radial_tables = {"intervals": RADIAL_TABLE_INTERVALS, "max_error": radial_table_error(model)}
     config = model.config
     meta = {
         "format": FORMAT,
@@ -75,6 +82,7 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
         "dataset_fingerprint": dataset_fingerprint,
         "model_config": config.to_dict(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
+        "radial_tables": radial_tables,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }

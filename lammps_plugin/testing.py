@@ -171,21 +171,14 @@ def reference(model_path, atoms) -> dict:
     """The same quantities from the model called in Python on a full periodic neighbour list."""
     import torch
 
-    from distiller.neighbours import NeighbourList
+    from distiller.neighbours import neighbour_graph
     from export.load import load_frozen
 
     model, meta = load_frozen(model_path)
-    dtype = torch.float64 if meta["dtype"] == "float64" else torch.float32
     index = {el: k for k, el in enumerate(meta["elements"])}
     species = torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.int64)
-    edge_index, edge_shift = NeighbourList(float(meta["cutoff"])).compute(atoms.positions, atoms.cell.array, atoms.pbc)
-    out = model(
-        torch.from_numpy(atoms.positions).to(dtype),
-        species,
-        torch.from_numpy(edge_index),
-        torch.from_numpy(edge_shift).to(dtype),
-        len(atoms),
-    )
+    edge_index, edge_vec = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, float(meta["cutoff"]))
+    out = model(torch.from_numpy(edge_vec), species, torch.from_numpy(edge_index), len(atoms))
     w = out["virial"].detach().double().numpy()
     w = 0.5 * (w + w.T)
     return {
