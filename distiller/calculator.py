@@ -21,6 +21,11 @@ MIN_DISTANCE = 0.5
 class MLFFDCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
+    # Forces are the gradient of the model's energy, so autograd must be on even when the caller
+    # runs under torch.no_grad() or torch.inference_mode() (and the model's weights and inputs must
+    # not be inference tensors): both methods switch it on for themselves.
+    @torch.inference_mode(False)
+    @torch.enable_grad()
     def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, skin: float = 0.5,
                  **kwargs):
         super().__init__(**kwargs)
@@ -52,6 +57,8 @@ class MLFFDCalculator(Calculator):
             self._numbers = numbers.copy()
         return self._species
 
+    @torch.inference_mode(False)
+    @torch.enable_grad()
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
@@ -63,7 +70,8 @@ class MLFFDCalculator(Calculator):
         if len(edge_vec):
             shortest = float(np.sqrt(np.einsum("ij,ij->i", edge_vec, edge_vec).min()))
             if shortest < MIN_DISTANCE:
-                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A)")
+                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A); "
+                                 "remove duplicated atoms or fix the structure")
         out = self.model(
             torch.from_numpy(edge_vec).to(self.device),
             species,

@@ -20,15 +20,21 @@ COMMAND_MODULES = [
     "export.cli",  # export
     "distiller.info",  # info (datasets and models)
     "distiller.validate.cli",  # validate, bench
+    "distiller.active",  # active
     "distiller.distill",  # distill
     "lammps_plugin.cli",  # lammps build
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other mlffd error (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlffd", description="MLFF Distiller: teacher -> e3nn student -> one frozen .pt"
-    )
+    parser = _Parser(prog="mlffd", description="MLFF Distiller: teacher -> e3nn student -> one frozen .pt")
     parser.add_argument("--version", action="version", version=f"mlffd {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

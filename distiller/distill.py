@@ -1,13 +1,15 @@
 """`mlffd distill`: generate -> train -> export -> validate -> bench in one command.
 
-Every stage is resumable (re-running the same command skips finished stages and resumes the
-unfinished one), so a killed distillation loses at most the stage in flight.
+Re-running the same command resumes: generation and training pick up where they stopped, export,
+validation and bench run again (the validation's teacher side comes from its cache, so a rerun
+asks the teacher nothing it already answered). A killed distillation loses at most the teacher
+call or training epoch in flight.
 
     DIR/data/train.h5, DIR/data/test.h5     teacher-labelled frames (test: an unseen temperature)
     DIR/run/                                training run (checkpoints, metrics, parity plot)
     DIR/model.pt                            the deployable student
     DIR/in.lammps                           a LAMMPS deck for it
-    DIR/report/, DIR/bench/                 fidelity report and speed benchmark
+    DIR/report/, DIR/bench/                 physics report (student vs teacher) and speed benchmark
 """
 
 from __future__ import annotations
@@ -38,14 +40,13 @@ def register(subparsers) -> None:
 
 
 def plan(budget: float, frames: int | None) -> dict:
-    """Split the budget: ~30% labelling, ~45% training, the rest validation and benchmarks."""
+    """Split the budget: ~10% labelling, ~45% training, ~30% the physics suite, the rest bench."""
     scale = budget / 15.0
     return {
         "train_frames": frames or max(40, int(160 * scale)),
         "test_frames": max(10, int(24 * scale)),
         "train_minutes": max(1.0, 0.45 * budget),
-        "md_steps": max(50, int(300 * scale)),
-        "teacher_md_steps": max(20, int(60 * scale)),
+        "validate_minutes": max(2.0, 0.3 * budget),
         "bench_sizes": "64,512" if budget >= 10 else "64",
     }
 
@@ -79,6 +80,8 @@ def run(args) -> int:
     from export.freeze import export_checkpoint
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise MLFFDError(f"--out {out} exists and is not a directory; give an output folder (new or to resume)")
     (out / "data").mkdir(parents=True, exist_ok=True)
     steps = plan(args.budget, args.frames)
     timings = {}
@@ -108,23 +111,28 @@ def run(args) -> int:
     meta = export_checkpoint(out / "run", model, dtype=args.dtype)
     stage("export")
 
-    report = validate(str(model), args.teacher, str(out / "data" / "test.h5"), str(out / "report"),
-                      md_steps=steps["md_steps"], teacher_md_steps=steps["teacher_md_steps"],
-                      temperature=TEST_TEMPERATURE)  # MD starts from a test frame: sample at its temperature
+    from distiller.data.systems import BUILTIN_SYSTEMS
+
+    crystal = args.system.split(":")[0] if args.system.split(":")[0].lower() in BUILTIN_SYSTEMS else args.system
+    report = validate(str(model), args.teacher, out / "report", system=crystal, data=out / "data" / "test.h5",
+                      budget_minutes=steps["validate_minutes"], seed=args.seed)
     stage("validate")
     result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
                    long_steps=None, long_steps_ase=None)
     stage("bench")
 
     _write_deck(out, model, meta["elements"], args.system)
+    frames = report["frames"]
     summary = {
         "model": str(model),
-        "forces_r2": report["forces"]["r2"],
-        "forces_mae_ev_per_a": report["forces"]["mae"],
-        "forces_rel_mae": report["forces"]["rel_mae"],
-        "energy_mae_ev_per_atom": report["energy"]["mae_per_atom"],
-        "nve_drift_ev_per_atom_per_ps": report.get("nve", {}).get("drift_ev_per_atom_per_ps"),
-        "md_stable": report.get("md", {}).get("stable"),
+        "forces_r2": frames["forces"]["r2"],
+        "forces_mae_ev_per_a": frames["forces"]["mae"],
+        "forces_rel_mae": frames["forces"]["rel_mae"],
+        "energy_mae_ev_per_atom": frames["energy"]["mae_per_atom"],
+        "properties": report["table"],
+        "goals_met": sum(r["ok"] is True for r in report["table"]),
+        "goals_missed": sum(r["ok"] is False for r in report["table"]),
+        "teacher_calls_validate": report["teacher_calls"]["calls"],
         "speedup_vs_teacher": result.get("speedup_vs_teacher", {}),
         "report": str(out / "report" / "report.md"),
         "bench": str(out / "bench" / "bench.md"),
@@ -150,15 +158,20 @@ def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Non
 
 
 def _summary_text(s: dict) -> str:
+    from distiller.validate.properties.report import table_markdown
+
     speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
-    drift = s["nve_drift_ev_per_atom_per_ps"]
     return "\n".join([
         "",
         "== mlffd distill: summary ==",
+        "student vs teacher, property by property (each computed the same way for both):",
+        "",
+        table_markdown(s["properties"]),
+        "",
+        f"goals met: {s['goals_met']}, missed: {s['goals_missed']}",
         f"force R^2 vs teacher (held-out, unseen T): {s['forces_r2']:.4f}   "
         f"MAE {s['forces_mae_ev_per_a']:.4f} eV/A ({100 * s['forces_rel_mae']:.1f}% of mean |F|)",
         f"energy MAE: {1000 * s['energy_mae_ev_per_atom']:.2f} meV/atom",
-        f"NVE drift: {'n/a' if drift is None else f'{drift:.2e}'} eV/atom/ps   MD stable: {s['md_stable']}",
         f"speed-up vs teacher per MD step (ASE): {speed}",
         f"model: {s['model']}   LAMMPS deck: {s['lammps_deck']}",
         f"report: {s['report']}   bench: {s['bench']}",

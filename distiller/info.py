@@ -17,6 +17,8 @@ def register(subparsers) -> None:
 
 def describe(path: str) -> dict:
     file = Path(path)
+    if file.is_dir():
+        raise MLFFDError(f"{path} is a directory; give a dataset (.h5) or a model (.pt) file")
     if not file.is_file():
         raise MLFFDError(f"{path} does not exist")
     with open(file, "rb") as fh:

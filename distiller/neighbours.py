@@ -14,6 +14,29 @@ import vesin
 from distiller.errors import MLFFDError
 
 
+def check_cell(cell, pbc) -> None:
+    """Refuse a cell whose periodic vectors are zero or not independent (zero volume): vesin
+    raises "the box matrix is not invertible" for those, or dies of SIGFPE for a degenerate slab.
+    Vectors along non-periodic directions may be anything (a slab with a zero c vector is fine)."""
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    periodic = cell[pbc]
+    if not len(periodic):
+        return
+    if not np.all(np.isfinite(cell)):
+        raise MLFFDError("the cell has NaN or infinite values; set a finite cell (atoms.set_cell)")
+    lengths = np.linalg.norm(periodic, axis=1)
+    # volume (area, length) spanned by the periodic vectors, relative to that of orthogonal ones
+    spanned = np.sqrt(max(np.linalg.det(periodic @ periodic.T), 0.0))
+    if lengths.min() == 0.0 or spanned < 1e-6 * np.prod(lengths):
+        names = "".join("abc"[k] for k in range(3) if pbc[k])
+        raise MLFFDError(
+            f"the periodic cell has zero volume: its cell vectors along the periodic directions ({names}) are "
+            "zero or not independent; give the structure a proper cell (atoms.set_cell) or make those "
+            "directions non-periodic (atoms.pbc)"
+        )
+
+
 class NeighbourList:
     """Reusable full neighbour list; `compute` returns (edge_index [2,E], edge_shift [E,3])."""
 
@@ -37,12 +60,8 @@ class NeighbourList:
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
         if not np.all(np.isfinite(positions)):
             raise MLFFDError("positions contain NaN or infinite values")
-        box = cell.copy()
-        if not pbc.all():
-            if pbc.any() and np.abs(np.linalg.det(cell)) < 1e-12:
-                raise MLFFDError("a periodic direction needs a non-degenerate cell")
-            if not pbc.any():
-                box = np.zeros((3, 3))
+        check_cell(cell, pbc)
+        box = cell if pbc.any() else np.zeros((3, 3))
         i, j, shifts, distances = self._calculator.compute(
             points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd"
         )

@@ -32,13 +32,20 @@ def metadata_text(meta: dict) -> str:
 def read_metadata(path: str | Path) -> dict:
     """Metadata of a frozen model, checked; raises MLFFDError for anything that is not ours."""
     path = Path(path)
+    if path.is_dir():
+        raise MLFFDError(f"{path} is a directory; give the model file (.pt) that `mlffd export` wrote")
     if not path.is_file():
         raise MLFFDError(f"model file {path} does not exist")
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("extra/" + METADATA_JSON)]
+            entries = archive.namelist()
+            names = [n for n in entries if n.endswith("extra/" + METADATA_JSON)]
+            if not names and not any("/code/" in n for n in entries):  # torch.save zips carry no code
+                raise MLFFDError(f"{path} is a PyTorch checkpoint (torch.save), not a frozen mlffd model; freeze a "
+                                 "training run with `mlffd export RUN_DIR -o model.pt`")
             if not names:
-                raise MLFFDError(f"{path} is a TorchScript file but not an mlffd model (no {METADATA_JSON})")
+                raise MLFFDError(f"{path} is a TorchScript file but not an mlffd model (no {METADATA_JSON}); "
+                                 "write models with `mlffd export`")
             meta = json.loads(archive.read(names[0]))
     except zipfile.BadZipFile:
         raise MLFFDError(f"{path} is not an mlffd model (not a TorchScript archive)") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -26,9 +27,11 @@ def load_checkpoint(source: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise MLFFDError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from None
+        raise MLFFDError(f"{path} is not a readable checkpoint ({type(exc).__name__}); give the run folder of "
+                         "`mlffd train` (or its best.pt)") from None
     if not isinstance(payload, dict) or "model_config" not in payload:
-        raise MLFFDError(f"{path} is not an mlffd training checkpoint")
+        raise MLFFDError(f"{path} is not an mlffd training checkpoint; give the run folder of `mlffd train` "
+                         "(or its best.pt)")
     if "ema" in payload:  # the trainer's resumable state: export its EMA weights
         payload = dict(payload, model=payload["ema"])
     return payload
@@ -86,19 +89,44 @@ def freeze(model: StudentPotential, path: str | Path, *, dtype: str = "float64",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
-    scripted = e3nn_compile(model.to(device))
     path = Path(path)
+    _check_overwritable(path)
+    scripted = e3nn_compile(model.to(device))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(
-        scripted, str(path), _extra_files={METADATA_JSON: json.dumps(meta, indent=1), METADATA_TXT: metadata_text(meta)}
-    )
+    # saved next to `path` and renamed over it: a failed save never leaves half a model behind
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    try:
+        torch.jit.save(
+            scripted, tmp, _extra_files={METADATA_JSON: json.dumps(meta, indent=1), METADATA_TXT: metadata_text(meta)}
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return meta
+
+
+def _check_overwritable(path: Path) -> None:
+    """An existing output may be replaced only if it is an mlffd model (a re-export): never a
+    dataset, a training checkpoint or anything else given to -o by mistake."""
+    if path.is_dir():
+        raise MLFFDError(f"output {path} is a directory; give a file name such as {path / 'model.pt'}")
+    if not path.exists():
+        return
+    from export.contract import read_metadata
+
+    try:
+        read_metadata(path)
+    except MLFFDError:
+        raise MLFFDError(f"output {path} exists and is not an mlffd model (a dataset, checkpoint or other file); "
+                         "refusing to overwrite it: choose another -o") from None
 
 
 def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64", device: str = "cpu",
                       use_ops: bool = True) -> dict:
     payload = load_checkpoint(source)
     model = build_student(payload, dtype)
-    extra = {"validation_metrics": payload.get("metrics", {})}
+    extra = {"validation_metrics": payload.get("metrics", {}),
+             "training_temperatures_k": payload.get("training_temperatures_k", [])}
     return freeze(model, out, dtype=dtype, device=device, use_ops=use_ops, teacher=payload.get("teacher"),
                   dataset_fingerprint=payload.get("dataset_fingerprint", ""), extra=extra)

@@ -12,6 +12,10 @@ from export.contract import read_metadata
 
 def load_frozen(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
     meta = read_metadata(path)
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MLFFDError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     on_cuda = device.startswith("cuda")
     if on_cuda and not torch.cuda.is_available():
         raise MLFFDError("device cuda requested but this torch has no CUDA device")

@@ -76,9 +76,10 @@ def lower_triangular(atoms):
     return atoms
 
 
-def write_data(atoms, path, type_elements, title: str = "written by mlffd (lammps_plugin.testing.write_data)") -> None:
+def write_data(atoms, path, type_elements, title: str = "written by mlffd (lammps_plugin.testing.write_data)",
+               atom_ids: bool = True) -> None:
     """LAMMPS data file (atom_style atomic) for a periodic cell already in LAMMPS form; atom type t
-    is element type_elements[t - 1]."""
+    is element type_elements[t - 1]. `atom_ids=False` writes ID 0 everywhere (for `atom_modify id no`)."""
     cell = atoms.cell.array
     if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-12:
         raise MLFFDError("cell must be lower triangular (use lower_triangular(atoms))")
@@ -98,15 +99,18 @@ def write_data(atoms, path, type_elements, title: str = "written by mlffd (lammp
         lines.append(f"{t} {atomic_masses[atomic_numbers[el]]:.17g}")
     lines += ["", "Atoms # atomic", ""]
     for k, (sym, p) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions), start=1):
-        lines.append(f"{k} {type_of[sym]} {p[0]:.17g} {p[1]:.17g} {p[2]:.17g}")
+        lines.append(f"{k if atom_ids else 0} {type_of[sym]} {p[0]:.17g} {p[1]:.17g} {p[2]:.17g}")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
 def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None = None,
                pair_style: str = "mlffd", extra: str = "", processors: str | None = None,
-               workdir: str | Path | None = None, timeout: float = 300) -> dict:
+               workdir: str | Path | None = None, timeout: float = 300, pair_coeff: str | None = None,
+               atom_ids: bool = True) -> dict:
     """Evaluate `atoms` (periodic, LAMMPS-form cell) with pair_style mlffd at `run 0`.
 
+    `pair_coeff` replaces the default `pair_coeff * * model El...` line(s) (e.g. for hybrid
+    styles); `atom_ids=False` runs with `atom_modify id no` (atoms are then matched by position).
     Returns energy, forces [N,3], energies [N] (compute pe/atom), virial [6] (xx yy zz xy xz yz,
     eV) and atom_virial [N,6] (eV), all in the order of `atoms`."""
     from lammps_plugin import plugin_path
@@ -114,24 +118,26 @@ def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None 
     plugin = plugin or plugin_path()
     own = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="mlffd_lmp_") if own else workdir)
-    write_data(atoms, workdir / "data.lmp", type_elements)
+    write_data(atoms, workdir / "data.lmp", type_elements, atom_ids=atom_ids)
+    pair_coeff = pair_coeff or f"pair_coeff * * {model} {' '.join(type_elements)}"
+    key = "id" if atom_ids else "x y z"
     deck = f"""
 units metal
 atom_style atomic
 boundary p p p
-atom_modify map array
+atom_modify {'map array' if atom_ids else 'id no'}
 {f'processors {processors}' if processors else ''}
 read_data data.lmp
 plugin load {plugin}
 pair_style {pair_style}
-pair_coeff * * {model} {' '.join(type_elements)}
+{pair_coeff}
 {extra}
 compute pe all pe/atom
 compute st all stress/atom NULL virial
 compute vir all pressure NULL virial
 thermo_style custom step pe vol c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6]
-dump d all custom 1 forces.dump id fx fy fz c_pe c_st[1] c_st[2] c_st[3] c_st[4] c_st[5] c_st[6]
-dump_modify d sort id format float %.17g
+dump d all custom 1 forces.dump {key} fx fy fz c_pe c_st[1] c_st[2] c_st[3] c_st[4] c_st[5] c_st[6]
+dump_modify d {'sort id' if atom_ids else ''} format float %.17g
 run 0
 print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g) $(c_vir[3]:%.17g) $(c_vir[4]:%.17g) $(c_vir[5]:%.17g) $(c_vir[6]:%.17g)"
 """
@@ -152,7 +158,13 @@ print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g)
         lines = fh.read().splitlines()
     start = lines.index([ln for ln in lines if ln.startswith("ITEM: ATOMS")][0]) + 1
     rows = np.array([[float(v) for v in ln.split()] for ln in lines[start:]])
-    rows = rows[np.argsort(rows[:, 0])]
+    if atom_ids:
+        rows = rows[np.argsort(rows[:, 0])]
+    else:  # no IDs: the atom of each row is the one at its position
+        order = [int(np.argmin(np.linalg.norm(atoms.positions - r[:3], axis=1))) for r in rows]
+        if sorted(order) != list(range(len(atoms))):
+            raise RuntimeError("could not match LAMMPS atoms to the structure by position")
+        rows = np.concatenate([np.zeros((len(rows), 1)), rows[np.argsort(order), 3:]], axis=1)
     result = {
         "energy": pe,
         "forces": rows[:, 1:4],

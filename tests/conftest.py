@@ -23,3 +23,44 @@ def demo_model_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def plugin() -> str:
+    """pair_style mlffd built for this environment (incremental after the first time): its path."""
+    from lammps_plugin.build import build
+
+    return build(jobs=2, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def emt_cu_student(tmp_path_factory):
+    """A tiny student trained on EMT-labelled Cu (rattled and strained 32-atom cells), exported in
+    float64: a smooth potential with an equilibrium near EMT's, for tests that need physics rather
+    than random weights."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from distiller.data.dataset import DatasetWriter
+    from distiller.training.config import TrainConfig
+    from distiller.training.trainer import Trainer
+    from export.freeze import export_checkpoint
+
+    d = tmp_path_factory.mktemp("emt_student")
+    rng = np.random.default_rng(0)
+    with DatasetWriter(d / "cu.h5", "emt", "ase EMT") as writer:
+        for i in range(24):
+            atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat(2)
+            strain = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3)) * (i % 2)
+            atoms.set_cell(atoms.cell.array * (0.97 + 0.06 * rng.random()) @ (0.5 * (strain + strain.T)),
+                           scale_atoms=True)
+            atoms.positions += rng.normal(0.0, 0.03 + 0.07 * rng.random(), atoms.positions.shape)
+            atoms.calc = EMT()
+            atoms.get_stress()
+            writer.append(atoms, sampler="rattle", temperature=600.0, seed=i, key=f"cu/{i}")
+    config = TrainConfig.from_dict({"preset": "tiny", "cutoff": 4.0, "epochs": 30, "batch_size": 4, "lr": 0.01,
+                                    "ema_decay": 0.9, "stress_weight": 10.0, "dtype": "float64"})
+    Trainer(str(d / "cu.h5"), str(d / "run"), config).run(quiet=True)
+    export_checkpoint(d / "run", d / "cu.pt", dtype="float64", use_ops=False)
+    return d / "cu.pt"

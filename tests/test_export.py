@@ -239,3 +239,58 @@ def test_small_cells_and_non_periodic(demo_model_factory):
     cluster.calc = calc
     assert np.isfinite(cluster.get_potential_energy())
     np.testing.assert_allclose(cluster.get_forces().sum(0), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_calculator_under_no_grad_and_inference_mode(demo_model_factory, mode):
+    """Scripts that drive several models often wrap them in torch.no_grad() or
+    torch.inference_mode(): the calculator switches autograd on for itself (its forces are a
+    gradient), built inside the mode or outside, and leaves the caller's mode as it was."""
+    model = str(demo_model_factory(("Si",)))
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = MLFFDCalculator(model)
+    want = [atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress(), atoms.get_potential_energies()]
+    assert np.abs(want[1]).max() > 1e-5
+    context = getattr(torch, mode)
+    outside = MLFFDCalculator(model)
+    with context():
+        for calc in (outside, MLFFDCalculator(model)):
+            copy = atoms.copy()
+            copy.calc = calc
+            got = [copy.get_potential_energy(), copy.get_forces(), copy.get_stress(), copy.get_potential_energies()]
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+        assert not torch.is_grad_enabled()
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode")
+
+
+@pytest.mark.parametrize("cell, pbc", [
+    (np.diag([5.43, 5.43, 0.0]), True),                       # a zero vector
+    ([[5.43, 0, 0], [5.43, 0, 0], [0, 0, 5.43]], True),       # two equal vectors (vesin: "not invertible")
+    ([[5.43, 0, 0], [2.7, 1e-9, 0], [0, 0, 5.43]], True),     # numerically flat
+    ([[5.43, 0, 0], [5.43, 0, 0], [0, 0, 20.0]], [True, True, False]),  # degenerate slab (vesin: SIGFPE)
+])
+def test_zero_volume_periodic_cells_are_refused(demo_model_factory, cell, pbc):
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.set_cell(cell)
+    atoms.pbc = pbc
+    atoms.calc = MLFFDCalculator(str(demo_model_factory(("Si",))))
+    with pytest.raises(MLFFDError, match=r"^the periodic cell has zero volume: .*atoms\.set_cell"):
+        atoms.get_potential_energy()
+
+
+def test_slab_with_zero_vector_along_the_open_direction(demo_model_factory):
+    """Only the periodic vectors must span the cell: a slab periodic in a, b whose c vector is zero
+    gives the numbers of the same slab with any c."""
+    calc = MLFFDCalculator(str(demo_model_factory(("Si",))))
+    slab = bulk("Si", "diamond", 5.43, cubic=True)
+    slab.rattle(0.05, seed=2)
+    slab.pbc = [True, True, False]
+    results = []
+    for c in (0.0, 20.0):
+        slab.set_cell([[5.43, 0, 0], [0, 5.43, 0], [0, 0, c]])
+        slab.calc = calc
+        results.append((slab.get_potential_energy(), slab.get_forces().copy()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-13)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-13)

@@ -227,3 +227,38 @@ def test_existing_foreign_files_left_intact(tmp_path, capsys):
     assert _gen(txt) == 2
     assert "not an HDF5 file" in _one_error_line(capsys)
     assert txt.read_text() == "notes"
+
+
+def test_physics_samplers_cover_volume_strain_and_defects():
+    """volume / elastic / interstitial recipes: the plan without them is unchanged; each frame is
+    what its sampler promises."""
+    from ase.geometry import get_distances
+
+    from distiller.data.sampling import sample_elastic, sample_interstitial, sample_volume
+
+    systems = load_systems(["si:1x1x1"])
+    base = plan_recipes(systems, 40, [300, 900], seed=1, md_fraction=0.2)
+    assert plan_recipes(systems, 40, [300, 900], seed=1, md_fraction=0.2, fractions={}) == base
+    plan = plan_recipes(systems, 40, [300, 900], seed=1, md_fraction=0.2,
+                        fractions={"volume": 0.1, "elastic": 0.15, "interstitial": 0.05})
+    counts = {s: sum(r.sampler == s for r in plan) for s in ("volume", "elastic", "interstitial", "md")}
+    assert counts == {"volume": 4, "elastic": 6, "interstitial": 2, "md": 8} and len({r.key for r in plan}) == 40
+    image = systems[0].images[0]
+    for r in plan:
+        if r.sampler == "volume":
+            ratio = sample_volume(image, r).get_volume() / image.get_volume()
+            assert 0.9 - 1e-9 <= ratio <= 1.1 + 1e-9 and ratio != 1.0
+        elif r.sampler == "elastic":
+            atoms = sample_elastic(image, r)
+            strain = np.linalg.solve(image.cell[:], atoms.cell[:]) - np.eye(3)
+            assert np.count_nonzero(np.abs(strain) > 1e-12) in (1, 2)  # one normal or one shear pair
+            assert np.allclose(atoms.get_scaled_positions(), image.get_scaled_positions())  # no rattle
+        elif r.sampler == "interstitial":
+            atoms = sample_interstitial(image, r)
+            assert len(atoms) == len(image) + 1
+            _, d = get_distances(atoms.positions[-1:], image.positions, cell=image.cell, pbc=True)
+            assert d.min() > 1.8  # the emptiest spot of diamond Si is ~2.35 A from its neighbours
+    with pytest.raises(MLFFDError, match="unknown sampler"):
+        plan_recipes(systems, 10, [300], fractions={"bubbles": 0.1})
+    with pytest.raises(MLFFDError, match="must not add up to more than 1"):
+        plan_recipes(systems, 10, [300], md_fraction=0.5, fractions={"volume": 0.6})

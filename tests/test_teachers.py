@@ -183,3 +183,29 @@ def test_orb_direct_random_checkpoints(tmp_path, monkeypatch, no_orb_env):
     a.calc = calc2
     assert np.isfinite(a.get_potential_energy()) and np.isfinite(a.get_forces()).all()
     assert np.isfinite(a.get_stress()).all()
+
+
+def test_a_registered_teacher_is_usable_everywhere(tmp_path):
+    """A new teacher is a loader plus one `register_teacher` line: generate and validate find it."""
+    from ase.calculators.emt import EMT
+
+    from distiller.data.dataset import open_dataset
+    from distiller.data.generate import generate_dataset
+    from distiller.teachers.registry import TEACHERS, TeacherCalculator, TeacherSpec, register_teacher
+
+    def load(spec, device, **options):
+        return TeacherCalculator(EMT(), teacher_name=spec.name, teacher_version="ase EMT", elements=spec.elements,
+                                 conservative=True)
+
+    register_teacher(TeacherSpec("test-emt", "ase", "ase", True, ("Cu",), "EMT as a teacher (test)", load,
+                                 lambda spec: (True, "analytic")))
+    try:
+        assert teacher_info("test-emt")["available"] is True
+        generate_dataset(tmp_path / "d.h5", "test-emt", ["cu"], 3, temperatures=[300.0], md_fraction=0.0,
+                         progress=False)
+        ds = open_dataset(tmp_path / "d.h5")
+        assert len(ds) == 3 and ds.metadata["teacher_name"] == "test-emt"
+        with pytest.raises(ValueError, match="registered twice"):
+            register_teacher(TEACHERS["test-emt"])
+    finally:
+        TEACHERS.pop("test-emt")

@@ -34,6 +34,8 @@ def _generate(args) -> int:
         md_stride=args.md_stride,
         vacancy_fraction=args.vacancy_fraction,
         pair_fraction=args.pair_fraction,
+        fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
+                   "interstitial": args.interstitial_fraction},
         device=args.device,
         teacher_options=options,
         progress=not args.no_progress,
@@ -72,7 +74,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--teacher", default="sevennet-0", help="teacher name (see `mlffd teachers`); default sevennet-0")
     p.add_argument("--system", action="append", required=True,
-                   help="built-in system (si, cu, sio2, ge, al; optional supercell like si:1x1x1) or a "
+                   help="built-in system (si, cu, sio2, ge, al, licoo2; optional supercell like si:1x1x1) or a "
                         "structure file; repeat for several")
     p.add_argument("--frames", type=int, required=True, help="total number of frames of the plan")
     p.add_argument("--out", required=True, help="output HDF5 dataset (created or resumed)")
@@ -81,6 +83,12 @@ def register(subparsers) -> None:
     p.add_argument("--md-fraction", type=float, default=0.2, help="share of frames from teacher MD (default 0.2)")
     p.add_argument("--md-stride", type=int, default=10, help="MD steps between kept frames (default 10)")
     p.add_argument("--vacancy-fraction", type=float, default=0.0, help="share of single-vacancy frames (default 0)")
+    p.add_argument("--volume-fraction", type=float, default=0.0,
+                   help="share of isotropically scaled cells, +-10 %% volume (the EOS; default 0)")
+    p.add_argument("--elastic-fraction", type=float, default=0.0,
+                   help="share of single-component strains up to 3 %% normal / 5 %% shear, unrattled (default 0)")
+    p.add_argument("--interstitial-fraction", type=float, default=0.0,
+                   help="share of frames with one extra atom at the emptiest spot (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
     p.add_argument("--device", default="cpu")

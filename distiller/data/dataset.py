@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from distiller.errors import MLFFDError
+from distiller.neighbours import check_cell
 
 FORMAT = "mlffd-dataset"
 SCHEMA_VERSION = 1
@@ -79,11 +80,20 @@ def _mlffd_version() -> str:
 
 
 def _open_for_read(path: Path) -> h5py.File:
-    """Open read-only; SWMR first (works while a writer runs and after a crashed writer)."""
+    """Open read-only: a plain open first, SWMR read mode for a file that a writer holds open or a
+    killed writer left flagged (the plain open refuses those). The plain open also refuses a
+    truncated file at once, where an SWMR reader retries its reads for many minutes."""
     try:
-        return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
-    except OSError:
         return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "truncated file" in str(exc):
+            raise _truncated(path) from None
+        return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+
+
+def _truncated(path: Path) -> MLFFDError:
+    return MLFFDError(f"{path} is truncated (shorter than its HDF5 header says: an interrupted copy or a full "
+                      "disk?); copy it again or regenerate it")
 
 
 def _check_file(path: Path) -> None:
@@ -370,6 +380,8 @@ class DatasetWriter:
         try:
             f = h5py.File(self.path, "a", libver="latest", locking=False)
         except OSError as exc:
+            if "truncated file" in str(exc):
+                raise _truncated(self.path) from None
             if "already open for write" not in str(exc) and "consistency flags" not in str(exc):
                 raise MLFFDError(f"cannot open {self.path} for writing: {exc}") from None
             # left by a killed writer (we hold the lock, so nobody is writing): rebuild it
@@ -481,6 +493,10 @@ class DatasetWriter:
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         if not np.isfinite(positions).all():
             raise MLFFDError(f"frame {key!r} has non-finite positions")
+        try:  # a frame no neighbour list can take must not enter the file
+            check_cell(atoms.get_cell()[:], atoms.get_pbc())
+        except MLFFDError as exc:
+            raise MLFFDError(f"frame {key!r}: {exc}") from None
         vel = (
             np.full((n, 3), np.nan) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(n, 3)
         )
@@ -573,14 +589,23 @@ def export_extxyz(path: str | os.PathLike, out: str | os.PathLike) -> int:
     import ase.io
 
     ds = open_dataset(path)
+    out = Path(out)
+    # never write text over a dataset (the input itself, or any other HDF5 file)
+    if out.exists() and (out.resolve() == Path(path).resolve() or h5py.is_hdf5(str(out))):
+        raise MLFFDError(f"{out} is an HDF5 dataset; refusing to overwrite it with extended XYZ (choose another "
+                         "output file, e.g. frames.extxyz)")
     images = [ds.to_atoms(i) for i in range(len(ds))]
     meta = ds.metadata
     for a in images:
         a.info["teacher"] = meta["teacher_name"]
         a.info["teacher_version"] = meta["teacher_version"]
-    try:
-        ase.io.write(str(out), images, format="extxyz")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:  # written next to `out` and renamed over it, so a failure leaves no half-written file
+        ase.io.write(str(tmp), images, format="extxyz")
+        os.replace(tmp, out)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise MLFFDError(f"cannot write {out}: {exc.strerror or exc}") from None
     return len(images)
 
@@ -594,14 +619,30 @@ def import_extxyz(
     """Append labelled frames (energy + forces required) from an ASE-readable file to a dataset."""
     import ase.io
 
+    from ase.io.formats import UnknownFileTypeError
+
     try:
         images = ase.io.read(str(path), index=":")
     except FileNotFoundError:
         raise MLFFDError(f"file not found: {path}") from None
+    except UnknownFileTypeError as exc:
+        raise MLFFDError(f"cannot read {path}: ASE does not know the file type {str(exc)!r}; give an extended XYZ "
+                         "file (.extxyz or .xyz) with energies and forces") from None
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for bad files
         raise MLFFDError(f"cannot read {path}: {exc}") from None
     if not images:
         raise MLFFDError(f"{path} holds no structures")
+    # every structure is checked before the first is written: a refused import leaves the dataset as it was
+    for i, a in enumerate(images):
+        results = a.calc.results if a.calc is not None else {}
+        if "energy" not in results or "forces" not in results:
+            raise MLFFDError(f"{path}: structure {i} has no energy and forces")
+        if not all(np.isfinite(v).all() for v in (a.positions, results["energy"], results["forces"])):
+            raise MLFFDError(f"{path}: structure {i} has NaN or infinite positions or labels")
+        try:
+            check_cell(a.cell.array, a.pbc)
+        except MLFFDError as exc:
+            raise MLFFDError(f"{path}: structure {i}: {exc}") from None
     first = images[0].info
     teacher_name = teacher_name or str(first.get("teacher", "external"))
     teacher_version = teacher_version or str(first.get("teacher_version", "unknown"))
@@ -610,8 +651,6 @@ def import_extxyz(
     with DatasetWriter(out, teacher_name, teacher_version) as w:
         done = w.keys()
         for i, a in enumerate(images):
-            if a.calc is None or "energy" not in a.calc.results or "forces" not in a.calc.results:
-                raise MLFFDError(f"{path}: structure {i} has no energy and forces")
             key = str(a.info.get("key", f"import/{stem}/{i}"))
             if key in done:
                 continue

@@ -17,13 +17,19 @@ from distiller.data.dataset import DatasetWriter, open_dataset
 from distiller.data.sampling import (
     MDState,
     plan_recipes,
+    sample_elastic,
+    sample_interstitial,
     sample_md,
     sample_pair,
     sample_rattle,
     sample_strain,
     sample_vacancy,
+    sample_volume,
     atoms_to_state,
 )
+
+ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
+                     "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
 from distiller.data.systems import load_systems, validate_atoms
 from distiller.errors import MLFFDError
 
@@ -63,6 +69,7 @@ def generate_dataset(
     md_stride: int = 10,
     vacancy_fraction: float = 0.0,
     pair_fraction: float = 0.0,
+    fractions: dict | None = None,
     device: str = "cpu",
     teacher_options: dict | None = None,
     calculator=None,
@@ -71,7 +78,8 @@ def generate_dataset(
 ) -> dict:
     """Make sure `out` holds every frame of the plan; returns a small report dict.
 
-    `calculator` may be an already loaded teacher (from `load_teacher(teacher)`) to save the load.
+    `calculator` may be an already loaded teacher (from `load_teacher(teacher)`) to save the load;
+    `fractions` the shares of the volume, elastic and interstitial samplers (distiller.data.sampling).
     """
     from distiller.teachers.registry import load_teacher, teacher_elements
 
@@ -84,7 +92,8 @@ def generate_dataset(
         for i, a in enumerate(s.images):
             validate_atoms(a, f"system {s.source}" + (f" (structure {i})" if len(s.images) > 1 else ""),
                            covered, teacher)
-    plan = plan_recipes(syss, frames, list(temperatures), seed, md_fraction, vacancy_fraction, pair_fraction)
+    plan = plan_recipes(syss, frames, list(temperatures), seed, md_fraction, vacancy_fraction, pair_fraction,
+                        fractions)
     by_name = {s.name: s for s in syss}
     check_output_writable(out)
 
@@ -146,8 +155,7 @@ def generate_dataset(
                     atoms = sample_pair(image, r, seed)
                     atoms.calc = calc
                 else:
-                    sampler = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy}[r.sampler]
-                    atoms = sampler(image, r)
+                    atoms = ONE_SHOT_SAMPLERS[r.sampler](image, r)
                     atoms.calc = calc
                 # labels of the final positions (cached by the calculator after MD)
                 atoms.get_potential_energy()

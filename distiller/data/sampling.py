@@ -11,6 +11,12 @@ Samplers (teacher calls per frame):
 - strain  (1): random symmetric cell strain, |e_ij| <= 0.02 + 0.02 * min(T/1500 K, 1), atoms
                scaled with the cell, then a rattle of half the sigma above;
 - vacancy (1): one random atom removed, then a rattle (optional, --vacancy-fraction);
+- interstitial (1): one atom (a random element of the cell) added at the emptiest of 256 random
+               points, then a rattle of half the sigma above (--interstitial-fraction);
+- volume  (1): the cell scaled isotropically to +-10 % volume, then a rattle of half the sigma
+               above: the equation of state (--volume-fraction);
+- elastic (1): one Voigt strain component (cycling through the six), up to 3 % normal or 5 %
+               shear, no rattle: clean stress-strain and internal-strain labels (--elastic-fraction);
 - md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps;
 - pair    (1 each): a rattled frame (key ...a) and its copy displaced by PAIR_STEP RMS per atom
                along a random direction (key ...b): the teacher's force difference is a
@@ -28,7 +34,11 @@ from ase import Atoms, units
 from distiller.data.systems import MIN_DISTANCE, System, min_distance
 from distiller.errors import MLFFDError
 
-SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair")
+SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial")
+# Samplers whose share is given by `fractions` (the others have their own arguments).
+EXTRA_SAMPLERS = ("volume", "elastic", "interstitial")
+VOLUME_SPAN = 0.10
+ELASTIC_MAX = (0.03, 0.05)  # normal, shear
 PAIR_STEP = 0.01  # Angstrom, RMS displacement per atom between the two frames of a pair
 
 
@@ -66,8 +76,10 @@ def plan_recipes(
     md_fraction: float = 0.2,
     vacancy_fraction: float = 0.0,
     pair_fraction: float = 0.0,
+    fractions: dict | None = None,
 ) -> list[Recipe]:
-    """The deterministic list of `frames` recipes for these settings."""
+    """The deterministic list of `frames` recipes for these settings; `fractions` gives the shares of
+    the EXTRA_SAMPLERS (a plan without them is the same as before they existed)."""
     if frames < 1:
         raise MLFFDError(f"--frames must be at least 1, got {frames}")
     if not systems:
@@ -79,22 +91,31 @@ def plan_recipes(
             raise MLFFDError(f"temperature must be in (0, 10000] K, got {t}")
     if len(set(temperatures)) != len(temperatures):
         raise MLFFDError("temperatures must be distinct")
-    for name, v in (("md fraction", md_fraction), ("vacancy fraction", vacancy_fraction),
-                    ("pair fraction", pair_fraction)):
+    fractions = dict(fractions or {})
+    unknown = sorted(set(fractions) - set(EXTRA_SAMPLERS))
+    if unknown:
+        raise MLFFDError(f"unknown sampler(s) {', '.join(unknown)} (fractions are for {', '.join(EXTRA_SAMPLERS)})")
+    shares = {"md": md_fraction, "vacancy": vacancy_fraction, "pair": pair_fraction, **fractions}
+    for name, v in shares.items():
         if not 0.0 <= v <= 1.0:
-            raise MLFFDError(f"{name} must be between 0 and 1, got {v}")
-    if md_fraction + vacancy_fraction + pair_fraction > 1.0:
-        raise MLFFDError("md + vacancy + pair fractions must not exceed 1")
+            raise MLFFDError(f"{name} fraction must be between 0 and 1, got {v}")
+    if sum(shares.values()) > 1.0 + 1e-9:
+        raise MLFFDError(f"the sampler fractions ({', '.join(shares)}) must not add up to more than 1")
 
     n_md = int(round(frames * md_fraction))
     n_vac = min(int(round(frames * vacancy_fraction)), frames - n_md)
     n_pair = 2 * (min(int(round(frames * pair_fraction)), frames - n_md - n_vac) // 2)
-    n_rest = frames - n_md - n_vac - n_pair
+    n_extra = {}
+    for name in EXTRA_SAMPLERS:
+        n_extra[name] = min(int(round(frames * fractions.get(name, 0.0))),
+                            frames - n_md - n_vac - n_pair - sum(n_extra.values()))
+    n_rest = frames - n_md - n_vac - n_pair - sum(n_extra.values())
     n_strain = n_rest // 2
     n_rattle = n_rest - n_strain
     groups = [(s, t) for s in systems for t in temperatures]
     streams: list[list[Recipe]] = []
-    for sampler, count in (("rattle", n_rattle), ("strain", n_strain), ("vacancy", n_vac), ("md", n_md)):
+    one_shot = [("rattle", n_rattle), ("strain", n_strain), ("vacancy", n_vac), ("md", n_md)]
+    for sampler, count in one_shot + [(name, n_extra[name]) for name in EXTRA_SAMPLERS]:
         for g, ((system, t), c) in enumerate(zip(groups, _split(count, len(groups)))):
             stream = []
             prev = None
@@ -184,6 +205,46 @@ def sample_vacancy(image: Atoms, recipe: Recipe) -> Atoms:
     if len(atoms) > 2:
         del atoms[int(rng.integers(len(atoms)))]
     return _rattled(atoms, rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def sample_volume(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    if not np.all(image.pbc) or image.cell.rank < 3:
+        raise MLFFDError(f"{recipe.key}: volume frames need a cell periodic in x, y and z")
+    atoms = image.copy()
+    scale = (1.0 + rng.uniform(-VOLUME_SPAN, VOLUME_SPAN)) ** (1.0 / 3.0)
+    atoms.set_cell(image.cell[:] * scale, scale_atoms=True)
+    return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
+
+
+def sample_elastic(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    if not np.all(image.pbc) or image.cell.rank < 3:
+        raise MLFFDError(f"{recipe.key}: elastic frames need a cell periodic in x, y and z")
+    component = recipe.index % 6
+    magnitude = rng.uniform(0.002, ELASTIC_MAX[component >= 3]) * rng.choice([-1.0, 1.0])
+    eps = np.zeros((3, 3))
+    if component < 3:
+        eps[component, component] = magnitude
+    else:
+        a, b = ((1, 2), (0, 2), (0, 1))[component - 3]
+        eps[a, b] = eps[b, a] = magnitude / 2.0  # engineering shear strain
+    atoms = image.copy()
+    atoms.set_cell(image.cell[:] @ (np.eye(3) + eps), scale_atoms=True)
+    return atoms
+
+
+def sample_interstitial(image: Atoms, recipe: Recipe) -> Atoms:
+    from ase.geometry import get_distances
+
+    rng = np.random.default_rng(recipe.seed)
+    candidates = rng.uniform(size=(256, 3)) @ image.cell[:]
+    _, d = get_distances(candidates, image.positions, cell=image.cell, pbc=image.pbc)
+    site = candidates[int(np.argmax(d.min(axis=1)))]
+    atoms = image.copy()
+    atoms.append(int(rng.choice(np.unique(image.numbers))))
+    atoms.positions[-1] = site
+    return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
 
 
 def md_timestep(atoms: Atoms) -> float:

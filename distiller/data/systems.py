@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from distiller.errors import MLFFDError
+from distiller.neighbours import check_cell
 
 MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
 
@@ -56,6 +57,16 @@ def _sio2():
     )  # 9 atoms
 
 
+def _licoo2():
+    from ase.spacegroup import crystal
+
+    # layered LiCoO2, R-3m (166), hexagonal setting: a = 2.816 A, c = 14.05 A, Li 3a (0,0,0),
+    # Co 3b (0,0,1/2), O 6c (0,0,0.2396) (Akimoto, Gotoh, Oosawa, J. Solid State Chem. 141, 298
+    # (1998)): Co-O 1.92 A, Li-O 2.09 A; Li moves within its layers (a mobile-ion ternary)
+    return crystal(["Li", "Co", "O"], basis=[(0, 0, 0), (0, 0, 0.5), (0, 0, 0.2396)], spacegroup=166,
+                   cellpar=[2.816, 2.816, 14.05, 90, 90, 120])  # 12 atoms
+
+
 # name -> (builder, default supercell, description)
 BUILTIN_SYSTEMS = {
     "si": (_si, (2, 2, 2), "diamond Si, a=5.431 A, 2x2x2 conventional cells (64 atoms)"),
@@ -63,7 +74,33 @@ BUILTIN_SYSTEMS = {
     "sio2": (_sio2, (2, 2, 1), "alpha quartz SiO2, 2x2x1 hexagonal cells (36 atoms)"),
     "ge": (_ge, (2, 2, 2), "diamond Ge, a=5.658 A, 2x2x2 conventional cells (64 atoms)"),
     "al": (_al, (2, 2, 2), "fcc Al, a=4.05 A, 2x2x2 conventional cells (32 atoms)"),
+    "licoo2": (_licoo2, (2, 2, 1), "layered LiCoO2 (R-3m), 2x2x1 hexagonal cells (48 atoms)"),
 }
+
+# Primitive cells of the built-ins whose unit cell above is a conventional (non-primitive) one, at
+# the same lattice constant: phonon bands are read in the primitive cell's Brillouin zone.
+PRIMITIVE_CELLS = {
+    "si": lambda: _bulk_primitive("Si", "diamond", 5.431),
+    "ge": lambda: _bulk_primitive("Ge", "diamond", 5.658),
+    "cu": lambda: _bulk_primitive("Cu", "fcc", 3.615),
+    "al": lambda: _bulk_primitive("Al", "fcc", 4.05),
+}
+
+
+def _bulk_primitive(symbol: str, structure: str, a: float) -> Atoms:
+    from ase.build import bulk
+
+    return bulk(symbol, structure, a=a)
+
+
+# The built-in that a model with exactly these elements was most likely distilled on.
+_BUILTIN_BY_ELEMENTS = {("Si",): "si", ("Cu",): "cu", ("Ge",): "ge", ("Al",): "al", ("O", "Si"): "sio2",
+                        ("Co", "Li", "O"): "licoo2"}
+
+
+def builtin_for_elements(elements) -> str | None:
+    return _BUILTIN_BY_ELEMENTS.get(tuple(sorted(elements)))
+
 
 _SPEC = re.compile(r"^([a-z0-9_]+)(?::(\d+)x(\d+)x(\d+))?$")
 
@@ -106,8 +143,10 @@ def validate_atoms(atoms: Atoms, where: str, elements: set[str] | None = None, t
         raise MLFFDError(f"{where}: structure has non-finite (NaN/inf) positions")
     if not np.isfinite(atoms.cell[:]).all():
         raise MLFFDError(f"{where}: cell has non-finite values")
-    if np.any(atoms.pbc) and atoms.cell.rank < int(np.sum(atoms.pbc)):
-        raise MLFFDError(f"{where}: periodic structure with a degenerate cell")
+    try:
+        check_cell(atoms.cell.array, atoms.pbc)
+    except MLFFDError as exc:
+        raise MLFFDError(f"{where}: {exc}") from None
     d = min_distance(atoms)
     if d < MIN_DISTANCE:
         raise MLFFDError(f"{where}: atoms closer than {MIN_DISTANCE} A (shortest distance {d:.3f} A)")
@@ -145,9 +184,13 @@ def load_system(spec: str) -> System:
     if path.stat().st_size == 0:
         raise MLFFDError(f"structure file {spec} is empty")
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     try:
         images = ase.io.read(str(path), index=":")
+    except UnknownFileTypeError as exc:
+        raise MLFFDError(f"cannot read structure file {spec}: ASE does not know the file type {str(exc)!r}; "
+                         "give a structure file ASE reads (.xyz, .extxyz, .cif, POSCAR, ...)") from None
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MLFFDError(f"cannot read structure file {spec}: {msg}") from None

@@ -3,6 +3,9 @@
 Every teacher is a real `ase.calculators.calculator.Calculator` that delegates to the package's own
 calculator and returns energy (eV), forces (eV/A) and, for periodic cells, stress in ASE's
 convention (Voigt xx,yy,zz,yz,xz,xy; eV/A^3; stress = (1/V) dE/dstrain).
+
+A new teacher is a loader function and a weights finder in this file plus one `register_teacher`
+line at the bottom; nothing else in mlffd names teachers.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -45,8 +49,8 @@ class TeacherSpec:
     conservative: bool
     elements: tuple[str, ...]
     note: str
-    loader: str  # name of the function in this module
-    extra: dict = field(default_factory=dict)
+    load: Callable[..., "TeacherCalculator"]  # load(spec, device, **options)
+    weights: Callable[["TeacherSpec"], tuple[bool, str]]  # (available, where they are or how to get them)
 
 
 class TeacherCalculator(Calculator):
@@ -139,14 +143,14 @@ def _require(spec: TeacherSpec) -> None:
 # ---------------------------------------------------------------------------------- SevenNet
 
 
-def _sevennet_weights() -> str | None:
+def _sevennet_weights(spec: TeacherSpec) -> tuple[bool, str]:
     try:
         from sevenn.util import pretrained_name_to_path
 
         path = pretrained_name_to_path("7net-0")
-        return path if os.path.isfile(path) else None
-    except Exception:  # noqa: BLE001
-        return None
+    except Exception:  # noqa: BLE001 - not installed, or a layout this version does not know
+        return False, "not found"
+    return (True, path) if os.path.isfile(path) else (False, "not found")
 
 
 def _load_sevennet(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
@@ -171,13 +175,13 @@ def _load_sevennet(spec: TeacherSpec, device: str, **options) -> TeacherCalculat
 # ---------------------------------------------------------------------------------- CHGNet
 
 
-def _chgnet_weights() -> str | None:
-    spec = importlib.util.find_spec("chgnet")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = Path(list(spec.submodule_search_locations)[0]) / "pretrained" / "0.3.0"
+def _chgnet_weights(spec: TeacherSpec) -> tuple[bool, str]:
+    found = importlib.util.find_spec("chgnet")
+    if found is None or not found.submodule_search_locations:
+        return False, "not found"
+    root = Path(list(found.submodule_search_locations)[0]) / "pretrained" / "0.3.0"
     files = sorted(root.glob("*.pth.tar")) if root.is_dir() else []
-    return str(files[0]) if files else None
+    return (True, str(files[0])) if files else (False, "not found")
 
 
 def _load_chgnet(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
@@ -225,6 +229,13 @@ def orb_checkpoint(name: str, checkpoint: str | None = None) -> tuple[str | None
     if directory:
         return str(Path(directory) / ORB_CHECKPOINT_FILES[name]), "$MLFFD_ORB_CHECKPOINT_DIR"
     return None, "none configured"
+
+
+def _orb_weights(spec: TeacherSpec) -> tuple[bool, str]:
+    path, source = orb_checkpoint(spec.name)
+    if path is None:
+        return False, f"set {orb_env_var(spec.name)} or MLFFD_ORB_CHECKPOINT(_DIR)"
+    return os.path.isfile(path), f"{path} ({source})" + ("" if os.path.isfile(path) else " missing")
 
 
 def _orb_missing_message(name: str) -> str:
@@ -285,6 +296,13 @@ def _load_orb(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
 # ---------------------------------------------------------------------------------- MACE
 
 
+def _mace_weights(spec: TeacherSpec) -> tuple[bool, str]:
+    path = os.environ.get("MLFFD_MACE_MODEL")
+    if not path:
+        return False, "pass model_path=PATH or set MLFFD_MACE_MODEL"
+    return os.path.isfile(path), path
+
+
 def _load_mace(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
     _reject_options(spec, options, {"model_path", "default_dtype"})
     _require(spec)
@@ -311,6 +329,18 @@ def _load_mace(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
     )
 
 
+# ---------------------------------------------------------------------------------- EMT
+
+
+def _load_emt(spec: TeacherSpec, device: str, **options) -> TeacherCalculator:
+    _reject_options(spec, options, set())
+    import ase
+    from ase.calculators.emt import EMT
+
+    return TeacherCalculator(EMT(), teacher_name=spec.name, teacher_version=f"ase {ase.__version__} EMT",
+                             elements=spec.elements, conservative=True)
+
+
 def _reject_options(spec: TeacherSpec, options: dict, allowed: set[str]) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -322,49 +352,50 @@ def _reject_options(spec: TeacherSpec, options: dict, allowed: set[str]) -> None
 
 # ---------------------------------------------------------------------------------- registry
 
+TEACHERS: dict[str, TeacherSpec] = {}
+
+
+def register_teacher(spec: TeacherSpec) -> TeacherSpec:
+    if spec.name in TEACHERS:
+        raise ValueError(f"teacher {spec.name!r} is registered twice")
+    TEACHERS[spec.name] = spec
+    return spec
+
+
 _ORB_NOTE = "no weights in the wheel; needs a local checkpoint"
-TEACHERS: dict[str, TeacherSpec] = {
-    s.name: s
-    for s in [
-        TeacherSpec(
-            "sevennet-0", "sevenn", "sevenn", True, tuple(_SEVENNET0_ELEMENTS),
-            "SevenNet-0 (11Jul2024), MPtrj/PBE, cutoff 5 A; weights ship in the wheel (offline default)",
-            "_load_sevennet",
-        ),
-        TeacherSpec(
-            "chgnet", "chgnet", "chgnet", True, tuple(_CHGNET_ELEMENTS),
-            "CHGNet 0.3.0, MPtrj/PBE; weights ship in the wheel; stress converted GPa -> eV/A^3",
-            "_load_chgnet",
-        ),
-        TeacherSpec(
-            "orb-v3-conservative-inf-omat", "orb-models", "orb_models", True, tuple(_ORB_ELEMENTS),
-            f"Orb-v3 conservative, unlimited neighbours, OMat24; {_ORB_NOTE}", "_load_orb",
-        ),
-        TeacherSpec(
-            "orb-v3-conservative-20-omat", "orb-models", "orb_models", True, tuple(_ORB_ELEMENTS),
-            f"Orb-v3 conservative, 20 neighbours, OMat24; {_ORB_NOTE}", "_load_orb",
-        ),
-        TeacherSpec(
-            "orb-v3-direct-20-omat", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
-            f"Orb-v3 direct forces (not conservative), 20 neighbours, OMat24; {_ORB_NOTE}", "_load_orb",
-        ),
-        TeacherSpec(
-            "orb-v3-direct-inf-omat", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
-            f"Orb-v3 direct forces (not conservative), unlimited neighbours, OMat24; {_ORB_NOTE}",
-            "_load_orb",
-        ),
-        TeacherSpec(
-            "orb-v2", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
-            f"Orb-v2 direct forces (not conservative), MPtrj+Alexandria; {_ORB_NOTE}", "_load_orb",
-        ),
-        TeacherSpec(
-            "mace", "mace-torch", "mace", True, tuple(chemical_symbols[1:]),
-            "MACE from a local .model file (option model_path or $MLFFD_MACE_MODEL); optional, "
-            "mace-torch pins e3nn 0.4.4 so it needs its own environment",
-            "_load_mace",
-        ),
-    ]
-}
+register_teacher(TeacherSpec(
+    "sevennet-0", "sevenn", "sevenn", True, tuple(_SEVENNET0_ELEMENTS),
+    "SevenNet-0 (11Jul2024), MPtrj/PBE, cutoff 5 A; weights ship in the wheel (offline default)",
+    _load_sevennet, _sevennet_weights))
+register_teacher(TeacherSpec(
+    "chgnet", "chgnet", "chgnet", True, tuple(_CHGNET_ELEMENTS),
+    "CHGNet 0.3.0, MPtrj/PBE; weights ship in the wheel; stress converted GPa -> eV/A^3",
+    _load_chgnet, _chgnet_weights))
+register_teacher(TeacherSpec(
+    "orb-v3-conservative-inf-omat", "orb-models", "orb_models", True, tuple(_ORB_ELEMENTS),
+    f"Orb-v3 conservative, unlimited neighbours, OMat24; {_ORB_NOTE}", _load_orb, _orb_weights))
+register_teacher(TeacherSpec(
+    "orb-v3-conservative-20-omat", "orb-models", "orb_models", True, tuple(_ORB_ELEMENTS),
+    f"Orb-v3 conservative, 20 neighbours, OMat24; {_ORB_NOTE}", _load_orb, _orb_weights))
+register_teacher(TeacherSpec(
+    "orb-v3-direct-20-omat", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
+    f"Orb-v3 direct forces (not conservative), 20 neighbours, OMat24; {_ORB_NOTE}", _load_orb, _orb_weights))
+register_teacher(TeacherSpec(
+    "orb-v3-direct-inf-omat", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
+    f"Orb-v3 direct forces (not conservative), unlimited neighbours, OMat24; {_ORB_NOTE}", _load_orb,
+    _orb_weights))
+register_teacher(TeacherSpec(
+    "orb-v2", "orb-models", "orb_models", False, tuple(_ORB_ELEMENTS),
+    f"Orb-v2 direct forces (not conservative), MPtrj+Alexandria; {_ORB_NOTE}", _load_orb, _orb_weights))
+register_teacher(TeacherSpec(
+    "mace", "mace-torch", "mace", True, tuple(chemical_symbols[1:]),
+    "MACE from a local .model file (option model_path or $MLFFD_MACE_MODEL); optional, "
+    "mace-torch pins e3nn 0.4.4 so it needs its own environment",
+    _load_mace, _mace_weights))
+register_teacher(TeacherSpec(
+    "emt", "ase", "ase", True, ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au"),
+    "ASE's EMT: analytic and instant, fcc metals (H, C, N, O for tests only); for trying the pipeline and "
+    "for tests, not a foundation model", _load_emt, lambda spec: (True, "analytic, no weights")))
 
 
 def _spec(name: str) -> TeacherSpec:
@@ -374,31 +405,11 @@ def _spec(name: str) -> TeacherSpec:
     return spec
 
 
-def _weights_available(spec: TeacherSpec) -> tuple[bool, str]:
-    if spec.name == "sevennet-0":
-        path = _sevennet_weights() if _installed("sevenn") else None
-        return path is not None, path or "not found"
-    if spec.name == "chgnet":
-        path = _chgnet_weights()
-        return path is not None, path or "not found"
-    if spec.loader == "_load_orb":
-        path, source = orb_checkpoint(spec.name)
-        if path is None:
-            return False, f"set {orb_env_var(spec.name)} or MLFFD_ORB_CHECKPOINT(_DIR)"
-        return os.path.isfile(path), f"{path} ({source})" + ("" if os.path.isfile(path) else " missing")
-    if spec.name == "mace":
-        path = os.environ.get("MLFFD_MACE_MODEL")
-        if not path:
-            return False, "pass model_path=PATH or set MLFFD_MACE_MODEL"
-        return os.path.isfile(path), path
-    return False, "unknown"
-
-
 def teacher_info(name: str) -> dict:
     """What is known about a teacher without loading it."""
     spec = _spec(name)
     installed = _installed(spec.module)
-    weights, where = _weights_available(spec)
+    weights, where = spec.weights(spec) if installed else (False, "not found")
     return {
         "name": spec.name,
         "package": spec.package,
@@ -429,5 +440,4 @@ def load_teacher(name: str, device: str = "cpu", **options) -> TeacherCalculator
     _require(spec)
     if device not in ("cpu",) and not str(device).startswith(("cuda", "mps")):
         raise MLFFDError(f"unknown device {device!r} (cpu, cuda, cuda:N)")
-    loader = globals()[spec.loader]
-    return loader(spec, device, **options)
+    return spec.load(spec, device, **options)

@@ -49,6 +49,9 @@ class TrainConfig:
     # weight of mse((dF_student - dF_teacher) / step), eV^2/A^4; 0 switches it off.
     hessian_weight: float = 0.0
     valid_fraction: float = 0.1
+    # Warm start: a run folder or checkpoint whose weights and energy statistics the model starts
+    # from (active learning retrains each round from the last); the architecture must match.
+    init_from: Optional[str] = None
     seed: int = 0
     threads: Optional[int] = None
     dtype: str = "float32"
@@ -71,6 +74,13 @@ class TrainConfig:
             raise MLFFDError("valid_fraction must be between 0 and 1")
         if self.epochs is None and self.time_budget_minutes is None:
             raise MLFFDError("give epochs or time_budget_minutes")
+        if self.epochs is not None and self.epochs < 1:
+            raise MLFFDError(f"epochs must be at least 1, got {self.epochs}")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise MLFFDError(f"the time budget must be more than 0 minutes, got {self.time_budget_minutes}")
+        for key in ("cutoff", "lr", "batch_size"):
+            if not getattr(self, key) > 0:
+                raise MLFFDError(f"{key} must be positive, got {getattr(self, key)}")
         return self
 
     def to_dict(self) -> dict:

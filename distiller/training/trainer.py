@@ -125,6 +125,8 @@ class Trainer:
         from distiller.data.dataset import open_dataset
 
         self.out = Path(out_dir)
+        if self.out.exists() and not self.out.is_dir():
+            raise MLFFDError(f"--out {self.out} exists and is not a directory; give a run folder (new or to resume)")
         self.cfg = config.validate()
         self.dtype = torch.float32 if config.dtype == "float32" else torch.float64
         if config.threads:
@@ -137,6 +139,8 @@ class Trainer:
         self.fingerprint = dataset.fingerprint
         self.elements = list(dataset.elements)
         train_idx, valid_idx = split_indices(len(frames), config.valid_fraction, config.seed)
+        # the sampling temperatures the student saw (validation tests inside and above them)
+        self.temperatures = sorted({float(frames[i]["temperature"]) for i in train_idx if frames[i]["temperature"] > 0})
         train_elements = {int(z) for i in train_idx for z in frames[i]["numbers"]}
         unseen = {int(z) for i in valid_idx for z in frames[i]["numbers"]} - train_elements
         if unseen:
@@ -160,14 +164,31 @@ class Trainer:
             self.test_batches[path] = self._batches(test_graphs, shuffle=False)
         stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
         self.model_config = StudentConfig(elements=self.elements, **settings, **stats)
+        warm = self._warm_start_payload(config.init_from, settings) if config.init_from else None
+        if warm is not None:  # its energy statistics belong with its weights
+            self.model_config = StudentConfig.from_dict(warm["model_config"])
         torch.manual_seed(config.seed)
         self.model = StudentPotential(self.model_config).to(self.dtype)
+        if warm is not None:
+            self.model.load_state_dict(warm["model"])
         self.ema = copy.deepcopy(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
         self.elapsed = 0.0
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
+
+    def _warm_start_payload(self, source: str, settings: dict) -> dict:
+        path = Path(source) / BEST if Path(source).is_dir() else Path(source)
+        if not path.is_file():
+            raise MLFFDError(f"init_from: no checkpoint at {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        previous = payload.get("model_config", {})
+        changed = [k for k, v in settings.items() if previous.get(k) != v]
+        if previous.get("elements") != self.elements or changed:
+            what = ", ".join(changed) or "elements"
+            raise MLFFDError(f"init_from {path}: its model differs in {what}; warm starts need the same architecture")
+        return payload
 
     def _batches(self, graphs: List[Graph], shuffle: bool, units: Optional[List[List[int]]] = None) -> List[Graph]:
         """Batches of about batch_size frames; a unit (a displaced pair) is never split."""
@@ -245,6 +266,7 @@ class Trainer:
             "teacher": self.teacher,
             "dataset_fingerprint": self.fingerprint,
             "train_config": self.cfg.to_dict(),
+            "training_temperatures_k": self.temperatures,
         }
 
     # -- the loop ----------------------------------------------------------------------------

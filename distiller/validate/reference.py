@@ -1,11 +1,8 @@
 """The reference ("teacher") calculator that validation and benchmarks compare a student with.
 
-A reference is named like a teacher in the registry (`sevennet-0`, `chgnet`, ...), or is one of
-two stand-ins that cost nothing and are useful for checking a pipeline end to end:
-
-- `mlffd:PATH`: another frozen mlffd model (for example the previous student, or the student
-  itself, in which case every error is exactly zero);
-- `ase:emt`: ASE's EMT potential (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O for tests only).
+A reference is named like a teacher in the registry (`sevennet-0`, `chgnet`, `emt`, ...), or is
+`mlffd:PATH`: another frozen mlffd model (for example the previous student, or the student itself,
+in which case every deviation is exactly zero).
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from distiller.errors import MLFFDError
-
-EMT_ELEMENTS = ("H", "C", "N", "O", "Al", "Ni", "Cu", "Pd", "Ag", "Pt", "Au")
 
 
 def load_reference(name: str, device: str = "cpu", threads: int | None = None):
@@ -29,10 +24,6 @@ def load_reference(name: str, device: str = "cpu", threads: int | None = None):
 
         calc = MLFFDCalculator(path, device=device, threads=threads)
         return calc, {"name": name, "version": f"mlffd model {Path(path).name}", "elements": list(calc.elements)}
-    if name == "ase:emt":
-        from ase.calculators.emt import EMT
-
-        return EMT(), {"name": name, "version": "ase EMT", "elements": list(EMT_ELEMENTS)}
     from distiller.teachers.registry import load_teacher
 
     if threads:
@@ -53,12 +44,10 @@ def check_reference_name(name: str) -> None:
         if not Path(name[len("mlffd:"):]).is_file():
             raise MLFFDError(f"reference model {name[len('mlffd:'):]} does not exist")
         return
-    if name == "ase:emt":
-        return
     from distiller.teachers.registry import TEACHERS
 
     if name not in TEACHERS:
-        raise MLFFDError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)} (or mlffd:PATH, ase:emt)")
+        raise MLFFDError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)} (or mlffd:PATH)")
 
 
 def reference_elements(name: str) -> set[str] | None:
@@ -67,8 +56,6 @@ def reference_elements(name: str) -> set[str] | None:
         from export.contract import read_metadata
 
         return set(read_metadata(name[len("mlffd:"):])["elements"])
-    if name == "ase:emt":
-        return set(EMT_ELEMENTS)
     from distiller.teachers.registry import teacher_elements
 
     return teacher_elements(name)

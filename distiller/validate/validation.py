@@ -1,9 +1,14 @@
-"""`mlffd validate`: how close a frozen student is to its teacher, on held-out frames and in MD.
+"""`mlffd validate`: a frozen student against its teacher, property by property.
 
-    report = validate("model.pt", "sevennet-0", "test.h5", "report/")
+    report = validate("model.pt", "sevennet-0", "report/", system="si")
 
-Writes `report.json`, `report.md`, `parity.png`, `energy_vs_time.png`, `rdf.png` (and the sampled
-MD frames as `md_student.extxyz` / `md_teacher.extxyz`) into `report_dir`. See docs/validate.md.
+The physics suite (distiller.validate.properties) computes the equation of state, elastic
+constants, phonons, vacancy energies (a surface on request) and MD at two temperatures with the
+same code for the student and the teacher; the teacher's side is cached by structure
+(`CachedReference`), so a second student of the same system costs no teacher call. With `data`,
+force/energy/stress errors on held-out labelled frames are added. Writes `report.json`,
+`report.md` and plots (eos.png, phonons.png, elastic.png, md.png, rdf.png, msd.png, parity.png)
+into `report_dir`. See docs/validate.md.
 """
 
 from __future__ import annotations
@@ -11,48 +16,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from distiller.errors import MLFFDError
+from distiller.validate.properties.suite import DEFAULT_PROPERTIES, SuiteSettings, check_properties
 
 EV_PER_A3_TO_GPA = 160.21766208
-
-UNITS = {
-    "forces.mae": "eV/A (per Cartesian component)",
-    "forces.rmse": "eV/A (per Cartesian component)",
-    "forces.r2": "1 (coefficient of determination over all force components)",
-    "forces.rel_mae": "1 (mean |F_student - F_teacher| / mean |F_teacher|, per-atom vector norms)",
-    "forces.mean_abs_teacher": "eV/A (mean norm of the reference force per atom)",
-    "forces.per_element": "same units as forces.*",
-    "energy.mae_per_atom": "eV/atom",
-    "energy.rmse_per_atom": "eV/atom",
-    "stress.mae": "eV/A^3 (per Voigt component)",
-    "stress.mae_gpa": "GPa",
-    "nve.drift_ev_per_atom_per_ps": "eV/atom/ps (slope of a linear fit of total energy per atom vs time)",
-    "nve.energy_std_ev_per_atom": "eV/atom",
-    "nve.duration_ps": "ps",
-    "rdf.max_abs_diff": "1 (g(r) is dimensionless)",
-    "rdf.r_max": "A",
-    "rdf.bin_width": "A",
-    "md.temperature_k": "K",
-    "md.timestep_fs": "fs",
-    "md.min_distance": "A",
-    "md.min_distance_floor": "A",
-    "md.max_temperature_k": "K",
-    "md.*_wall_s": "s",
-}
-
-DEFAULTS = {
-    "md_steps": 200,  # student Langevin steps
-    "nve_steps": None,  # student NVE steps (None: same as md_steps)
-    "teacher_md_steps": 100,  # teacher Langevin steps (the teacher is ~100x slower)
-    "temperature": 300.0,
-    "timestep": 1.0,
-    "seed": 0,
-}
 
 
 def _log(msg: str) -> None:
@@ -126,178 +97,136 @@ def frame_errors(pairs: dict) -> dict:
     return {"forces": forces, "energy": energy, "stress": stress}
 
 
-def _check_inputs(model_path, teacher: str, data_path, start):
+def _held_out_frames(model_elements: list[str], data_path, max_frames: int | None) -> list[dict]:
     from distiller.data.dataset import open_dataset
-    from distiller.validate.reference import check_reference_name, reference_elements
-    from export.contract import read_metadata
 
-    meta = read_metadata(model_path)
     dataset = open_dataset(data_path)
     if len(dataset) == 0:
         raise MLFFDError(f"dataset {data_path} has no frames")
-    model_elements = list(meta["elements"])
     missing = [el for el in dataset.elements if el not in model_elements]
     if missing:
         raise MLFFDError(
             f"dataset {data_path} has element(s) {', '.join(missing)} that the model does not know "
             f"(model elements: {', '.join(model_elements)})"
         )
-    check_reference_name(teacher)
-    covered = reference_elements(teacher)
-    if covered is not None:
-        lacking = [el for el in dataset.elements if el not in covered]
-        if lacking:
-            raise MLFFDError(f"teacher {teacher} does not cover element(s) {', '.join(lacking)}")
-    start_atoms, start_desc = _start_structure(start, dataset)
-    bad = sorted(set(start_atoms.get_chemical_symbols()) - set(model_elements))
-    if bad:
-        raise MLFFDError(
-            f"MD start structure has element(s) {', '.join(bad)} not in the model "
-            f"(model elements: {', '.join(model_elements)})"
-        )
-    return meta, dataset, start_atoms, start_desc
+    frames = dataset.frames()
+    return frames[: int(max_frames)] if max_frames is not None else frames
 
 
-def _start_structure(start, dataset):
-    if start in (None, "", "data"):
-        atoms = _frame_atoms(dataset.frame(0))
-        return atoms, f"first frame of the data ({dataset.frame(0)['key']})"
-    from distiller.data.systems import load_system
+def validate(model_path, teacher: str, report_dir, *, system: str | None = None, data=None,
+             properties=DEFAULT_PROPERTIES, budget_minutes: float = 15.0, temperatures=None,
+             production_steps: int | None = None, equilibration_steps: int | None = None,
+             nve_ps: float | None = None, surface: tuple | None = None, reference_cache=None,
+             max_frames: int | None = None, seed: int = 0, device: str = "cpu", threads: int | None = None,
+             verbose: bool = True) -> dict:
+    """Validate a frozen student against a teacher; writes the report and returns it.
 
-    system = load_system(start)
-    return system.images[0].copy(), f"system {start} ({system.source})"
-
-
-def validate(model_path, teacher: str, data_path, report_dir, md_steps: int = DEFAULTS["md_steps"],
-             teacher_md_steps: int | None = DEFAULTS["teacher_md_steps"], nve_steps: int | None = None,
-             temperature: float = DEFAULTS["temperature"], timestep: float = DEFAULTS["timestep"],
-             seed: int = DEFAULTS["seed"], start: str | None = None, min_distance: float | None = None,
-             max_frames: int | None = None, rdf_r_max: float = 5.0, rdf_bin_width: float = 0.05,
-             device: str = "cpu", threads: int | None = None, verbose: bool = True) -> dict:
-    """Validate a frozen student against a teacher; writes the report and returns it as a dict.
-
-    md_steps: student Langevin steps (0 skips all MD); nve_steps: student NVE steps after it
-    (default md_steps); teacher_md_steps: teacher Langevin steps (default 100, at most md_steps;
-    0 skips the teacher run and the RDF comparison). start: 'data' (first frame, default) or a
-    system spec (`si`, `cu:3x3x3`, a structure file)."""
+    system: built-in name or structure file (default: the built-in for the model's elements);
+    data: optional held-out labelled frames; reference_cache: the teacher cache file (default
+    under ~/.cache/mlffd/reference); temperatures: MD temperatures in K (default: one inside and
+    one above the model's training range)."""
     from distiller.calculator import MLFFDCalculator
-    from distiller.validate.md import RDF, default_min_distance, nve_drift, run_md
-    from distiller.validate.reference import load_reference
+    from distiller.data.systems import builtin_for_elements
+    from distiller.validate.properties.crystal import load_crystal
+    from distiller.validate.reference import check_reference_name, reference_elements
+    from export.contract import read_metadata
 
-    log = _log if verbose else (lambda _m: None)
-    for name, value in (("md-steps", md_steps), ("teacher-md-steps", teacher_md_steps), ("nve-steps", nve_steps)):
-        if value is not None and int(value) < 0:
-            raise MLFFDError(f"--{name} must be >= 0, got {value}")
-    if timestep <= 0:
-        raise MLFFDError(f"--timestep must be > 0 fs, got {timestep}")
-    if temperature <= 0 and md_steps:
-        raise MLFFDError(f"--temperature must be > 0 K, got {temperature}")
-    md_steps = int(md_steps)
-    nve_steps = md_steps if nve_steps is None else int(nve_steps)
-    teacher_md_steps = min(md_steps, DEFAULTS["teacher_md_steps"] if teacher_md_steps is None else int(teacher_md_steps))
-    if md_steps == 0:
-        nve_steps = teacher_md_steps = 0
-
-    meta, dataset, start_atoms, start_desc = _check_inputs(model_path, teacher, data_path, start)
+    meta = read_metadata(model_path)
+    elements = list(meta["elements"])
+    properties = check_properties(properties)
+    check_reference_name(teacher)
+    if budget_minutes <= 0:
+        raise MLFFDError(f"--budget must be > 0 minutes, got {budget_minutes}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise MLFFDError(f"--max-frames must be at least 1, got {max_frames} (omit it to use every frame)")
+    for name, value in (("md-steps", production_steps), ("equilibration-steps", equilibration_steps)):
+        if value is not None and int(value) < 1:
+            raise MLFFDError(f"--{name} must be >= 1, got {value}")
+    for t in temperatures or []:
+        if not 0 < float(t) <= 10000:
+            raise MLFFDError(f"MD temperatures must be in (0, 10000] K, got {t}")
+    if system is None:
+        system = builtin_for_elements(elements)
+        if system is None:
+            raise MLFFDError(f"no built-in system for the model's elements ({' '.join(elements)}): pass --system "
+                             "(a built-in name or a structure file of the crystal)")
+    crystal = load_crystal(system)
+    unknown = [el for el in crystal.elements if el not in elements]
+    if unknown:
+        raise MLFFDError(f"system {system} has element(s) {', '.join(unknown)} that the model does not know "
+                         f"(model elements: {', '.join(elements)})")
+    covered = reference_elements(teacher)
+    if covered is not None and set(crystal.elements) - covered:
+        raise MLFFDError(f"teacher {teacher} does not cover element(s) "
+                         f"{', '.join(sorted(set(crystal.elements) - covered))}")
+    frames = _held_out_frames(elements, data, max_frames) if data else None
     report_dir = Path(report_dir)
     if report_dir.exists() and not report_dir.is_dir():
         raise MLFFDError(f"report path {report_dir} exists and is not a directory")
-    report_dir.mkdir(parents=True, exist_ok=True)
 
     student = MLFFDCalculator(str(model_path), device=device, threads=threads)
-    frames = dataset.frames()
-    if max_frames:
-        frames = frames[: int(max_frames)]
-    log(f"validate: {len(frames)} frames of {data_path} with {model_path}")
-    t0 = time.perf_counter()
-    pairs = evaluate_frames(student, frames)
-    eval_s = time.perf_counter() - t0
-    report: dict = {
-        "model": {"path": str(model_path), "elements": list(meta["elements"]), "cutoff": meta["cutoff"],
+    train_t = meta.get("training_temperatures_k")
+    settings = SuiteSettings(properties=properties, budget_minutes=float(budget_minutes), cutoff=float(meta["cutoff"]),
+                             temperatures=temperatures, training_max_temperature=max(train_t) if train_t else None,
+                             production_steps=production_steps, equilibration_steps=equilibration_steps,
+                             nve_ps=nve_ps, surface_miller=surface, seed=seed, progress=verbose)
+    model_info = {"path": str(model_path), "elements": elements, "cutoff": meta["cutoff"],
                   "num_interactions": meta["num_interactions"], "dtype": meta["dtype"],
-                  "teacher": meta.get("teacher"), "dataset_fingerprint": meta.get("dataset_fingerprint")},
-        "data": {"path": str(data_path), "frames": len(frames), "atoms": int(len(pairs["numbers"])),
-                 "elements": dataset.elements, "teacher": dataset.metadata["teacher_name"],
-                 "teacher_version": dataset.metadata["teacher_version"],
-                 "fingerprint": dataset.fingerprint},
-        **frame_errors(pairs),
+                  "teacher": meta.get("teacher"), "dataset_fingerprint": meta.get("dataset_fingerprint"),
+                  "training_temperatures_k": train_t}
+    return validate_calculator(student, model_info, teacher, crystal, report_dir, settings, frames=frames,
+                               reference_cache=reference_cache, device=device, threads=threads, verbose=verbose)
+
+
+def validate_calculator(student, model_info: dict, teacher: str, crystal, report_dir, settings: SuiteSettings, *,
+                        frames: list[dict] | None = None, reference_cache=None, device: str = "cpu",
+                        threads: int | None = None, verbose: bool = True) -> dict:
+    """The suite for any ASE calculator as the student (the tests use ASE's EMT and perturbed
+    copies of it); what `validate` runs once it has loaded the frozen model."""
+    from distiller.validate.properties.report import table_markdown, write_plots
+    from distiller.validate.properties.suite import property_table, run_suite
+    from distiller.validate.reference_cache import CachedReference, default_cache_path
+
+    log = _log if verbose else (lambda _m: None)
+    report_dir = Path(report_dir)
+    cache_path = Path(reference_cache) if reference_cache else default_cache_path(teacher, crystal.name)
+    with CachedReference(teacher, cache_path, device=device, threads=threads) as reference:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        log(f"validate: {model_info['path']} vs {teacher} on {crystal.name} ({', '.join(settings.properties)}; "
+            f"budget {settings.budget_minutes:g} min; teacher cache {cache_path}, {len(reference)} frames)")
+        results = run_suite(student, reference, crystal, settings, log=log)
+        teacher_info = {"name": reference.teacher_name, "version": reference.teacher_version}
+    table = property_table(results)
+    report: dict = {
+        "model": model_info,
+        "teacher": teacher_info,
+        "system": results["crystal"],
+        "settings": {"properties": list(settings.properties), "budget_minutes": settings.budget_minutes,
+                     "md_temperatures_k": settings.md_temperatures(), "seed": settings.seed,
+                     "cutoff_for_supercells_A": settings.cutoff},
+        "properties": results["properties"],
+        "table": table,
+        "teacher_calls": results["teacher_calls"],
+        "timing": {"suite_wall_s": results["wall_s"], "per_property": results["timing"]},
+        "notes": [],
     }
-    notes = []
-    if dataset.metadata["teacher_name"] and dataset.metadata["teacher_name"] != teacher:
-        notes.append(f"the data was labelled by {dataset.metadata['teacher_name']!r}, the MD reference is {teacher!r}")
-    if meta.get("dataset_fingerprint") and meta.get("dataset_fingerprint") == dataset.fingerprint:
-        notes.append("this data set is the model's training set (same fingerprint): errors are not held-out errors")
+    if settings.training_max_temperature is None and "md" in settings.properties:
+        report["notes"].append("the model does not record its training temperatures: every MD temperature is "
+                               "judged against the in-range force goal")
+    if frames is not None:
+        pairs = evaluate_frames(student, frames)
+        report["frames"] = frame_errors(pairs)
+        from distiller.training.metrics import parity_plot
 
-    # ---- MD
-    floor = float(min_distance) if min_distance else default_min_distance(start_atoms.get_chemical_symbols())
-    t_limit = 3.0 * temperature
-    md = {"start": start_desc, "n_atoms": len(start_atoms), "temperature_k": temperature,
-          "timestep_fs": timestep, "seed": seed, "thermostat": "Langevin, friction 0.01 1/fs",
-          "student_nvt_steps": md_steps, "student_nve_steps": nve_steps, "teacher_nvt_steps": teacher_md_steps,
-          "min_distance_floor": floor, "max_temperature_limit_k": t_limit,
-          "stable": None, "reasons": [], "min_distance": None, "max_temperature_k": None,
-          "student_wall_s": None, "teacher_wall_s": None, "teacher_stopped": None}
-    nve_empty = {"drift_ev_per_atom_per_ps": None, "abs_drift_ev_per_atom_per_ps": None,
-                 "energy_std_ev_per_atom": None, "duration_ps": 0.0, "steps": 0}
-    nve = dict(nve_empty)
-    rdf_out = {"max_abs_diff": None, "r_max": rdf_r_max, "bin_width": rdf_bin_width,
-               "frames_student": 0, "frames_teacher": 0}
-    s_res = t_res = None
-    s_rdf = t_rdf = None
-    teacher_info = {"name": teacher, "version": None}
-    if md_steps:
-        s_rdf = RDF(rdf_r_max, rdf_bin_width)
-        log(f"validate: student MD, {md_steps} Langevin + {nve_steps} NVE steps of {len(start_atoms)} atoms")
-        s_res = run_md(start_atoms, student, label="student", temperature=temperature, timestep_fs=timestep,
-                       seed=seed, nvt_steps=md_steps, nve_steps=nve_steps, rdf=s_rdf,
-                       min_distance_floor=floor, max_temperature=t_limit, log=log)
-        md["student_wall_s"] = s_res.wall_s
-        md["min_distance"] = s_res.min_distance if np.isfinite(s_res.min_distance) else None
-        md["max_temperature_k"] = s_res.max_temperature
-        md["student_steps_done"] = s_res.steps_done
-        md["student_mean_temperature_k"] = float(np.mean(s_res.temperature[len(s_res.temperature) // 2:]))
-        if s_res.stopped:
-            md["reasons"].append(f"student: {s_res.stopped}")
-        md["stable"] = s_res.stopped is None
-        nve = nve_drift(s_res, len(start_atoms)) if s_res.stopped is None else dict(nve_empty)
-        if teacher_md_steps:
-            ref_calc, teacher_info = load_reference(teacher, device=device, threads=threads)
-            t_rdf = RDF(rdf_r_max, rdf_bin_width)
-            log(f"validate: teacher ({teacher}) MD, {teacher_md_steps} Langevin steps")
-            t_res = run_md(start_atoms, ref_calc, label="teacher", temperature=temperature, timestep_fs=timestep,
-                           seed=seed, nvt_steps=teacher_md_steps, rdf=t_rdf, min_distance_floor=floor,
-                           max_temperature=None, log=log)
-            md["teacher_wall_s"] = t_res.wall_s
-            md["teacher_stopped"] = t_res.stopped
-            md["teacher_mean_temperature_k"] = float(np.mean(t_res.temperature[len(t_res.temperature) // 2:]))
-            if s_rdf.frames and t_rdf.frames:
-                rdf_out["max_abs_diff"] = float(np.max(np.abs(s_rdf.g() - t_rdf.g())))
-            rdf_out["frames_teacher"] = t_rdf.frames
-        rdf_out["frames_student"] = s_rdf.frames
-        if teacher_md_steps < md_steps:
-            notes.append(f"the teacher ran {teacher_md_steps} Langevin steps, the student {md_steps}; each RDF "
-                         "averages the second half of its own NVT run")
-    else:
-        md["reasons"].append("MD skipped (md_steps = 0)")
-    report["teacher"] = {"name": teacher_info.get("name", teacher), "version": teacher_info.get("version")}
-    report["md"] = md
-    report["nve"] = nve
-    report["rdf"] = rdf_out
-    report["units"] = UNITS
-    report["timing"] = {"frames_eval_s": eval_s}
-    report["notes"] = notes
+        parity_plot({"held-out": {"forces": pairs["forces"], "energy_per_atom": pairs["energy_per_atom"]}},
+                    report_dir / "parity.png")
     report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-    _write_plots(report_dir, pairs, s_res, t_res, s_rdf, t_rdf, len(start_atoms), report)
-    for res, name in ((s_res, "md_student.extxyz"), (t_res, "md_teacher.extxyz")):
-        if res is not None and res.frames:
-            import ase.io
-
-            ase.io.write(report_dir / name, res.frames, format="extxyz")
-    (report_dir / "report.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
-    (report_dir / "report.md").write_text(report_markdown(report))
-    log(f"validate: report in {report_dir}")
-    return _clean(report)
+    report = _clean(report)
+    report["plots"] = write_plots(report_dir, report) + (["parity.png"] if frames is not None else [])
+    (report_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (report_dir / "report.md").write_text(report_markdown(report, table_markdown(table)))
+    log(f"validate: report in {report_dir}/report.md")
+    return report
 
 
 def _clean(obj):
@@ -316,130 +245,43 @@ def _clean(obj):
     return obj
 
 
-# ----------------------------------------------------------------------------------- output
-
-
-def _write_plots(report_dir: Path, pairs, s_res, t_res, s_rdf, t_rdf, n_atoms: int, report: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from distiller.training.metrics import parity_plot
-
-    parity_plot({"validation": {"forces": pairs["forces"], "energy_per_atom": pairs["energy_per_atom"]}},
-                report_dir / "parity.png")
-
-    fig, axes = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
-    for res, style in ((s_res, "-"), (t_res, "--")):
-        if res is None or not res.time_fs:
-            continue
-        t = np.array(res.time_fs) / 1000.0
-        epot = np.array(res.epot) / n_atoms
-        etot = (np.array(res.epot) + np.array(res.ekin)) / n_atoms
-        axes[0].plot(t, etot, style, lw=1, label=f"{res.label} total")
-        axes[0].plot(t, epot, style, lw=0.8, alpha=0.7, label=f"{res.label} potential")
-        axes[1].plot(t, res.temperature, style, lw=0.8, label=res.label)
-    if s_res is not None and "nve" in s_res.phase:
-        t_nve = s_res.time_fs[s_res.phase.index("nve")] / 1000.0
-        for ax in axes:
-            ax.axvline(t_nve, color="grey", lw=0.6, ls=":")
-        drift = report["nve"].get("drift_ev_per_atom_per_ps")
-        if drift is not None:
-            axes[0].set_title(f"student NVE from {t_nve:.3f} ps: drift {drift:.2e} eV/atom/ps")
-    axes[0].set_ylabel("energy (eV/atom)")
-    axes[1].set_ylabel("temperature (K)")
-    axes[1].set_xlabel("time (ps)")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report_dir / "energy_vs_time.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for rdf, label, style in ((s_rdf, "student", "-"), (t_rdf, "teacher", "--")):
-        if rdf is not None and rdf.frames:
-            ax.plot(rdf.r, rdf.g(), style, label=f"{label} ({rdf.frames} frames)")
-    diff = report["rdf"].get("max_abs_diff")
-    if diff is not None:
-        ax.set_title(f"max |g_student - g_teacher| = {diff:.3f}")
-    ax.set_xlabel("r (Å)")
-    ax.set_ylabel("g(r)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(report_dir / "rdf.png", dpi=120)
-    plt.close(fig)
-
-
-def _fmt(value, spec: str = ".4g") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, float)):
-        return format(value, spec)
-    return str(value)
-
-
-def report_markdown(report: dict) -> str:
-    f, e, s = report["forces"], report["energy"], report["stress"]
-    md, nve, rdf = report["md"], report["nve"], report["rdf"]
+def report_markdown(report: dict, table: str) -> str:
+    calls = report["teacher_calls"]
+    model = report["model"]
     lines = [
         "# mlffd validation report",
         "",
-        f"- model: `{report['model']['path']}` (elements {' '.join(report['model']['elements'])}, "
-        f"cutoff {report['model']['cutoff']} A, {report['model']['num_interactions']} layers, {report['model']['dtype']})",
-        f"- teacher: {report['teacher']['name']} ({report['teacher'].get('version') or 'version n/a'})",
-        f"- data: `{report['data']['path']}`: {report['data']['frames']} frames, {report['data']['atoms']} atoms, "
-        f"labelled by {report['data']['teacher']} (fingerprint {report['data']['fingerprint']})",
-        f"- created: {report['created']}",
+        f"- model: `{model['path']}` (elements {' '.join(model['elements'])}, cutoff {model['cutoff']} A, "
+        f"{model['num_interactions']} layers, {model['dtype']})",
+        f"- teacher: {report['teacher']['name']} ({report['teacher']['version']})",
+        f"- system: {report['system']['name']} ({report['system']['source']}); every property is computed by the "
+        "same code for both models, each at its own relaxed equilibrium",
+        f"- teacher calls: {calls['calls']} new, {calls['cache_hits']} answered by the cache `{calls['cache']}`",
+        f"- suite wall time: {report['timing']['suite_wall_s']:.0f} s; created {report['created']}",
         "",
-        "## Errors on the data (student vs labels)",
+        "## Student vs teacher",
         "",
-        "| quantity | value | unit |",
-        "|---|---|---|",
-        f"| force MAE | {_fmt(f['mae'])} | eV/A |",
-        f"| force RMSE | {_fmt(f['rmse'])} | eV/A |",
-        f"| force R^2 | {_fmt(f['r2'], '.6f')} | 1 |",
-        f"| force relative MAE | {_fmt(f['rel_mae'])} | 1 |",
-        f"| mean reference force norm | {_fmt(f['mean_abs_teacher'])} | eV/A |",
-        f"| energy MAE | {_fmt(e['mae_per_atom'])} | eV/atom |",
-        f"| energy RMSE | {_fmt(e['rmse_per_atom'])} | eV/atom |",
-        f"| stress MAE ({s['n_frames']} frames) | {_fmt(s['mae'])} ({_fmt(s['mae_gpa'])} GPa) | eV/A^3 |",
-        "",
-        "Per element (forces, eV/A):",
-        "",
-        "| element | atoms | MAE | RMSE | R^2 |",
-        "|---|---|---|---|---|",
-    ]
-    for el, m in f["per_element"].items():
-        lines.append(f"| {el} | {m['n_atoms']} | {_fmt(m['mae'])} | {_fmt(m['rmse'])} | {_fmt(m['r2'], '.6f')} |")
-    lines += [
-        "",
-        "## Molecular dynamics",
-        "",
-        f"Start: {md['start']} ({md['n_atoms']} atoms); {md['thermostat']}, T = {md['temperature_k']} K, "
-        f"dt = {md['timestep_fs']} fs, seed {md['seed']}.",
-        f"Student: {md['student_nvt_steps']} Langevin + {md['student_nve_steps']} NVE steps; "
-        f"teacher: {md['teacher_nvt_steps']} Langevin steps.",
-        "",
-        "| check | value | unit |",
-        "|---|---|---|",
-        f"| stable | {_fmt(md['stable'])} | |",
-        f"| shortest pair seen (floor {md['min_distance_floor']}) | {_fmt(md['min_distance'])} | A |",
-        f"| highest temperature (limit {md['max_temperature_limit_k']:.0f}) | {_fmt(md['max_temperature_k'], '.1f')} | K |",
-        f"| NVE drift ({nve['steps']} steps, {_fmt(nve['duration_ps'], '.3f')} ps) | {_fmt(nve['drift_ev_per_atom_per_ps'])} | eV/atom/ps |",
-        f"| NVE total energy std | {_fmt(nve.get('energy_std_ev_per_atom'))} | eV/atom |",
-        f"| RDF max abs difference ({rdf['frames_student']} / {rdf['frames_teacher']} frames) | {_fmt(rdf['max_abs_diff'])} | 1 |",
-        f"| student MD wall time | {_fmt(md['student_wall_s'], '.1f')} | s |",
-        f"| teacher MD wall time | {_fmt(md['teacher_wall_s'], '.1f')} | s |",
+        table,
         "",
     ]
-    if md["reasons"]:
-        lines += ["Stability notes: " + "; ".join(md["reasons"]), ""]
-    if report.get("notes"):
+    md = report["properties"].get("md")
+    if md:
+        plan = md["plan"]
+        lines += [f"MD: {md['n_atoms']} atoms ({'x'.join(str(r) for r in md['supercell'])} unit cells), from each "
+                  f"model's relaxed crystal: {plan['equilibration_steps']} Langevin steps of equilibration, "
+                  f"{plan['production_steps']} of production (both models, same seed), then {plan['nve_ps']:g} ps "
+                  "of NVE for the student alone.", ""]
+    if "frames" in report:
+        f = report["frames"]
+        lines += ["## Held-out labelled frames", "",
+                  "| quantity | value |", "|---|---|",
+                  f"| force MAE (eV/A) | {f['forces']['mae']:.4g} |",
+                  f"| force R^2 | {f['forces']['r2']:.5f} |",
+                  f"| force relative MAE | {f['forces']['rel_mae']:.4g} |",
+                  f"| energy MAE (eV/atom) | {f['energy']['mae_per_atom']:.4g} |",
+                  f"| stress MAE (GPa) | {f['stress']['mae_gpa'] if f['stress']['mae_gpa'] is None else format(f['stress']['mae_gpa'], '.4g')} |",
+                  ""]
+    if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
-    lines += ["Plots: `parity.png`, `energy_vs_time.png`, `rdf.png`.", ""]
+    lines += ["Plots: " + ", ".join(f"`{p}`" for p in report["plots"]) + ".", ""]
     return "\n".join(lines)

@@ -6,8 +6,8 @@
      the box is)
      out: energy [], atom_energy [n_local], forces [N,3], virial [3,3], atom_virial [N,6]
 
-   Graph construction on each rank: the local atoms are nodes 0..nlocal-1 (node index = LAMMPS
-   index) and the first centres. With L message-passing layers, a breadth-first pass over the
+   Graph construction on each rank: the local atoms of the types mapped to elements (all types,
+   or the non-NULL ones under pair_style hybrid) are the first nodes and the first centres. With L message-passing layers, a breadth-first pass over the
    LAMMPS full neighbour list (pairs closer than the model cutoff) adds the ghost atoms reached in
    1..L hops as further nodes, in hop order; the nodes reached in fewer than L hops are centres too
    (their features feed the local energies), the ones reached in exactly L hops are leaves. For
@@ -47,6 +47,8 @@ using namespace LAMMPS_NS;
 static constexpr int MLFFD_FORMAT_VERSION = 2;
 static constexpr int MLFFD_OLDEST_FORMAT_VERSION = 2;
 static const char *METADATA_TXT = "mlffd/metadata.txt";
+// closer than this means overlapping atoms, not chemistry (MIN_DISTANCE of distiller/calculator.py)
+static constexpr double MLFFD_MIN_DISTANCE = 0.5;
 
 namespace LAMMPS_NS {
 struct PairMLFFDImpl {
@@ -86,11 +88,12 @@ PairMLFFD::PairMLFFD(LAMMPS *lmp) : Pair(lmp)
   num_interactions = 1;
   model_double = 1;
   nmax_node_of = 0;
+  fold_request = -1;
   fold_images = 1;
   ghost_centres = 0;
   owner_stamp = -1;
   owner_nlocal = owner_nall = -1;
-  n_nodes = n_edges = n_centres = 0;
+  n_nodes = n_edges = n_centres = n_local_nodes = 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -150,7 +153,7 @@ void PairMLFFD::settings(int narg, char **arg)
   check_units();
   const torch::Device previous_device = impl->device;
   device_name = "cpu";
-  fold_images = 1;
+  fold_request = -1;
   owner_stamp = -1;
   int iarg = 0;
   while (iarg < narg) {
@@ -163,8 +166,7 @@ void PairMLFFD::settings(int narg, char **arg)
       iarg += 2;
     } else if (strcmp(arg[iarg], "fold_images") == 0) {
       if (iarg + 1 >= narg) error->all(FLERR, "Pair style mlffd: 'fold_images' needs yes or no");
-      fold_images = utils::logical(FLERR, arg[iarg + 1], false, lmp);
-      owner_stamp = -1;
+      fold_request = utils::logical(FLERR, arg[iarg + 1], false, lmp);
       iarg += 2;
     } else {
       error->all(FLERR,
@@ -315,7 +317,7 @@ void PairMLFFD::load_model(const std::string &path)
 }
 
 /* ----------------------------------------------------------------------
-   pair_coeff * * model.pt El_1 ... El_ntypes
+   pair_coeff * * model.pt El_1 ... El_ntypes   (El_t = NULL: type t is left to other styles)
 ------------------------------------------------------------------------- */
 
 void PairMLFFD::coeff(int narg, char **arg)
@@ -324,20 +326,31 @@ void PairMLFFD::coeff(int narg, char **arg)
   int ntypes = atom->ntypes;
   if (narg < 3 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR, "Pair style mlffd: usage: pair_coeff * * model.pt El_1 ... El_{} "
-                      "(one element per atom type)",
+                      "(one element or NULL per atom type)",
                ntypes);
   if (narg != 3 + ntypes)
     error->all(FLERR,
                "Pair style mlffd: pair_coeff got {} element(s) for {} atom type(s); usage: "
-               "pair_coeff * * model.pt El_1 ... El_{} (one element per atom type, in type order)",
+               "pair_coeff * * model.pt El_1 ... El_{} (one element or NULL per atom type, in type "
+               "order)",
                narg - 3, ntypes, ntypes);
 
   std::string path = arg[2];
   if (!impl->loaded || path != model_path) load_model(path);
 
   type_species.assign(ntypes + 1, -1);
+  int nmapped = 0;
   for (int t = 1; t <= ntypes; t++) {
     std::string el = arg[2 + t];
+    if (el == "NULL") {    // not in the mlffd graph: another (hybrid) style handles it
+      if (force->pair == this)    // not a sub-style of pair_style hybrid
+        error->all(FLERR,
+                   "Pair style mlffd: atom type {} is NULL in pair_coeff, but no other pair style "
+                   "handles it; use pair_style hybrid (or hybrid/overlay) with a style for that type",
+                   t);
+      continue;
+    }
+    nmapped++;
     int k = -1;
     for (int m = 0; m < (int) model_elements.size(); m++)
       if (model_elements[m] == el) k = m;
@@ -351,10 +364,13 @@ void PairMLFFD::coeff(int narg, char **arg)
     }
     type_species[t] = k;
   }
+  if (nmapped == 0)
+    error->all(FLERR, "Pair style mlffd: pair_coeff maps every atom type to NULL; give at least one "
+                      "type an element of model '{}'",
+               path);
 
   for (int i = 1; i <= ntypes; i++)
-    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
-
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = type_species[i] >= 0 && type_species[j] >= 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -369,6 +385,21 @@ void PairMLFFD::init_style()
     error->all(FLERR,
                "Pair style mlffd requires 'newton on' (newton pair on): forces on ghost atoms "
                "are summed back to their owners by LAMMPS");
+  // Folding finds the local atom a ghost is an image of by its atom ID. Without IDs
+  // ('atom_modify id no') every ghost is a graph node of its own: the same numbers, no tags needed.
+  if (atom->tag_enable == 0) {
+    if (fold_request == 1)
+      error->all(FLERR,
+                 "Pair style mlffd: 'fold_images yes' needs atom IDs, but 'atom_modify id no' is "
+                 "set; use 'fold_images no' (the default without IDs) or remove 'atom_modify id no'");
+    if (comm->me == 0)
+      utils::logmesg(lmp, "mlffd: no atom IDs (atom_modify id no): ghost atoms are graph nodes "
+                          "of their own (fold_images no)\n");
+    fold_images = 0;
+  } else {
+    fold_images = fold_request != 0;
+  }
+  owner_stamp = -1;
 
   // Message passing over L layers sees L * cutoff. On one rank with folded images every ghost is
   // an image of a local atom, so the local atoms are the only centres and the usual ghost shell
@@ -442,8 +473,10 @@ void PairMLFFD::build_graph()
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   double **x = atom->x;
+  int *type = atom->type;
   int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
+  const double min_distsq = MLFFD_MIN_DISTANCE * MLFFD_MIN_DISTANCE;
 
   update_owners();
   if (nall > nmax_node_of) {
@@ -454,13 +487,17 @@ void PairMLFFD::build_graph()
   edge_i.clear();
   edge_j.clear();
   vec_d.clear();
-  for (int i = 0; i < nlocal; i++) {
-    node_of[i] = i;
+  // local atoms of mapped types (under pair_style hybrid the list skips the others)
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = list->ilist[ii];
+    if (type_species[type[i]] < 0) continue;
+    node_of[i] = (int) atom_of_node.size();
     atom_of_node.push_back(i);
   }
+  n_local_nodes = (int) atom_of_node.size();
 
   // nodes [start, end) are the centres at hop distance `depth` from the local atoms
-  int start = 0, end = nlocal;
+  int start = 0, end = n_local_nodes;
   const int ncentre_layers = ghost_centres ? num_interactions : 1;
   for (int depth = 0; depth < ncentre_layers; depth++) {
     for (int n = start; n < end; n++) {
@@ -470,11 +507,25 @@ void PairMLFFD::build_graph()
       const int jnum = numneigh[i];
       for (int jj = 0; jj < jnum; jj++) {
         const int j = jlist[jj] & NEIGHMASK;
+        if (type_species[type[j]] < 0) continue;
         const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-        if (dx * dx + dy * dy + dz * dz >= cutoffsq) continue;
+        const double rsq = dx * dx + dy * dy + dz * dz;
+        if (rsq >= cutoffsq) continue;
+        if (rsq < min_distsq) {
+          std::string ids = atom->tag_enable
+              ? fmt::format(" (atom IDs {} and {})", atom->tag[i], atom->tag[j])
+              : std::string();
+          error->one(FLERR,
+                     "Pair style mlffd: atoms overlap: two atoms are {:.3f} A apart (< {} A){}; "
+                     "remove duplicated atoms or fix the structure",
+                     std::sqrt(rsq), MLFFD_MIN_DISTANCE, ids);
+        }
         // a local atom or an image of one is its owner's node; the edge vector is the actual one
-        int nj = owner_of[j];
-        if (nj < 0) {
+        const int o = owner_of[j];
+        int nj;
+        if (o >= 0) {
+          nj = node_of[o];
+        } else {
           nj = node_of[j];
           if (nj < 0) {
             nj = (int) atom_of_node.size();
@@ -494,14 +545,13 @@ void PairMLFFD::build_graph()
   }
   n_centres = start;
   n_nodes = (int) atom_of_node.size();
-  if (!ghost_centres && num_interactions > 1 && n_nodes > nlocal)
+  if (!ghost_centres && num_interactions > 1 && n_nodes > n_local_nodes)
     error->one(FLERR, "Pair style mlffd: {} ghost atom(s) are not images of local atoms on a single "
-                      "rank; use 'pair_style mlffd fold_images no'", n_nodes - nlocal);
+                      "rank; use 'pair_style mlffd fold_images no'", n_nodes - n_local_nodes);
   n_edges = (int) edge_i.size();
 
   // inputs in the model's layout (edge vectors stay float64: the model casts them once)
   const int N = n_nodes, E = n_edges;
-  int *type = atom->type;
   species_buf.resize(N > 0 ? N : 1);
   if (E == 0) vec_d.assign(3, 0.0);
   for (int n = 0; n < N; n++) {
@@ -520,7 +570,7 @@ void PairMLFFD::build_graph()
 
 void PairMLFFD::run_model(int eflag, int vflag)
 {
-  const int nlocal = atom->nlocal;
+  const int nlocal = n_local_nodes;
   const int N = n_nodes, E = n_edges;
   const bool on_cpu = impl->device.is_cpu();
 
@@ -583,7 +633,7 @@ void PairMLFFD::run_model(int eflag, int vflag)
   if (eflag_atom) {
     torch::Tensor ae = get("atom_energy", nlocal, 1);
     const double *ep = ae.data_ptr<double>();
-    for (int i = 0; i < nlocal; i++) eatom[i] += ep[i];
+    for (int n = 0; n < nlocal; n++) eatom[atom_of_node[n]] += ep[n];
   }
   if (vflag_global) {
     torch::Tensor wt = get("virial", 3, 3);
@@ -611,8 +661,8 @@ void PairMLFFD::compute(int eflag, int vflag)
 {
   const double t0 = impl->profile ? wall_seconds() : 0.0;
   ev_init(eflag, vflag);
-  if (atom->nlocal == 0) return;    // an empty subdomain owns no energy
   build_graph();
+  if (n_local_nodes == 0) return;    // no atoms of mapped types here: no energy, no forces
   run_model(eflag, vflag);
   if (impl->profile) {
     impl->t_compute += wall_seconds() - t0;

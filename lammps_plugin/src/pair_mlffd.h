@@ -51,10 +51,12 @@ class PairMLFFD : public Pair {
   double cutoff, cutoffsq;
   int num_interactions;          // L message-passing layers
   int model_double;              // 1: float64 model, 0: float32
-  int fold_images;               // 1: ghosts that are periodic images of local atoms become
-                                 //    the local atom's node plus an edge shift
+  int fold_request;              // pair_style's fold_images: 1 yes, 0 no, -1 not given
+  int fold_images;               // in use (init_style): 1: ghosts that are periodic images of
+                                 //    local atoms become the local atom's node plus an edge shift
+                                 //    (needs atom IDs); 0: ghosts are nodes of their own
   std::vector<std::string> model_elements;
-  std::vector<int64_t> type_species;    // per LAMMPS type (1..ntypes): species index
+  std::vector<int64_t> type_species;    // per LAMMPS type (1..ntypes): species index, -1: NULL
 
   // graph buffers, reused between steps (grown, never shrunk)
   int nmax_node_of;
@@ -66,8 +68,9 @@ class PairMLFFD : public Pair {
   std::vector<double> vec_d;              // [E, 3] edge vectors x_j - x_i (float64, any model dtype)
   int ghost_centres;             // 1: ghosts up to L-1 hops out are centres (ghost neighbour lists)
   int n_nodes, n_edges, n_centres;
+  int n_local_nodes;             // the first nodes: local atoms of mapped types (the model's n_local)
 
-  // ghost -> local atom with the same tag (periodic image on this rank), -1 if owned elsewhere;
+  // LAMMPS atom -> local atom with the same tag (periodic image on this rank), -1 if owned elsewhere;
   // recomputed after each neighbour list build
   std::vector<int> owner_of;
   std::unordered_map<tagint, int> local_of_tag;

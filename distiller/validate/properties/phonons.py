@@ -1,0 +1,62 @@
+"""Phonons by finite displacements (ase.phonons) in a supercell wider than twice the cutoff.
+
+ase.phonons rather than phonopy: it is already a dependency, and it takes any ASE calculator, so
+the student and the teacher (through the reference cache) go through the very same code. It does
+not use symmetry, so it costs 6 displacements per atom of the primitive cell (13 teacher calls for
+Si): affordable for the small cells of a validation. Frequencies are in THz; an imaginary mode is
+reported as a negative frequency, and flagged when it lies away from Gamma.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from distiller.validate.properties.crystal import Crystal, Equilibrium, repeats_for_width
+
+EV_PER_THZ = 4.135667696e-3  # h * 1 THz in eV
+DISPLACEMENT = 0.01  # A
+IMAGINARY_THZ = -0.1  # below this a mode counts as imaginary (acoustic modes at Gamma are ~0)
+# Near Gamma a supercell truncates long-range force constants (a many-layer teacher sees 25 A), which
+# bends the acoustic branches slightly below zero there: imaginary modes count only farther out.
+NEAR_GAMMA = 0.1  # of the largest |q| on the path
+BAND_POINTS = 120
+DOS_KPOINTS = (16, 16, 16)
+
+
+def band_path(crystal: Crystal):
+    """The standard path of the starting primitive cell; its reduced k-points are shared by every
+    model, so the bands of two models are compared at the same points."""
+    return crystal.primitive.cell.bandpath(npoints=BAND_POINTS)
+
+
+def phonons(eq: Equilibrium, calc, path, width: float) -> dict:
+    """Bands along `path`, the DOS on a k-point grid, and the supercell used."""
+    from ase.phonons import Phonons
+
+    supercell = repeats_for_width(eq.primitive, width)
+    with tempfile.TemporaryDirectory(prefix="mlffd-phonons-") as tmp:
+        ph = Phonons(eq.primitive, calc, supercell=supercell, delta=DISPLACEMENT, name=os.path.join(tmp, "ph"))
+        ph.run()
+        ph.read(acoustic=True)
+        bands = ph.band_structure(path.kpts) / EV_PER_THZ  # [k, branch]
+        dos = ph.get_dos(kpts=DOS_KPOINTS).sample_grid(npts=300, width=0.1 * EV_PER_THZ)
+    q = np.linalg.norm(path.kpts @ eq.primitive.cell.reciprocal(), axis=1)
+    away = q > NEAR_GAMMA * q.max()
+    return {
+        "supercell": list(supercell),
+        "bands_THz": bands.tolist(),
+        "dos_THz": (dos.get_energies() / EV_PER_THZ).tolist(),
+        "dos_weights": dos.get_weights().tolist(),
+        "min_THz": float(bands.min()),
+        "max_THz": float(bands.max()),
+        "imaginary": bool(bands[away].min() < IMAGINARY_THZ),
+    }
+
+
+def band_deviation(teacher: dict, student: dict) -> dict:
+    """Max and mean |nu_student - nu_teacher| over all k-points and branches (THz)."""
+    diff = np.abs(np.asarray(student["bands_THz"]) - np.asarray(teacher["bands_THz"]))
+    return {"max_abs_dev_THz": float(diff.max()), "mean_abs_dev_THz": float(diff.mean())}

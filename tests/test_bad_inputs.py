@@ -1,0 +1,414 @@
+"""Bad inputs across the CLI, the dataset, the ASE calculator and LAMMPS decks (issue 14).
+
+Each case asserts the one-line message that names the problem and the fix, and that nothing on
+disk was lost or changed: every file of the shared workspace (datasets, models, a training run,
+configs) keeps its bytes, and no file appears or disappears. The CLI runs in-process
+(`distiller.cli.main`, exit code 2 and `mlffd <cmd>: error: ...`), the Python API raises
+MLFFDError, LAMMPS stops with one `ERROR` line from pair_style mlffd (one `lmp` per deck).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from distiller.calculator import MLFFDCalculator
+from distiller.cli import main
+from distiller.data.dataset import DatasetWriter, open_dataset
+from distiller.errors import MLFFDError
+from export.contract import FORMAT_VERSION
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under root with the sha256 of its bytes ('dir' for folders)."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def copper(k: int, repeat=(2, 1, 1)) -> Atoms:
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True).repeat(repeat)
+    atoms.rattle(0.05, seed=k)
+    atoms.calc = EMT()
+    atoms.get_potential_energy(), atoms.get_forces()
+    return atoms
+
+
+def write_dataset(path: Path, frames, teacher=("emt", "ase-emt"), prefix="cu") -> None:
+    with DatasetWriter(path, *teacher) as w:
+        for k, atoms in enumerate(frames):
+            w.append(atoms, sampler="rattle", temperature=300.0, seed=k, key=f"{prefix}/{k}")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, demo_model_factory):
+    """The workspace every case runs against (and must leave exactly as it was)."""
+    import ase.io
+
+    from distiller.training.config import TrainConfig
+    from distiller.training.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("workspace")
+    write_dataset(root / "data.h5", [copper(k) for k in range(6)])
+    write_dataset(root / "other.h5", [copper(10 + k) for k in range(4)])
+    write_dataset(root / "one.h5", [copper(20)])
+    shutil.copy(demo_model_factory(("Cu",)), root / "model.pt")
+    shutil.copy(demo_model_factory(("Si",), num_interactions=1), root / "si.pt")
+    cfg = TrainConfig.from_dict({"preset": "tiny", "epochs": 1, "cutoff": 4.0})
+    Trainer(str(root / "data.h5"), str(root / "run"), cfg).run(quiet=True)
+
+    raw = (root / "data.h5").read_bytes()
+    (root / "truncated.h5").write_bytes(raw[: len(raw) // 3])
+    with h5py.File(root / "foreign.h5", "w") as f:
+        f["x"] = np.arange(3)
+    shutil.copy(root / "data.h5", root / "schema99.h5")
+    with h5py.File(root / "schema99.h5", "a") as f:
+        f.attrs["schema_version"] = 99
+    shutil.copy(root / "data.h5", root / "damaged.h5")
+    with h5py.File(root / "damaged.h5", "a") as f:
+        del f["frames"]
+
+    (root / "text.txt").write_text("this is not a model or a dataset\n")
+    (root / "adir").mkdir()
+    torch.save({"weights": torch.zeros(2)}, root / "ckpt.pt")
+
+    class Plain(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    torch.jit.save(torch.jit.script(Plain()), str(root / "plain.pt"))
+    files = {"mlffd/metadata.json": "", "mlffd/metadata.txt": ""}
+    module = torch.jit.load(str(root / "model.pt"), _extra_files=files)
+    files = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in files.items()}
+    now, newer = FORMAT_VERSION, FORMAT_VERSION + 1
+    files["mlffd/metadata.json"] = files["mlffd/metadata.json"].replace(f'"format_version": {now}',
+                                                                        f'"format_version": {newer}')
+    files["mlffd/metadata.txt"] = files["mlffd/metadata.txt"].replace(f"format_version {now}", f"format_version {newer}")
+    torch.jit.save(module, str(root / "newer.pt"), _extra_files=files)
+
+    (root / "bad_key.yaml").write_text("preset: tiny\nepochs: 1\nlearning_rate: 0.1\n")
+    (root / "list.yaml").write_text("- preset\n- tiny\n")
+    labelled = copper(30)
+    unlabelled = copper(31)
+    unlabelled.calc = None
+    flat = copper(32)
+    flat.calc = SinglePointCalculator(flat, energy=-1.0, forces=np.zeros((len(flat), 3)))
+    flat.set_cell([[7.2, 0, 0], [7.2, 0, 0], [0, 0, 3.6]])
+    ase.io.write(root / "good.extxyz", [labelled])
+    ase.io.write(root / "unlabelled.extxyz", [labelled, unlabelled])
+    ase.io.write(root / "flat_cell.extxyz", [labelled, flat])
+    ase.io.write(root / "flat_cell.xyz", Atoms("Si2", positions=[[0, 0, 0], [1.2, 1.2, 1.2]],
+                                               cell=[[5.43, 0, 0], [5.43, 0, 0], [0, 0, 5.43]], pbc=True))
+    return SimpleNamespace(root=root, before=snapshot(root))
+
+
+@pytest.fixture
+def untouched(ws):
+    """Fails the case if the workspace changed in any way."""
+    yield ws
+    assert snapshot(ws.root) == ws.before, "a refused input changed the workspace"
+
+
+# ------------------------------------------------------------------ CLI
+
+# (argv with {w} for the workspace, substrings the one error line must hold)
+CLI_CASES = {
+    "info missing file": (["info", "{w}/missing.h5"], ["missing.h5 does not exist"]),
+    "info directory": (["info", "{w}/adir"], ["is a directory; give a dataset (.h5) or a model (.pt)"]),
+    "info text file": (["info", "{w}/text.txt"], ["neither an mlffd dataset (HDF5) nor an mlffd model"]),
+    "info foreign HDF5": (["info", "{w}/foreign.h5"], ["not an mlffd dataset (no format='mlffd-dataset')"]),
+    "info truncated HDF5": (["info", "{w}/truncated.h5"], ["is truncated", "copy it again or regenerate it"]),
+    "info plain TorchScript": (["info", "{w}/plain.pt"], ["not an mlffd model", "mlffd export"]),
+    "info torch.save file": (["info", "{w}/ckpt.pt"], ["PyTorch checkpoint (torch.save)", "mlffd export RUN_DIR"]),
+    "summary other schema": (["data", "summary", "{w}/schema99.h5"], ["schema version 99; this mlffd reads version 1"]),
+    "summary damaged": (["data", "summary", "{w}/damaged.h5"], ["damaged mlffd dataset: missing /frames"]),
+    "data export over its input": (["data", "export", "{w}/data.h5", "{w}/data.h5"],
+                                   ["refusing to overwrite it with extended XYZ", "choose another output file"]),
+    "data export over a dataset": (["data", "export", "{w}/data.h5", "{w}/other.h5"], ["is an HDF5 dataset; refusing"]),
+    "data export to missing dir": (["data", "export", "{w}/data.h5", "{w}/nodir/out.extxyz"],
+                                   ["cannot write", "No such file or directory"]),
+    "data import unknown format": (["data", "import", "{w}/text.txt", "{w}/data.h5"],
+                                   ["does not know the file type 'txt'", "extended XYZ"]),
+    "data import missing file": (["data", "import", "{w}/missing.extxyz", "{w}/data.h5"], ["file not found"]),
+    "data import unlabelled": (["data", "import", "{w}/unlabelled.extxyz", "{w}/data.h5"],
+                               ["structure 1 has no energy and forces"]),
+    "data import zero-volume cell": (["data", "import", "{w}/flat_cell.extxyz", "{w}/data.h5"],
+                                     ["structure 1: the periodic cell has zero volume", "atoms.set_cell"]),
+    "data import other teacher": (["data", "import", "{w}/good.extxyz", "{w}/data.h5", "--teacher-name", "x"],
+                                  ["holds labels from teacher 'emt', not 'x'; use another output file"]),
+    "data import into a model": (["data", "import", "{w}/good.extxyz", "{w}/model.pt"], ["not an HDF5 file"]),
+    "train missing dataset": (["train", "{w}/missing.h5", "--out", "{w}/new_run"], ["dataset not found"]),
+    "train foreign dataset": (["train", "{w}/foreign.h5", "--out", "{w}/new_run"], ["not an mlffd dataset"]),
+    "train truncated dataset": (["train", "{w}/truncated.h5", "--out", "{w}/new_run"], ["is truncated"]),
+    "train one frame": (["train", "{w}/one.h5", "--out", "{w}/new_run"], ["has 1 frame(s); training needs at least 2"]),
+    "train out is a file": (["train", "{w}/data.h5", "--out", "{w}/text.txt"], ["exists and is not a directory"]),
+    "train zero epochs": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--epochs", "0"], ["epochs must be at least 1"]),
+    "train negative budget": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--time-budget", "-1"],
+                              ["time budget must be more than 0 minutes"]),
+    "train epochs not a number": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--epochs", "ten"],
+                                  ["argument --epochs: invalid int value: 'ten'", "mlffd train --help"]),
+    "train unknown config key": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--config", "{w}/bad_key.yaml"],
+                                 ["unknown config key 'learning_rate'"]),
+    "train config not a mapping": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--config", "{w}/list.yaml"],
+                                   ["must hold a mapping of settings"]),
+    "train config missing": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--config", "{w}/missing.yaml"],
+                             ["config file", "does not exist"]),
+    "train resume on other data": (["train", "{w}/other.h5", "--out", "{w}/run", "--preset", "tiny", "--epochs", "1"],
+                                   ["holds a run on a different dataset; choose another --out"]),
+    "train resume other settings": (["train", "{w}/data.h5", "--out", "{w}/run", "--preset", "small", "--epochs", "1"],
+                                    ["was started with other settings"]),
+    "export missing run": (["export", "{w}/missing_run", "-o", "{w}/new.pt"], ["no checkpoint at"]),
+    "export text as checkpoint": (["export", "{w}/text.txt", "-o", "{w}/new.pt"],
+                                  ["not a readable checkpoint", "give the run folder of `mlffd train`"]),
+    "export a frozen model": (["export", "{w}/model.pt", "-o", "{w}/new.pt"], ["is not an mlffd training checkpoint"]),
+    "export over the dataset": (["export", "{w}/run", "-o", "{w}/data.h5"],
+                                ["exists and is not an mlffd model", "refusing to overwrite it: choose another -o"]),
+    "export over the checkpoint": (["export", "{w}/run", "-o", "{w}/run/best.pt"], ["refusing to overwrite it"]),
+    "export to a directory": (["export", "{w}/run", "-o", "{w}/adir"], ["is a directory; give a file name"]),
+    "export bad dtype": (["export", "{w}/run", "--dtype", "float16"], ["argument --dtype: invalid choice: 'float16'"]),
+    "validate plain TorchScript": (["validate", "{w}/plain.pt", "--teacher", "emt", "--data", "{w}/data.h5",
+                                    "--report", "{w}/rep"], ["not an mlffd model"]),
+    "validate unknown teacher": (["validate", "{w}/model.pt", "--teacher", "nosuch", "--data", "{w}/data.h5",
+                                  "--report", "{w}/rep"], ["unknown teacher 'nosuch'; known: sevennet-0"]),
+    "validate wrong elements": (["validate", "{w}/si.pt", "--teacher", "mlffd:{w}/si.pt", "--data", "{w}/data.h5",
+                                 "--report", "{w}/rep"], ["element(s) Cu that the model does not know"]),
+    "validate report is a file": (["validate", "{w}/model.pt", "--teacher", "emt", "--data", "{w}/data.h5",
+                                   "--report", "{w}/text.txt"], ["exists and is not a directory"]),
+    "validate negative steps": (["validate", "{w}/model.pt", "--teacher", "emt", "--data", "{w}/data.h5",
+                                 "--report", "{w}/rep", "--md-steps", "-5"], ["--md-steps must be >= 1, got -5"]),
+    "validate zero frames": (["validate", "{w}/model.pt", "--teacher", "emt", "--data", "{w}/data.h5",
+                              "--report", "{w}/rep", "--max-frames", "0"], ["--max-frames must be at least 1"]),
+    "validate zero budget": (["validate", "{w}/model.pt", "--teacher", "emt", "--report", "{w}/rep",
+                              "--budget", "0"], ["--budget must be > 0 minutes"]),
+    "validate missing reference": (["validate", "{w}/model.pt", "--teacher", "mlffd:{w}/missing.pt", "--data",
+                                    "{w}/data.h5", "--report", "{w}/rep"], ["missing.pt does not exist"]),
+    "bench bad sizes": (["bench", "{w}/model.pt", "--sizes", "abc", "--out", "{w}/b"],
+                        ["--sizes must be comma-separated integers"]),
+    "bench unknown engine": (["bench", "{w}/model.pt", "--engines", "gromacs", "--out", "{w}/b"],
+                             ["unknown engine(s) gromacs; choose from ase, lammps"]),
+    "bench out is a file": (["bench", "{w}/model.pt", "--out", "{w}/text.txt", "--sizes", "8", "--engines", "ase"],
+                            ["exists and is not a directory"]),
+    "bench plain TorchScript": (["bench", "{w}/plain.pt", "--out", "{w}/b"], ["not an mlffd model"]),
+    "generate unknown system": (["generate", "--system", "nosuch", "--frames", "2", "--out", "{w}/g.h5"],
+                                ["unknown system 'nosuch': not a built-in (si, cu"]),
+    "generate zero frames": (["generate", "--system", "si", "--frames", "0", "--out", "{w}/g.h5"],
+                             ["--frames must be at least 1"]),
+    "generate into foreign HDF5": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/foreign.h5"],
+                                   ["not an mlffd dataset"]),
+    "generate other teacher's file": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/data.h5"],
+                                      ["holds labels from teacher 'emt', not 'sevennet-0'; use another output file"]),
+    "generate into a model": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/model.pt"],
+                              ["not an HDF5 file"]),
+    "generate unknown teacher": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/g.h5", "--teacher", "x"],
+                                 ["unknown teacher 'x'"]),
+    "generate bad temperatures": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/g.h5",
+                                   "--temperatures", "hot"], ["--temperatures must be comma-separated numbers"]),
+    "generate md fraction": (["generate", "--system", "si", "--frames", "2", "--out", "{w}/g.h5", "--md-fraction", "1.5"],
+                             ["md fraction must be between 0 and 1"]),
+    "generate unreadable structure": (["generate", "--system", "{w}/text.txt", "--frames", "2", "--out", "{w}/g.h5"],
+                                      ["does not know the file type 'txt'"]),
+    "generate zero-volume structure": (["generate", "--system", "{w}/flat_cell.xyz", "--frames", "2", "--out",
+                                        "{w}/g.h5"], ["the periodic cell has zero volume"]),
+    "distill out is a file": (["distill", "--out", "{w}/text.txt"], ["exists and is not a directory"]),
+    "lammps build bad source": (["lammps", "build", "--lammps-src", "{w}/adir"], ["is not a LAMMPS source tree"]),
+    "ops unknown action": (["ops", "frobnicate"], ["argument action: invalid choice: 'frobnicate'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli(case, untouched, capsys, monkeypatch):
+    monkeypatch.chdir(untouched.root)  # anything written to the working folder would show too
+    argv, expected = CLI_CASES[case]
+    argv = [a.format(w=untouched.root) for a in argv]
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1, (rc, lines)
+    command = "mlffd data" if argv[0] == "data" else f"mlffd {argv[0]}"
+    assert lines[0].startswith(f"{command}: error: "), lines[0]
+    for text in expected:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+
+
+# ------------------------------------------------------------------ dataset API
+
+
+def _nan_forces(atoms):
+    atoms.calc.results["forces"][0, 0] = np.nan
+    return atoms
+
+
+def _flat_cell(atoms):
+    atoms.set_cell([[7.2, 0, 0], [7.2, 0, 0], [0, 0, 3.6]])
+    return atoms
+
+
+DATASET_CASES = {
+    "open a directory": (lambda w: open_dataset(w / "adir"), "is a directory, not an HDF5 file"),
+    "open foreign HDF5": (lambda w: open_dataset(w / "foreign.h5"), "not an mlffd dataset"),
+    "open truncated": (lambda w: open_dataset(w / "truncated.h5"), "is truncated"),
+    "open other schema": (lambda w: open_dataset(w / "schema99.h5"), "schema version 99"),
+    "open a model": (lambda w: open_dataset(w / "model.pt"), "not an HDF5 file"),
+    "writer other teacher": (lambda w: DatasetWriter(w / "data.h5", "sevennet-0", "v").open(),
+                             "holds labels from teacher 'emt', not 'sevennet-0'"),
+    "writer missing folder": (lambda w: DatasetWriter(w / "nodir" / "x.h5", "emt", "ase-emt").open(),
+                              "output directory does not exist"),
+    "append NaN forces": (lambda w: write_dataset(w / "data.h5", [_nan_forces(copper(40))], prefix="new"),
+                          "non-finite labels for frame 'new/0'"),
+    "append zero-volume cell": (lambda w: write_dataset(w / "data.h5", [_flat_cell(copper(41))], prefix="new"),
+                                "frame 'new/0': the periodic cell has zero volume"),
+    "append existing key": (lambda w: write_dataset(w / "data.h5", [copper(42)]), "frame key 'cu/0' is already in"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATASET_CASES))
+def test_dataset(case, untouched):
+    call, expected = DATASET_CASES[case]
+    with pytest.raises(MLFFDError) as info:
+        call(untouched.root)
+    message = str(info.value)
+    assert expected in message and "\n" not in message, message
+
+
+# ------------------------------------------------------------------ ASE calculator
+
+
+def _evaluate(w, atoms, model="model.pt", prop="energy"):
+    atoms.calc = MLFFDCalculator(str(w / model))
+    return atoms.get_stress() if prop == "stress" else atoms.get_potential_energy()
+
+
+def _overlap():
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.positions[1] = atoms.positions[0] + [0.1, 0, 0]
+    return atoms
+
+
+def _nan_position():
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.positions[2, 1] = np.nan
+    return atoms
+
+
+def _cell(cell, pbc=True):
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.set_cell(cell)
+    atoms.pbc = pbc
+    return atoms
+
+
+CALCULATOR_CASES = {
+    "missing model": (lambda w: MLFFDCalculator(str(w / "missing.pt")), "model file", "does not exist"),
+    "directory as model": (lambda w: MLFFDCalculator(str(w / "adir")), "is a directory; give the model file"),
+    "text file as model": (lambda w: MLFFDCalculator(str(w / "text.txt")), "not an mlffd model (not a TorchScript"),
+    "dataset as model": (lambda w: MLFFDCalculator(str(w / "data.h5")), "not an mlffd model (not a TorchScript"),
+    "plain TorchScript": (lambda w: MLFFDCalculator(str(w / "plain.pt")), "TorchScript file but not an mlffd model"),
+    "checkpoint as model": (lambda w: MLFFDCalculator(str(w / "run" / "best.pt")), "PyTorch checkpoint",
+                            "mlffd export RUN_DIR"),
+    "newer format": (lambda w: MLFFDCalculator(str(w / "newer.pt")), "format version 2, newer than", "upgrade mlffd"),
+    "unknown device": (lambda w: MLFFDCalculator(str(w / "model.pt"), device="tpu"), "unknown device 'tpu'"),
+    "unknown element": (lambda w: _evaluate(w, bulk("Si", "diamond", 5.43)), "element(s) Si not in the model"),
+    "NaN position": (lambda w: _evaluate(w, _nan_position()), "positions contain NaN"),
+    "overlapping atoms": (lambda w: _evaluate(w, _overlap()), "atoms overlap: two atoms are 0.100 A apart (< 0.5 A)",
+                          "remove duplicated atoms"),
+    "zero-volume cell": (lambda w: _evaluate(w, _cell(np.diag([3.6, 3.6, 0.0]))), "the periodic cell has zero volume"),
+    "degenerate slab": (lambda w: _evaluate(w, _cell([[3.6, 0, 0], [3.6, 0, 0], [0, 0, 20]], [True, True, False])),
+                        "the periodic cell has zero volume", "directions (ab)"),
+    "stress of a cluster": (lambda w: _evaluate(w, _cell(np.zeros((3, 3)), False), prop="stress"),
+                            "stress needs a cell periodic in all three directions"),
+}
+
+
+@pytest.mark.parametrize("case", list(CALCULATOR_CASES))
+def test_calculator(case, untouched):
+    call, *expected = CALCULATOR_CASES[case]
+    with pytest.raises(MLFFDError) as info:
+        call(untouched.root)
+    message = str(info.value)
+    assert "\n" not in message and all(text in message for text in expected), message
+
+
+# ------------------------------------------------------------------ LAMMPS decks
+
+
+@pytest.fixture(scope="module")
+def decks(ws):
+    """LAMMPS data files in the workspace (so that they are checked for changes too)."""
+    from lammps_plugin.testing import lower_triangular, write_data
+
+    atoms = lower_triangular(bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 2)))
+    atoms.rattle(0.05, seed=1)
+    atoms = lower_triangular(atoms)
+    write_data(atoms, ws.root / "cu.lmp", ["Cu"])
+    write_data(atoms, ws.root / "cu2.lmp", ["Cu", "Cu"])
+    write_data(atoms, ws.root / "cu_noid.lmp", ["Cu"], atom_ids=False)
+    atoms.positions[1] = atoms.positions[0] + [0.05, 0.0, 0.0]
+    write_data(atoms, ws.root / "cu_overlap.lmp", ["Cu"])
+    ws.before = snapshot(ws.root)
+    return ws
+
+
+# (data file, deck lines between read_data and run, the text of the ERROR line)
+LAMMPS_CASES = {
+    "missing pair_coeff": ("cu.lmp", "pair_style mlffd", "All pair coeffs are not set"),  # LAMMPS's own check
+    "too many elements": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu Cu",
+                          "pair_coeff got 2 element(s) for 1 atom type(s)"),
+    "unknown element": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Si",
+                        "element 'Si' (atom type 1) is not known to model"),
+    "missing model": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/missing.pt Cu", "cannot read model file"),
+    "text file as model": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/text.txt Cu",
+                           "is not an mlffd model (not a TorchScript archive)"),
+    "plain TorchScript": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/plain.pt Cu",
+                          "is not an mlffd model: it has no mlffd/metadata.txt"),
+    "newer format": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/newer.pt Cu",
+                     f"has format_version {FORMAT_VERSION + 1}, newer than"),
+    "units real": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu", "requires 'units metal'"),
+    "newton off": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu", "requires 'newton on'"),
+    "unknown keyword": ("cu.lmp", "pair_style mlffd fast", "unknown keyword 'fast'"),
+    "keyword without value": ("cu.lmp", "pair_style mlffd fold_images", "'fold_images' needs yes or no"),
+    "unknown device": ("cu.lmp", "pair_style mlffd device gpu", "unknown device 'gpu' (use cpu, cuda or cuda:N)"),
+    "pair_coeff not * *": ("cu.lmp", "pair_style mlffd\npair_coeff 1 1 {w}/model.pt Cu",
+                           "Pair_coeff must start with * * for pair style mlffd"),  # LAMMPS's own check
+    "NULL without hybrid": ("cu2.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu NULL",
+                            "atom type 2 is NULL in pair_coeff, but no other pair style handles it"),
+    "every type NULL": ("cu2.lmp", "pair_style hybrid mlffd zero 4.0\npair_coeff * * mlffd {w}/model.pt NULL NULL",
+                        "pair_coeff maps every atom type to NULL"),
+    "fold_images yes without IDs": ("cu_noid.lmp", "pair_style mlffd fold_images yes\npair_coeff * * {w}/model.pt Cu",
+                                    "'fold_images yes' needs atom IDs, but 'atom_modify id no' is set"),
+    "overlapping atoms": ("cu_overlap.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu",
+                          "atoms overlap: two atoms are 0.050 A apart (< 0.5 A) (atom IDs 1 and 2); remove duplicated"),
+}
+
+
+@pytest.mark.lammps
+@pytest.mark.parametrize("case", list(LAMMPS_CASES))
+def test_lammps_deck(case, decks, plugin, tmp_path):
+    from lammps_plugin.testing import lammps_env, lmp_binary
+
+    data, body, expected = LAMMPS_CASES[case]
+    units = "real" if case == "units real" else "metal"
+    newton = "off" if case == "newton off" else "on"
+    ids = "atom_modify id no\n" if data == "cu_noid.lmp" else ""
+    deck = (f"units {units}\nnewton {newton}\natom_style atomic\n{ids}read_data {decks.root / data}\n"
+            f"plugin load {plugin}\n{body.format(w=decks.root)}\nrun 0\n")
+    (tmp_path / "in.bad").write_text(deck)
+    proc = subprocess.run([str(lmp_binary()), "-in", "in.bad", "-screen", "none", "-log", "log.lammps"],
+                          cwd=tmp_path, env=lammps_env(), capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "log.lammps").read_text()
+    errors = [ln for ln in log.splitlines() if ln.startswith("ERROR")]
+    assert proc.returncode != 0 and len(errors) == 1, log[-2000:]
+    assert expected in errors[0], errors[0]
+    assert snapshot(decks.root) == decks.before, "a refused deck changed the workspace"
