@@ -8,9 +8,10 @@ System: Si diamond 4x4x4 cubic (512 atoms), positions jittered by 0.05 A, cutoff
 Variants (same random weights, seed 0):
   reference  use_ops=False: the training-time graph (pure PyTorch + e3nn), scripted
   conv       the previous export: only ConvScatter -> mlffd::conv_scatter (weights = radial * h[nb] in PyTorch)
-  fused      the current export (use_fused_ops): conv_scatter_h, edge_geometry, radial_mlp, edge_forces_virial
+  fused      the current export (mlffd.export.fused.use_fused_ops): radial tables, spline_conv, interaction_node,
+             edge_graph, edge_forces_virial
 Times are CPU seconds of the process (time.process_time; robust on a shared machine), minimum and
-median over repeats, for the raw `model(pos, species, edge_index, edge_shift, n_local)` call and for
+median over repeats, for the raw `model(edge_vec, species, edge_index, n_local)` call and for
 `MLFFDCalculator.calculate(atoms, ["energy", "forces", "stress"])` (adds vesin and Python glue).
 --profile prints torch.profiler's self-CPU table (wall clock: inflated under load) per variant.
 """
@@ -31,7 +32,6 @@ from e3nn.util.jit import compile as e3nn_compile
 from mlffd.calculator import MLFFDCalculator
 from mlffd.model.student import StudentConfig, StudentPotential
 from mlffd.export.freeze import freeze
-from mlffd.export.load import load_frozen
 
 PRESETS = {"fast": (1, 16, 2), "small": (2, 16, 2), "small-l1": (2, 16, 1)}
 
@@ -111,10 +111,9 @@ def main() -> None:
         calc = MLFFDCalculator(str(path))
         if args.freeze:
             calc.model = torch.jit.freeze(calc.model)
-        edge_index, edge_shift = calc._neighbours.compute(atoms.positions, atoms.cell.array, atoms.pbc)
-        dt = calc.dtype
-        model_args = (torch.from_numpy(atoms.positions).to(dt), calc._species_tensor(atoms.numbers),
-                      torch.from_numpy(edge_index), torch.from_numpy(edge_shift).to(dt), n)
+        edge_index, edge_vec = calc._neighbours.edges(atoms.positions, atoms.cell.array, atoms.pbc)
+        model_args = (torch.from_numpy(edge_vec.copy()), calc._species_tensor(atoms.numbers),
+                      torch.from_numpy(edge_index), n)
         m_min, m_med = cpu_times(lambda: calc.model(*model_args), args.repeats)
         c_min, c_med = cpu_times(lambda: calc.calculate(atoms, ["energy", "forces", "stress"]), args.repeats)
         print(f"| {variant} | {m_min:.2f} | {m_med:.2f} | {c_min:.2f} | {c_med:.2f} | {m_min / n * 1e3:.1f} | "

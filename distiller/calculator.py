@@ -11,7 +11,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import NeighbourList
+from mlffd.neighbours import VerletList
 from mlffd.export.load import load_frozen
 
 # Closer than this in a structure means overlapping atoms, not chemistry.
@@ -26,7 +26,8 @@ class MLFFDCalculator(Calculator):
     # not be inference tensors): both methods switch it on for themselves.
     @torch.inference_mode(False)
     @torch.enable_grad()
-    def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, **kwargs):
+    def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, skin: float = 0.5,
+                 **kwargs):
         super().__init__(**kwargs)
         if threads:
             torch.set_num_threads(threads)
@@ -37,7 +38,9 @@ class MLFFDCalculator(Calculator):
         self.cutoff = float(self.metadata["cutoff"])
         self.elements = list(self.metadata["elements"])
         self._species_of = {chemical_symbols.index(s): k for k, s in enumerate(self.elements)}
-        self._neighbours = NeighbourList(self.cutoff)
+        # Rebuilt only after an atom moved more than skin / 2 (MD steps reuse it); the edge vectors
+        # are formed from float64 positions every call (the artifact takes float64 edge vectors).
+        self._neighbours = VerletList(self.cutoff, skin)
         self._numbers: np.ndarray | None = None
         self._species: torch.Tensor | None = None
 
@@ -63,18 +66,16 @@ class MLFFDCalculator(Calculator):
         if not np.all(np.isfinite(positions)):
             raise MLFFDError("positions contain NaN or infinite values")
         species = self._species_tensor(atoms.numbers)
-        cell = atoms.cell.array
-        edge_index, edge_shift, distances = self._neighbours.compute_with_distances(positions, cell, atoms.pbc)
-        if len(distances):
-            shortest = float(distances.min())
+        edge_index, edge_vec = self._neighbours.edges(positions, atoms.cell.array, atoms.pbc)
+        if len(edge_vec):
+            shortest = float(np.sqrt(np.einsum("ij,ij->i", edge_vec, edge_vec).min()))
             if shortest < MIN_DISTANCE:
                 raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A); "
                                  "remove duplicated atoms or fix the structure")
         out = self.model(
-            torch.from_numpy(positions).to(self.device, self.dtype),
+            torch.from_numpy(edge_vec).to(self.device),
             species,
             torch.from_numpy(edge_index).to(self.device),
-            torch.from_numpy(edge_shift).to(self.device, self.dtype),
             len(atoms),
         )
         energy = float(out["energy"])

@@ -1,4 +1,5 @@
-"""Full neighbour lists in the frozen-artifact convention (edges sorted by centre, Cartesian shifts).
+"""Full neighbour lists in the frozen-artifact convention (edges sorted by centre, Cartesian shifts),
+and a Verlet list (cutoff + skin, reused across MD steps) that hands out float64 edge vectors.
 
 vesin is used rather than torch-cluster: it ships wheels (torch-cluster has none for this torch and
 its source build ran for over an hour), handles periodic cells of any shape with multiple images,
@@ -47,8 +48,20 @@ class NeighbourList:
         edge_index, edge_shift, _ = self.compute_with_distances(positions, cell, pbc)
         return edge_index, edge_shift
 
+    def graph(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray]:
+        """The frozen model's graph inputs: (edge_index [2,E] sorted by centre, edge_vec [E,3] float64,
+        r_ij = x_j - x_i + shift formed in float64)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        edge_index, edge_shift = self.compute(positions, cell, pbc)
+        return edge_index, positions[edge_index[1]] - positions[edge_index[0]] + edge_shift
+
     def compute_with_distances(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edge_index [2,E] sorted by centre, Cartesian edge_shift [E,3], distances [E])."""
+        edge_index, shifts, distances = self.compute_integer_shifts(positions, cell, pbc)
+        return edge_index, shifts @ np.asarray(cell, dtype=np.float64), distances
+
+    def compute_integer_shifts(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(edge_index [2,E] sorted by centre, shifts [E,3] in cell vectors (float64), distances [E])."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
@@ -63,9 +76,55 @@ class NeighbourList:
             order = np.argsort(i, kind="stable")
             i, j, shifts, distances = i[order], j[order], shifts[order], distances[order]
         edge_index = np.stack([i, j]).astype(np.int64)
-        edge_shift = shifts.astype(np.float64) @ cell
-        return edge_index, edge_shift, distances
+        return edge_index, shifts.astype(np.float64), distances
+
+
+class VerletList:
+    """Pairs closer than cutoff + skin, rebuilt only when an atom has moved more than skin / 2
+    since the last build (or the cell, the periodic directions or the number of atoms changed), so
+    every pair closer than `cutoff` at the current positions is in it. `edges` returns the edge
+    index and the edge vectors r_ij = x_j - x_i + shift, formed in float64 every call; pairs
+    between cutoff and cutoff + skin are included (the model gives them exactly zero weight).
+    The returned arrays are reused by the next call."""
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        if skin < 0:
+            raise MLFFDError(f"skin must be >= 0, got {skin}")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.builds = 0
+        self._list = NeighbourList(self.cutoff + self.skin)
+        self._key = None
+
+    def _stale(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        if self._key is None:
+            return True
+        ref_positions, ref_cell, ref_pbc = self._key
+        if positions.shape != ref_positions.shape or not np.array_equal(cell, ref_cell) or not np.array_equal(pbc, ref_pbc):
+            return True
+        moved = positions - ref_positions
+        return float(np.einsum("ij,ij->i", moved, moved).max(initial=0.0)) > (0.5 * self.skin) ** 2
+
+    def edges(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray]:
+        """(edge_index [2,E] int64 sorted by centre, edge_vec [E,3] float64)."""
+        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        cell = np.array(cell, dtype=np.float64)
+        pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+        if self._stale(positions, cell, pbc):
+            edge_index, shifts, _ = self._list.compute_integer_shifts(positions, cell, pbc)
+            self._edge_index = edge_index
+            self._shift = shifts @ cell
+            self._vec = np.empty_like(self._shift)
+            self._tmp = np.empty_like(self._shift)
+            self._key = (positions.copy(), cell, pbc)
+            self.builds += 1
+        np.take(positions, self._edge_index[1], axis=0, out=self._vec)
+        np.take(positions, self._edge_index[0], axis=0, out=self._tmp)
+        np.subtract(self._vec, self._tmp, out=self._vec)
+        np.add(self._vec, self._shift, out=self._vec)
+        return self._edge_index, self._vec
 
 
 def neighbour_graph(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    return NeighbourList(cutoff).compute(positions, cell, pbc)
+    """The frozen model's graph inputs: (edge_index [2,E] sorted by centre, edge_vec [E,3] float64)."""
+    return NeighbourList(cutoff).graph(positions, cell, pbc)

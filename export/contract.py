@@ -9,7 +9,10 @@ from pathlib import Path
 from mlffd.errors import MLFFDError
 
 FORMAT = "mlffd"
-FORMAT_VERSION = 1
+# 2: the call takes float64 edge vectors instead of positions and shifts (precision far from the
+# origin); frozen graphs on the custom ops carry radial tables. Hosts refuse format 1 (re-export).
+FORMAT_VERSION = 2
+OLDEST_FORMAT_VERSION = 2
 METADATA_JSON = "mlffd/metadata.json"
 METADATA_TXT = "mlffd/metadata.txt"
 # Keys every model carries; hosts may rely on them.
@@ -53,5 +56,10 @@ def read_metadata(path: str | Path) -> dict:
         raise MLFFDError(
             f"{path} has format version {meta['format_version']}, newer than this mlffd supports "
             f"({FORMAT_VERSION}); upgrade mlffd"
+        )
+    if int(meta["format_version"]) < OLDEST_FORMAT_VERSION:
+        raise MLFFDError(
+            f"{path} has format version {meta['format_version']} (positions as input, no radial tables), which this "
+            f"mlffd no longer runs: re-export it from its checkpoint (mlffd export RUN_DIR -o model.pt)"
         )
     return meta

@@ -13,7 +13,7 @@ from e3nn.util.jit import compile as e3nn_compile
 from mlffd import __version__
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import build_model
-from mlffd.model.student import StudentPotential, use_fused_ops
+from mlffd.model.student import StudentPotential
 from mlffd.export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -56,16 +56,23 @@ def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", 
     model = model.to(DTYPES[dtype]).eval()
     for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
         parameter.requires_grad_(False)
+    radial_tables = {}
     if use_ops and isinstance(model, StudentPotential):
         from mlffd.export import ops
+        from mlffd.export.fused import RADIAL_TABLE_INTERVALS, radial_table_error, use_fused_ops
 
         ops.load_library()
         if device.startswith("cuda") and not ops.cuda_kernels_built():
             raise MLFFDError(f"--device {device} with custom ops needs their CUDA kernels, but "
                              f"{ops.library_path()} was built without them: rebuild with CUDA torch and "
                              "CUDA_HOME set, or export with --no-ops")
+        if model.lmax > 3 and device.startswith("cuda"):
+            raise MLFFDError(f"--device {device} with custom ops supports lmax <= 3 (this model has lmax "
+                             f"{model.lmax}): export with --no-ops")
         use_fused_ops(model)
         ops_libraries = ["mlffd_ops"]
+        # how far the radial tables are from the network they replace (relative to its largest value)
+        radial_tables = {"intervals": RADIAL_TABLE_INTERVALS, "max_error": radial_table_error(model)}
     config = model.config
     meta = {
         "format": FORMAT,
@@ -81,6 +88,7 @@ def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", 
         "dataset_fingerprint": dataset_fingerprint,
         "model_config": config.to_dict(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
+        "radial_tables": radial_tables,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }

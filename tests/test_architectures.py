@@ -95,11 +95,11 @@ def test_registered_architecture_trains_exports_and_runs(tmp_path):
     energy, forces = atoms.get_potential_energy(), atoms.get_forces()
     assert np.abs(forces).max() > 1e-3
     # the frozen file computes what the Python model computes ...
-    from mlffd.neighbours import NeighbourList
+    from mlffd.neighbours import neighbour_graph
 
-    edge_index, edge_shift = NeighbourList(4.0).compute(atoms.positions, atoms.cell.array, atoms.pbc)
-    out = model(torch.from_numpy(atoms.positions), torch.zeros(len(atoms), dtype=torch.long),
-                torch.from_numpy(edge_index), torch.from_numpy(edge_shift), len(atoms))
+    edge_index, edge_vec = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+    out = model(torch.from_numpy(edge_vec), torch.zeros(len(atoms), dtype=torch.long), torch.from_numpy(edge_index),
+                len(atoms))
     assert energy == pytest.approx(float(out["energy"]), abs=1e-10)
     # ... and its forces are the gradient of its energy (the base class's contract)
     step, k = 1e-5, 3

@@ -28,6 +28,7 @@ from mlffd.calculator import MLFFDCalculator
 from mlffd.cli import main
 from mlffd.data.dataset import DatasetWriter, open_dataset
 from mlffd.errors import MLFFDError
+from mlffd.export.contract import FORMAT_VERSION
 
 
 def snapshot(root: Path) -> dict:
@@ -90,8 +91,10 @@ def ws(tmp_path_factory, demo_model_factory):
     files = {"mlffd/metadata.json": "", "mlffd/metadata.txt": ""}
     module = torch.jit.load(str(root / "model.pt"), _extra_files=files)
     files = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in files.items()}
-    files["mlffd/metadata.json"] = files["mlffd/metadata.json"].replace('"format_version": 1', '"format_version": 2')
-    files["mlffd/metadata.txt"] = files["mlffd/metadata.txt"].replace("format_version 1", "format_version 2")
+    now, newer = FORMAT_VERSION, FORMAT_VERSION + 1
+    files["mlffd/metadata.json"] = files["mlffd/metadata.json"].replace(f'"format_version": {now}',
+                                                                        f'"format_version": {newer}')
+    files["mlffd/metadata.txt"] = files["mlffd/metadata.txt"].replace(f"format_version {now}", f"format_version {newer}")
     torch.jit.save(module, str(root / "newer.pt"), _extra_files=files)
 
     (root / "bad_key.yaml").write_text("preset: tiny\nepochs: 1\nlearning_rate: 0.1\n")
@@ -315,7 +318,8 @@ CALCULATOR_CASES = {
     "plain TorchScript": (lambda w: MLFFDCalculator(str(w / "plain.pt")), "TorchScript file but not an mlffd model"),
     "checkpoint as model": (lambda w: MLFFDCalculator(str(w / "run" / "best.pt")), "PyTorch checkpoint",
                             "mlffd export RUN_DIR"),
-    "newer format": (lambda w: MLFFDCalculator(str(w / "newer.pt")), "format version 2, newer than", "upgrade mlffd"),
+    "newer format": (lambda w: MLFFDCalculator(str(w / "newer.pt")), f"format version {FORMAT_VERSION + 1}, newer than",
+                     "upgrade mlffd"),
     "unknown device": (lambda w: MLFFDCalculator(str(w / "model.pt"), device="tpu"), "unknown device 'tpu'"),
     "unknown element": (lambda w: _evaluate(w, bulk("Si", "diamond", 5.43)), "element(s) Si not in the model"),
     "NaN position": (lambda w: _evaluate(w, _nan_position()), "positions contain NaN"),
@@ -370,7 +374,8 @@ LAMMPS_CASES = {
                            "is not an mlffd model (not a TorchScript archive)"),
     "plain TorchScript": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/plain.pt Cu",
                           "is not an mlffd model: it has no mlffd/metadata.txt"),
-    "newer format": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/newer.pt Cu", "has format_version 2, newer than"),
+    "newer format": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/newer.pt Cu",
+                     f"has format_version {FORMAT_VERSION + 1}, newer than"),
     "units real": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu", "requires 'units metal'"),
     "newton off": ("cu.lmp", "pair_style mlffd\npair_coeff * * {w}/model.pt Cu", "requires 'newton on'"),
     "unknown keyword": ("cu.lmp", "pair_style mlffd fast", "unknown keyword 'fast'"),

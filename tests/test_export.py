@@ -37,10 +37,9 @@ def random_structure(seed):
 
 def reference_results(model, atoms, dtype):
     model = model.to(dtype)
-    edge_index, edge_shift = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    edge_index, edge_vec = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
     species = torch.tensor([0 if z == 8 else 1 for z in atoms.numbers])
-    out = model(torch.tensor(atoms.positions, dtype=dtype), species, torch.from_numpy(edge_index),
-                torch.from_numpy(edge_shift).to(dtype), len(atoms))
+    out = model(torch.from_numpy(edge_vec), species, torch.from_numpy(edge_index), len(atoms))
     stress = -out["virial"].double().numpy() / atoms.get_volume()
     return float(out["energy"]), out["forces"].double().numpy(), stress.flat[[0, 4, 8, 5, 2, 1]]
 
@@ -132,6 +131,66 @@ def test_refuses_foreign_and_newer_files(tmp_path):
             dst.writestr(item, data)
     with pytest.raises(MLFFDError, match="newer"):
         MLFFDCalculator(str(tmp_path / "newer2.pt"))
+
+
+def test_format_1_files_are_refused_in_one_line(tmp_path):
+    """Files of the first format (positions in, no radial tables) get one line saying to re-export."""
+    model = tmp_path / "model.pt"
+    freeze(trained_like_model(), model, use_ops=False)
+    with zipfile.ZipFile(model) as src, zipfile.ZipFile(tmp_path / "old.pt", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(METADATA_JSON):
+                data = json.dumps(dict(json.loads(data), format_version=1)).encode()
+            dst.writestr(item, data)
+    with pytest.raises(MLFFDError, match=r"format version 1 .*re-export it from its checkpoint") as info:
+        MLFFDCalculator(str(tmp_path / "old.pt"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("use_ops", [False, True])
+def test_skin_list_md_equals_fresh_lists(tmp_path, use_ops):
+    """MLFFDCalculator reuses a cutoff + skin list across MD steps (pairs beyond the cutoff get zero
+    weight): along 60 steps of 1000 K MD the forces equal those from a fresh cutoff list every step."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    path = tmp_path / "model.pt"
+    freeze(trained_like_model(), path, dtype="float64", use_ops=use_ops)
+    atoms = random_structure(3)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1000, rng=np.random.default_rng(0))
+    atoms.calc = MLFFDCalculator(str(path), skin=0.3)
+    fresh = MLFFDCalculator(str(path), skin=0.0)
+    dyn = VelocityVerlet(atoms, 1.0 * units.fs)
+    for _ in range(6):
+        dyn.run(10)
+        probe = atoms.copy()
+        probe.calc = fresh
+        np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(atoms.get_stress(), probe.get_stress(), rtol=0, atol=1e-12)
+        assert atoms.get_potential_energy() == pytest.approx(probe.get_potential_energy(), rel=1e-13)
+    builds = atoms.calc._neighbours.builds
+    assert 1 < builds < 60, builds  # rebuilt after atoms moved skin / 2, not every step
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_translation_far_from_the_origin(tmp_path, dtype):
+    """Edge vectors are formed from float64 positions, so a float32 model gives the same forces
+    1000 A from the origin as at it (before format 2 they changed by ~5e-4 eV/A)."""
+    path = tmp_path / "model.pt"
+    freeze(trained_like_model(), path, dtype=dtype, use_ops=True)
+    calc = MLFFDCalculator(str(path))
+    atoms = random_structure(5)
+    atoms.calc = calc
+    forces, energy, stress = atoms.get_forces(), atoms.get_potential_energy(), atoms.get_stress()
+    far = atoms.copy()
+    far.positions += [1000.0, -1000.0, 1000.0]
+    far.calc = MLFFDCalculator(str(path))
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(far.get_forces(), forces, rtol=0, atol=tol * np.abs(forces).max())
+    np.testing.assert_allclose(far.get_stress(), stress, rtol=0, atol=tol * np.abs(stress).max())
+    assert far.get_potential_energy() == pytest.approx(energy, rel=1e-6 if dtype == "float32" else 1e-13)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusals of a machine without CUDA")

@@ -34,21 +34,14 @@ KEYS = ("energy", "forces", "energies", "virial", "atom_virial")
 
 def reference(model_path, atoms) -> dict:
     """What run_lammps returns, from the model called in Python on a full periodic neighbour list."""
-    from mlffd.neighbours import NeighbourList
     from mlffd.export.load import load_frozen
+    from mlffd.neighbours import neighbour_graph
 
     model, meta = load_frozen(model_path)
-    dtype = torch.float64 if meta["dtype"] == "float64" else torch.float32
     index = {el: k for k, el in enumerate(meta["elements"])}
     species = torch.tensor([index[s] for s in atoms.get_chemical_symbols()], dtype=torch.int64)
-    edge_index, edge_shift = NeighbourList(float(meta["cutoff"])).compute(atoms.positions, atoms.cell.array, atoms.pbc)
-    out = model(
-        torch.from_numpy(atoms.positions).to(dtype),
-        species,
-        torch.from_numpy(edge_index),
-        torch.from_numpy(edge_shift).to(dtype),
-        len(atoms),
-    )
+    edge_index, edge_vec = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, float(meta["cutoff"]))
+    out = model(torch.from_numpy(edge_vec), species, torch.from_numpy(edge_index), len(atoms))
     w = out["virial"].detach().double().numpy()
     w = 0.5 * (w + w.T)
     return {
@@ -251,13 +244,53 @@ def test_hybrid_overlay_with_tersoff(plugin, models, nprocs):
 
 
 def test_model_with_custom_ops_loads(plugin, tmp_path):
-    """A model that calls torch.ops.mlffd.* runs in LAMMPS with no extra step (ops compiled in),
-    and gives the numbers of the same weights frozen without the ops."""
+    """A model that calls torch.ops.mlffd.* runs in LAMMPS with no extra step (ops compiled in):
+    the numbers of the same file in Python, and of the same weights frozen without the ops within
+    the radial tables' interpolation error."""
     fused = make_demo_model(tmp_path / "ops.pt", elements=("Si", "O"), num_interactions=2, use_ops=True, seed=11)
     plain = make_demo_model(tmp_path / "plain.pt", elements=("Si", "O"), num_interactions=2, use_ops=False, seed=11)
     atoms = triclinic_sio(seed=2)
     got = run_lammps(str(fused), atoms, ["Si", "O"], plugin=plugin)
-    assert_close(got, reference(str(plain), atoms), 1e-10)
+    assert_close(got, reference(str(fused), atoms), 1e-10)
+    assert_close(got, reference(str(plain), atoms), 1e-6)
+
+
+def ase_results(model, atoms) -> dict:
+    """Energy, forces, per-atom energies and the virial from MLFFDCalculator (ASE)."""
+    from mlffd.calculator import MLFFDCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = MLFFDCalculator(str(model))
+    stress = atoms.get_stress(voigt=False)
+    w = -stress * atoms.get_volume()
+    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+            "energies": atoms.get_potential_energies(),
+            "virial": np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])}
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-6), ("float64", 1e-10)])
+def test_lammps_equals_ase_on_the_fused_ops(plugin, tmp_path, dtype, rtol):
+    """The default export (spline tables, fused ops) in LAMMPS and in ASE: same numbers (both hand
+    the model float64 edge vectors), one and two layers."""
+    for layers in (1, 2):
+        model = make_demo_model(tmp_path / f"m{layers}.pt", elements=("Si", "O"), num_interactions=layers,
+                                dtype=dtype, use_ops=True, seed=20 + layers)
+        atoms = triclinic_sio(seed=layers)
+        got = run_lammps(str(model), atoms, ["Si", "O"], plugin=plugin)
+        assert_close(got, ase_results(model, atoms), rtol, keys=("energy", "forces", "energies", "virial"))
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_translation_far_from_the_origin(plugin, tmp_path, dtype, tol):
+    """The box moved 1000 A away from the origin: the same forces and virial (the plugin forms edge
+    vectors from LAMMPS's double coordinates; a float32 model used to lose ~5e-4 eV/A here)."""
+    model = make_demo_model(tmp_path / "m.pt", elements=("Si",), num_interactions=2, dtype=dtype, use_ops=True,
+                            seed=8)
+    atoms = silicon(repeat=(2, 1, 1), seed=6)
+    near = run_lammps(str(model), atoms, ["Si"], plugin=plugin)
+    far = run_lammps(str(model), atoms, ["Si"], plugin=plugin,
+                     extra="change_box all x delta 1000 1000 y delta -1000 -1000 z delta 1000 1000 remap units box")
+    assert_close(far, near, tol)
 
 
 def test_md_matches_python_after_reneighbouring(plugin, models, tmp_path):
@@ -383,10 +416,12 @@ def bad_models(tmp_path_factory, models) -> dict:
     files = {"mlffd/metadata.txt": "", "mlffd/metadata.json": ""}
     module = torch.jit.load(models["si_l2"], _extra_files=files)
     txt = files["mlffd/metadata.txt"].decode() if isinstance(files["mlffd/metadata.txt"], bytes) else files["mlffd/metadata.txt"]
-    files["mlffd/metadata.txt"] = txt.replace("format_version 1", "format_version 2")
-    assert "format_version 2" in files["mlffd/metadata.txt"]
-    torch.jit.save(module, str(root / "newer.pt"), _extra_files=files)
-    return {"plain": str(root / "plain.pt"), "text": str(root / "text.pt"), "newer": str(root / "newer.pt")}
+    for name, version in (("newer", "3"), ("older", "1")):
+        files["mlffd/metadata.txt"] = txt.replace("format_version 2", f"format_version {version}")
+        assert f"format_version {version}" in files["mlffd/metadata.txt"]
+        torch.jit.save(module, str(root / f"{name}.pt"), _extra_files=files)
+    return {"plain": str(root / "plain.pt"), "text": str(root / "text.pt"), "newer": str(root / "newer.pt"),
+            "older": str(root / "older.pt")}
 
 
 @pytest.mark.parametrize(
@@ -399,7 +434,9 @@ def bad_models(tmp_path_factory, models) -> dict:
         ("units real", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'units metal'"),
         ("plain torchscript", "pair_style mlffd\npair_coeff * * {plain} Si", "is not an mlffd model: it has no mlffd/metadata.txt"),
         ("not a zip", "pair_style mlffd\npair_coeff * * {text} Si", "is not an mlffd model (not a TorchScript archive)"),
-        ("newer format", "pair_style mlffd\npair_coeff * * {newer} Si", "has format_version 2, newer than the 1"),
+        ("newer format", "pair_style mlffd\npair_coeff * * {newer} Si", "has format_version 3, newer than the 2"),
+        ("older format", "pair_style mlffd\npair_coeff * * {older} Si",
+         "has format_version 1 (positions as input), which this plugin no longer runs; re-export it"),
         ("newton off", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'newton on'"),
         ("missing file", "pair_style mlffd\npair_coeff * * /nonexistent/model.pt Si", "cannot read model file"),
         ("bad keyword", "pair_style mlffd fast", "unknown keyword 'fast'"),

@@ -27,10 +27,9 @@ def structure(seed=0):
 
 
 def evaluate(model, atoms):
-    edge_index, edge_shift = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    edge_index, edge_vec = neighbour_graph(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
     species = torch.tensor([0 if z == 14 else 1 for z in atoms.numbers])
-    return model(torch.tensor(atoms.positions), species, torch.from_numpy(edge_index),
-                 torch.from_numpy(edge_shift), len(atoms))
+    return model(torch.from_numpy(edge_vec), species, torch.from_numpy(edge_index), len(atoms))
 
 
 @pytest.mark.parametrize("num_interactions", [1, 2])

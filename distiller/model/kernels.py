@@ -43,30 +43,41 @@ def conv_scatter_h(
     return conv_scatter(weights, sh, centre, h.shape[0], lmax)
 
 
-def edge_geometry(vec: torch.Tensor, lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """mlffd::edge_geometry: (|vec| [E], e3nn spherical harmonics 0..lmax, normalize=True, "component" [E, M])."""
+def radial_spline(length: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
+    """mlffd::radial_spline: the cubic pieces of a radial table [n_int, 4, K] at `length` [E] -> [E, K]
+    (R = a + t (b + t (c + t d)), t = length n_int / r_max - k on interval k; zero from r_max on)."""
+    n_int = table.shape[0]
+    x = length * (n_int / r_max)
+    k = x.detach().floor().clamp(0, n_int - 1).long()
+    t = (x - k.to(x.dtype)).unsqueeze(1)
+    co = table.index_select(0, k)
+    value = co[:, 0] + t * (co[:, 1] + t * (co[:, 2] + t * co[:, 3]))
+    return value * (x < n_int).to(length.dtype).unsqueeze(1)
+
+
+def spline_conv(vec: torch.Tensor, h: torch.Tensor, table: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
+                r_max: float, lmax: int) -> torch.Tensor:
+    """mlffd::spline_conv: conv_scatter_h of the radial table at |vec| with e3nn's spherical harmonics of vec,
+    in the op's layout [(lmax+1)^2, n_nodes, C]."""
     from e3nn import o3
 
-    sh = o3.SphericalHarmonics(list(range(lmax + 1)), True, "component")
-    return torch.linalg.vector_norm(vec, dim=1), sh(vec)
+    sh = o3.SphericalHarmonics(list(range(lmax + 1)), True, "component")(vec)
+    radial = radial_spline(torch.linalg.vector_norm(vec, dim=1), table, r_max).view(-1, lmax + 1, h.shape[1])
+    return conv_scatter_h(radial, h, sh, centre, neighbour, lmax).permute(2, 0, 1)
 
 
-def radial_mlp(length: torch.Tensor, frequencies: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-               w2: torch.Tensor, b2: torch.Tensor, prefactor: float, cutoff: float, p: float,
-               n_split: int) -> list[torch.Tensor]:
-    """mlffd::radial_mlp: Linear(w2, b2)(silu(Linear(w1, b1)(bessel(r)))) * envelope(r), split into n_split
-    column blocks (mlffd.model.radial's BesselBasis and PolynomialCutoff formulas)."""
-    r = length.unsqueeze(-1)
-    basis = prefactor * torch.sin(frequencies * r) / r
-    x = length / cutoff
-    envelope = (
-        1.0
-        - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
-        + p * (p + 2.0) * torch.pow(x, p + 1.0)
-        - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
-    ) * (x < 1.0).to(length.dtype)
-    out = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(basis, w1, b1)), w2, b2)
-    return list((out * envelope.unsqueeze(-1)).chunk(n_split, dim=1))
+def interaction_node(h: torch.Tensor, basis: torch.Tensor, mix: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                     w2: torch.Tensor, b2: torch.Tensor, residual: bool) -> torch.Tensor:
+    """mlffd::interaction_node: basis [M, N, C] -> per degree U | V = basis_l @ mix[l], invariants
+    [h, basis_0, sum_m U V / sqrt(2l+1)], then the update MLP (+ h when residual)."""
+    c = h.shape[1]
+    parts = [h, basis[0]]
+    for l in range(mix.shape[0]):
+        mixed = basis[l * l:(l + 1) * (l + 1)] @ mix[l]
+        parts.append((mixed[..., :c] * mixed[..., c:]).sum(0) / (2 * l + 1) ** 0.5)
+    out = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(torch.cat(parts, 1), w1, b1)),
+                                     w2, b2)
+    return out + h if residual else out
 
 
 def edge_forces_virial(edge_grad: torch.Tensor, edge_vec: torch.Tensor, centre: torch.Tensor,

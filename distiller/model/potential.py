@@ -15,11 +15,14 @@ import torch
 from e3nn.util.jit import compile_mode
 from torch import nn
 
+from mlffd.model import kernels
+
 
 @compile_mode("script")
 class EdgePotential(nn.Module):
     """Base class of the students: subclasses define `atom_energy` and a `config` with
-    `elements`, `cutoff`, `num_interactions` and `to_dict()`."""
+    `elements`, `cutoff`, `num_interactions` and `to_dict()`, and an `atomic_energies` buffer
+    (whose dtype is the model's)."""
 
     def atom_energy(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Per-node energies [N] (eV)."""
@@ -45,19 +48,23 @@ class EdgePotential(nn.Module):
         return {"energy": energy, "atom_energy": atom_energy, "forces": forces, "virial": virial,
                 "atom_virial": atom_virial}
 
+    def edge_vectors(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """The contract's float64 edge vectors in the model dtype, as a leaf that requires grad."""
+        if edge_vec.dtype != torch.float64:
+            raise RuntimeError("mlffd model: edge_vec must be float64 (r_ij = x_j - x_i + shift, formed from float64 "
+                               "positions; docs/artifact.md)")
+        vec = edge_vec.to(self.atomic_energies.dtype).detach()
+        vec.requires_grad_(True)
+        return vec
+
     def forward(
         self,
-        pos: torch.Tensor,
+        edge_vec: torch.Tensor,
         species: torch.Tensor,
         edge_index: torch.Tensor,
-        edge_shift: torch.Tensor,
         n_local: int,
     ) -> Dict[str, torch.Tensor]:
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        edge_vec = (pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift).detach()
-        edge_vec.requires_grad_(True)
-        out = self.compute(edge_vec, species, edge_index, n_local, False)
+        out = self.compute(self.edge_vectors(edge_vec), species, edge_index, n_local, False)
         return {
             "energy": out["energy"].detach(),
             "atom_energy": out["atom_energy"].detach(),
@@ -70,25 +77,4 @@ class EdgePotential(nn.Module):
         self, edge_grad: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, n_nodes: int
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forces on every node, virial, per-atom virial (half of each edge's term to each end)."""
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        forces = torch.zeros((n_nodes, 3), dtype=edge_vec.dtype, device=edge_vec.device)
-        forces.index_add_(0, centre, edge_grad)
-        forces.index_add_(0, neighbour, -edge_grad)
-        edge_virial = -edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1)  # [E, 3, 3]
-        virial = edge_virial.sum(0)
-        voigt = torch.stack(
-            [
-                edge_virial[:, 0, 0],
-                edge_virial[:, 1, 1],
-                edge_virial[:, 2, 2],
-                edge_virial[:, 0, 1],
-                edge_virial[:, 0, 2],
-                edge_virial[:, 1, 2],
-            ],
-            dim=1,
-        ) * 0.5
-        atom_virial = torch.zeros((n_nodes, 6), dtype=edge_vec.dtype, device=edge_vec.device)
-        atom_virial.index_add_(0, centre, voigt)
-        atom_virial.index_add_(0, neighbour, voigt)
-        return forces, virial, atom_virial
+        return kernels.edge_forces_virial(edge_grad, edge_vec, edge_index[0], edge_index[1], n_nodes)

@@ -10,15 +10,15 @@ Per interaction layer t (all irreps in e3nn order and normalisation):
 
 Node states stay scalar (like MACE-MP "small", hidden irreps Cx0e), so the edge tensor product is a
 product with the spherical harmonics: one fused scatter (`conv_scatter`) per layer, the hot path
-that export swaps for a C++/CUDA kernel. Energy is a function of the edge vectors only; forces
-and virial come from one backward pass through them (energy conserving by construction).
+that export swaps for C++/CUDA kernels (export/fused.py). Energy is a function of the edge vectors
+only; forces and virial come from one backward pass through them (energy conserving by construction).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from e3nn import o3
@@ -70,22 +70,6 @@ class ConvScatter(nn.Module):
                 neighbour: torch.Tensor) -> torch.Tensor:
         weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
         return kernels.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
-
-
-class FusedConvScatter(nn.Module):
-    """Same numbers as ConvScatter through the custom op `mlffd::conv_scatter_h` (export only).
-
-    The edge weights radial * h[neighbour] are formed inside the op (no [E, lmax+1, C] tensor, no
-    separate product and index_add in the backward). First-order gradients only (the frozen graph's
-    forces); training keeps ConvScatter, which supports double backward."""
-
-    def __init__(self, lmax: int):
-        super().__init__()
-        self.lmax = lmax
-
-    def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
-                neighbour: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mlffd.conv_scatter_h(radial, h, sh, centre, neighbour, self.lmax)
 
 
 class Interaction(nn.Module):
@@ -187,57 +171,3 @@ class StudentPotential(EdgePotential):
             h = interaction(h, radial[:, t], sh, centre, neighbour)
             t += 1
         return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
-
-
-@compile_mode("script")
-class FusedStudentPotential(StudentPotential):
-    """StudentPotential whose edge features come from the fused ops (export only; same parameters,
-    same state_dict, same numbers within rounding). `use_fused_ops` turns a StudentPotential into
-    one in place. The edge geometry (lengths + e3nn spherical harmonics) is `mlffd::edge_geometry`
-    (lmax <= 3, else e3nn), the radial network (Bessel basis -> MLP -> x envelope, one block per
-    layer) is `mlffd::radial_mlp`; both differentiate w.r.t. the edges only, first order. Forces,
-    virial and per-atom virial come from one `mlffd::edge_forces_virial` pass."""
-
-    def atom_energy(
-        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor
-    ) -> torch.Tensor:
-        centre = edge_index[0]
-        neighbour = edge_index[1]
-        if self.lmax <= 3:
-            geometry = torch.ops.mlffd.edge_geometry(edge_vec, self.lmax)
-            length = geometry[0]
-            sh = geometry[1]
-        else:
-            length = torch.linalg.vector_norm(edge_vec, dim=1)
-            sh = self.spherical_harmonics(edge_vec)
-        radials = torch.ops.mlffd.radial_mlp(
-            length, self.basis.frequencies, self.radial[0].weight, self.radial[0].bias, self.radial[2].weight,
-            self.radial[2].bias, self.basis.prefactor, self.envelope.cutoff, self.envelope.p, self.num_interactions,
-        )
-        h = self.embedding.index_select(0, species)
-        t = 0
-        for interaction in self.interactions:
-            h = interaction(h, radials[t].view(-1, self.lmax + 1, self.channels), sh, centre, neighbour)
-            t += 1
-        return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
-
-    def forces_and_virial(
-        self, edge_grad: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, n_nodes: int
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # One deterministic pass for forces, virial and per-atom virial (the base class's formulas).
-        out = torch.ops.mlffd.edge_forces_virial(edge_grad, edge_vec, edge_index[0], edge_index[1], n_nodes)
-        return out[0], out[1], out[2]
-
-
-def use_fused_ops(model: StudentPotential) -> StudentPotential:
-    """Switch a StudentPotential to the fused custom ops (in place; numbers unchanged within rounding).
-
-    Every ConvScatter becomes FusedConvScatter (`mlffd::conv_scatter_h`) and the model's class
-    becomes FusedStudentPotential (fused edge geometry and radial network). Parameters, buffers and
-    state_dict keys are untouched. Export only: the fused ops have first-order gradients w.r.t. the
-    edges, not w.r.t. the parameters (the radial op refuses weights that require grad)."""
-    for interaction in model.interactions:
-        interaction.conv = FusedConvScatter(interaction.lmax)
-    if type(model) is StudentPotential:
-        model.__class__ = FusedStudentPotential
-    return model

@@ -24,7 +24,7 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
         raise MLFFDError(f"element {chemical_symbols[exc.args[0]]} is not among the model's elements") from None
     if frame.get("forces") is None:
         raise MLFFDError(f"frame {frame.get('key', '?')} has no forces")
-    edge_index, edge_shift = neighbours.compute(frame["positions"], frame["cell"], frame["pbc"])
+    edge_index, edge_vec = neighbours.graph(frame["positions"], frame["cell"], frame["pbc"])
     n = len(numbers)
     stress = frame.get("stress")
     pbc = np.asarray(frame["pbc"], dtype=bool)
@@ -35,10 +35,9 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
         sigma = np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
         virial = -sigma * abs(np.linalg.det(frame["cell"]))
     return {
-        "pos": torch.tensor(frame["positions"], dtype=torch.float64),
         "species": torch.from_numpy(species),
         "edge_index": torch.from_numpy(edge_index),
-        "edge_shift": torch.from_numpy(edge_shift),
+        "edge_vec": torch.from_numpy(edge_vec),
         "energy": torch.tensor([frame["energy"]], dtype=torch.float64),
         "forces": torch.tensor(frame["forces"], dtype=torch.float64),
         "virial": torch.tensor(virial, dtype=torch.float64).unsqueeze(0),
@@ -59,7 +58,7 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
         "has_stress": torch.cat([g["has_stress"] for g in graphs]),
         "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
     }
-    for key in ("pos", "edge_shift", "forces"):
+    for key in ("edge_vec", "forces"):
         out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
     out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
     out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)
@@ -73,10 +72,7 @@ _VOIGT_TO_MATRIX = [0, 3, 4, 3, 1, 5, 4, 5, 2]
 def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
     """Energies, forces and virials per frame of a batched graph, by the model's own `compute`
     (the code the frozen model runs), summed per frame."""
-    centre, neighbour = graph["edge_index"][0], graph["edge_index"][1]
-    pos = graph["pos"]
-    edge_vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + graph["edge_shift"]
-    edge_vec = edge_vec.detach().requires_grad_(True)
+    edge_vec = graph["edge_vec"].detach().requires_grad_(True)
     n_nodes = len(graph["species"])
     out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph)
     n_frames = len(graph["n_atoms"])

@@ -1,7 +1,9 @@
 /* pair_style mlffd: runs a frozen mlffd student (TorchScript .pt) inside LAMMPS.
 
-   Contract (docs/artifact.md):
-     out = model(pos [N,3], species [N], edge_index [2,E] sorted by centre, edge_shift [E,3], n_local)
+   Contract (docs/artifact.md, format 2):
+     out = model(edge_vec [E,3] float64, species [N], edge_index [2,E] sorted by centre, n_local)
+     (edge_vec = x_j - x_i from LAMMPS's double coordinates, so precision does not depend on where
+     the box is)
      out: energy [], atom_energy [n_local], forces [N,3], virial [3,3], atom_virial [N,6]
 
    Graph construction on each rank: the local atoms of the types mapped to elements (all types,
@@ -41,8 +43,9 @@
 
 using namespace LAMMPS_NS;
 
-// the newest artifact format this pair style reads (export/contract.py FORMAT_VERSION)
-static constexpr int MLFFD_FORMAT_VERSION = 1;
+// the artifact formats this pair style reads (export/contract.py FORMAT_VERSION, OLDEST_FORMAT_VERSION)
+static constexpr int MLFFD_FORMAT_VERSION = 2;
+static constexpr int MLFFD_OLDEST_FORMAT_VERSION = 2;
 static const char *METADATA_TXT = "mlffd/metadata.txt";
 // closer than this means overlapping atoms, not chemistry (MIN_DISTANCE of distiller/calculator.py)
 static constexpr double MLFFD_MIN_DISTANCE = 0.5;
@@ -252,6 +255,11 @@ void PairMLFFD::load_model(const std::string &path)
                "Pair style mlffd: model '{}' has format_version {}, newer than the {} this plugin "
                "reads; rebuild the plugin from a newer mlffd ('mlffd lammps build')",
                path, version, MLFFD_FORMAT_VERSION);
+  if (version < MLFFD_OLDEST_FORMAT_VERSION)
+    error->all(FLERR,
+               "Pair style mlffd: model '{}' has format_version {} (positions as input), which this "
+               "plugin no longer runs; re-export it with 'mlffd export RUN_DIR -o model.pt'",
+               path, version);
   std::string units = meta.count("units") && !meta["units"].empty() ? meta["units"][0] : "metal";
   if (units != "metal")
     error->all(FLERR, "Pair style mlffd: model '{}' is in units '{}'; only metal is supported", path,
@@ -478,7 +486,7 @@ void PairMLFFD::build_graph()
   atom_of_node.clear();
   edge_i.clear();
   edge_j.clear();
-  shift_d.clear();
+  vec_d.clear();
   // local atoms of mapped types (under pair_style hybrid the list skips the others)
   for (int ii = 0; ii < list->inum; ii++) {
     const int i = list->ilist[ii];
@@ -512,14 +520,11 @@ void PairMLFFD::build_graph()
                      "remove duplicated atoms or fix the structure",
                      std::sqrt(rsq), MLFFD_MIN_DISTANCE, ids);
         }
+        // a local atom or an image of one is its owner's node; the edge vector is the actual one
         const int o = owner_of[j];
         int nj;
         if (o >= 0) {
-          // a local atom, or an image of one: its node, displaced by the image shift
           nj = node_of[o];
-          shift_d.push_back(x[j][0] - x[o][0]);
-          shift_d.push_back(x[j][1] - x[o][1]);
-          shift_d.push_back(x[j][2] - x[o][2]);
         } else {
           nj = node_of[j];
           if (nj < 0) {
@@ -527,10 +532,10 @@ void PairMLFFD::build_graph()
             node_of[j] = nj;
             atom_of_node.push_back(j);
           }
-          shift_d.push_back(0.0);
-          shift_d.push_back(0.0);
-          shift_d.push_back(0.0);
         }
+        vec_d.push_back(dx);
+        vec_d.push_back(dy);
+        vec_d.push_back(dz);
         edge_i.push_back(n);
         edge_j.push_back(nj);
       }
@@ -545,30 +550,14 @@ void PairMLFFD::build_graph()
                       "rank; use 'pair_style mlffd fold_images no'", n_nodes - n_local_nodes);
   n_edges = (int) edge_i.size();
 
-  // inputs in the model's layout
+  // inputs in the model's layout (edge vectors stay float64: the model casts them once)
   const int N = n_nodes, E = n_edges;
   species_buf.resize(N > 0 ? N : 1);
-  if (model_double) {
-    pos_d.resize(3 * (N > 0 ? N : 1));
-    if (E == 0) shift_d.assign(3, 0.0);
-  } else {
-    pos_f.resize(3 * (N > 0 ? N : 1));
-    shift_f.resize(3 * (E > 0 ? E : 1));
-    for (int k = 0; k < 3 * E; k++) shift_f[k] = (float) shift_d[k];
-  }
+  if (E == 0) vec_d.assign(3, 0.0);
   for (int n = 0; n < N; n++) {
     const int i = atom_of_node[n];
     node_of[i] = -1;    // reset for the next step
     species_buf[n] = type_species[type[i]];
-    if (model_double) {
-      pos_d[3 * n] = x[i][0];
-      pos_d[3 * n + 1] = x[i][1];
-      pos_d[3 * n + 2] = x[i][2];
-    } else {
-      pos_f[3 * n] = (float) x[i][0];
-      pos_f[3 * n + 1] = (float) x[i][1];
-      pos_f[3 * n + 2] = (float) x[i][2];
-    }
   }
   edge_buf.resize(2 * (E > 0 ? E : 1));
   if (E > 0) {
@@ -583,32 +572,22 @@ void PairMLFFD::run_model(int eflag, int vflag)
 {
   const int nlocal = n_local_nodes;
   const int N = n_nodes, E = n_edges;
-  const auto real = model_double ? torch::kFloat64 : torch::kFloat32;
   const bool on_cpu = impl->device.is_cpu();
 
-  torch::Tensor pos, shift;
-  if (model_double) {
-    pos = torch::from_blob(pos_d.data(), {N, 3}, torch::TensorOptions().dtype(real));
-    shift = torch::from_blob(shift_d.data(), {E, 3}, torch::TensorOptions().dtype(real));
-  } else {
-    pos = torch::from_blob(pos_f.data(), {N, 3}, torch::TensorOptions().dtype(real));
-    shift = torch::from_blob(shift_f.data(), {E, 3}, torch::TensorOptions().dtype(real));
-  }
+  torch::Tensor vec = torch::from_blob(vec_d.data(), {E, 3}, torch::kFloat64);
   torch::Tensor species = torch::from_blob(species_buf.data(), {N}, torch::kInt64);
   torch::Tensor edge_index = torch::from_blob(edge_buf.data(), {2, E}, torch::kInt64);
   if (!on_cpu) {
-    pos = pos.to(impl->device);
-    shift = shift.to(impl->device);
+    vec = vec.to(impl->device);
     species = species.to(impl->device);
     edge_index = edge_index.to(impl->device);
   }
 
   auto &inputs = impl->inputs;
   inputs.clear();
-  inputs.emplace_back(pos);
+  inputs.emplace_back(vec);
   inputs.emplace_back(species);
   inputs.emplace_back(edge_index);
-  inputs.emplace_back(shift);
   inputs.emplace_back((int64_t) nlocal);
 
   c10::IValue result;
@@ -699,7 +678,6 @@ double PairMLFFD::memory_usage()
   bytes += sizeof(int) * (node_of.capacity() + atom_of_node.capacity());
   bytes += sizeof(int64_t) *
       (edge_i.capacity() + edge_j.capacity() + edge_buf.capacity() + species_buf.capacity());
-  bytes += sizeof(double) * (pos_d.capacity() + shift_d.capacity());
-  bytes += sizeof(float) * (pos_f.capacity() + shift_f.capacity());
+  bytes += sizeof(double) * vec_d.capacity();
   return bytes;
 }

@@ -65,10 +65,7 @@ class PairMLFFD : public Pair {
   std::vector<int64_t> edge_i, edge_j;    // centre node, neighbour node (sorted by centre)
   std::vector<int64_t> edge_buf;          // [2, E] contiguous copy handed to the model
   std::vector<int64_t> species_buf;       // [N]
-  std::vector<double> pos_d;           // [N, 3] float64 positions
-  std::vector<float> pos_f;            // [N, 3] float32 positions
-  std::vector<double> shift_d;         // [E, 3] image shifts (zeros for ghost nodes)
-  std::vector<float> shift_f;          // [E, 3] float32 copy for float32 models
+  std::vector<double> vec_d;              // [E, 3] edge vectors x_j - x_i (float64, any model dtype)
   int ghost_centres;             // 1: ghosts up to L-1 hops out are centres (ghost neighbour lists)
   int n_nodes, n_edges, n_centres;
   int n_local_nodes;             // the first nodes: local atoms of mapped types (the model's n_local)

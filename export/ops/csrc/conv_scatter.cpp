@@ -1,6 +1,7 @@
 // mlffd::conv_scatter: schema, CPU and Meta kernels (argument checks: op_checks.cpp). See conv_scatter.h.
 #include "conv_scatter.h"
 #include "op_schemas.h"
+#include "spline_edge.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -177,6 +178,7 @@ std::string build_info() {
 #else
   info += " cuda=0";
 #endif
+  info += std::string(" cpu_kernels=") + spline_cpu_isa();
   return info;
 }
 

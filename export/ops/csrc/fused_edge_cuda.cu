@@ -1,6 +1,5 @@
 // mlffd fused edge ops: CUDA kernels. Schemas, argument checks, CPU kernels and autograd live in
-// fused_edge.cpp; the per-element formulas (spherical harmonics and their gradient, envelope,
-// Bessel derivative, virial) are kernel_math.h, shared with the CPU kernels.
+// fused_edge.cpp; the per-element formula of the virial is kernel_math.h, shared with the CPU kernels.
 //
 // Checked without a GPU twice over (tests/test_ops.py): nvcc compiles this file against the torch
 // headers (export.ops.cuda_check), and its kernels run on CPU tensors through the host emulation in
@@ -11,9 +10,8 @@
 //   conv_scatter_h          one thread per (atom, channel), all (lmax+1)^2 components in registers
 //   conv_scatter_h_backward one thread per (edge, channel) and per (edge, m); grad_h per (atom, channel)
 //                           over the edges grouped by neighbour
-//   edge_geometry(_backward) one thread per edge
-//   radial_mlp passes       one thread per (edge, basis function) / (edge, output column) / edge
-//   edge_forces_virial      one thread per atom; the total virial is one 3x3 matmul
+//   edge_forces_virial      one thread per atom over the CSR from mlffd::edge_graph; the total
+//                           virial is one 3x3 matmul
 #include "cuda_utils.cuh"
 #include "fused_edge.h"
 #include "kernel_math.h"
@@ -193,71 +191,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_scatter_h_backward_cuda(
 }
 
 // ------------------------------------------------------------------------------------------------
-// edge_geometry
-// ------------------------------------------------------------------------------------------------
-
-template <typename T>
-__global__ void edge_geometry_kernel(const T* __restrict__ vec, T* __restrict__ length, T* __restrict__ sh,
-                                     int64_t E, int64_t lmax) {
-  const int64_t M = (lmax + 1) * (lmax + 1);
-  MLFFD_GRID_STRIDE(e, E) {
-    const T x = vec[3 * e], y = vec[3 * e + 1], z = vec[3 * e + 2];
-    const T r = sqrt(x * x + y * y + z * z);
-    length[e] = r;
-    const T n = r > T(kNormalizeEps) ? r : T(kNormalizeEps);
-    T* o = sh + e * M;
-    o[0] = T(1);
-    sh_poly<T, T>(lmax, x / n, y / n, z / n, o);
-  }
-}
-
-template <typename T>
-__global__ void edge_geometry_backward_kernel(const T* __restrict__ grad_length, const T* __restrict__ grad_sh,
-                                              const T* __restrict__ vec, T* __restrict__ grad, int64_t E,
-                                              int64_t lmax) {
-  const int64_t M = (lmax + 1) * (lmax + 1);
-  MLFFD_GRID_STRIDE(e, E) {
-    edge_geometry_grad<T>(lmax, vec[3 * e], vec[3 * e + 1], vec[3 * e + 2], grad_length[e], grad_sh + e * M,
-                          grad + 3 * e);
-  }
-}
-
-std::tuple<at::Tensor, at::Tensor> edge_geometry_cuda(const at::Tensor& vec_, int64_t lmax) {
-  check_geometry(vec_, lmax, "mlffd::edge_geometry");
-  const DeviceGuard guard(vec_.device());
-  at::Tensor vec = vec_.contiguous();
-  const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
-  at::Tensor length = at::empty({E}, vec.options());
-  at::Tensor sh = at::empty({E, M}, vec.options());
-  if (E == 0) return {length, sh};
-  AT_DISPATCH_FLOATING_TYPES(vec.scalar_type(), "mlffd_edge_geometry_cuda", [&] {
-    MLFFD_LAUNCH(blocks_for(E), current_stream(), edge_geometry_kernel<scalar_t>)(
-        vec.data_ptr<scalar_t>(), length.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), E, lmax);
-    MLFFD_LAUNCH_CHECK();
-  });
-  return {length, sh};
-}
-
-at::Tensor edge_geometry_backward_cuda(const at::Tensor& grad_length_, const at::Tensor& grad_sh_,
-                                       const at::Tensor& vec_, int64_t lmax) {
-  const char* op = "mlffd::edge_geometry_backward";
-  check_geometry(vec_, lmax, op);
-  check_geometry_grads(grad_length_, grad_sh_, vec_, lmax, op);
-  const DeviceGuard guard(vec_.device());
-  at::Tensor vec = vec_.contiguous(), gl = grad_length_.contiguous(), gs = grad_sh_.contiguous();
-  const int64_t E = vec.size(0);
-  at::Tensor grad = at::empty({E, 3}, vec.options());
-  if (E == 0) return grad;
-  AT_DISPATCH_FLOATING_TYPES(vec.scalar_type(), "mlffd_edge_geometry_backward_cuda", [&] {
-    MLFFD_LAUNCH(blocks_for(E), current_stream(), edge_geometry_backward_kernel<scalar_t>)(
-        gl.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), vec.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), E,
-        lmax);
-    MLFFD_LAUNCH_CHECK();
-  });
-  return grad;
-}
-
-// ------------------------------------------------------------------------------------------------
 // edge_forces_virial
 // ------------------------------------------------------------------------------------------------
 
@@ -265,16 +198,21 @@ template <typename T>
 __global__ void edge_forces_kernel(const T* __restrict__ grad, const T* __restrict__ vec,
                                    const int64_t* __restrict__ rowptr, const int64_t* __restrict__ order,
                                    const int64_t* __restrict__ start, T* __restrict__ forces,
-                                   T* __restrict__ atom_virial, int64_t N) {
+                                   T* __restrict__ atom_virial, int64_t E, int64_t N) {
+  // The CSR comes from mlffd::edge_graph (validated there, once per call): no host sync here, and
+  // indices outside [0, E) are skipped rather than read.
   MLFFD_GRID_STRIDE(k, N) {
     T f[3] = {0, 0, 0}, a[6] = {0, 0, 0, 0, 0, 0}, w[6];
-    for (int64_t e = rowptr[k]; e < rowptr[k + 1]; ++e) {  // k is the centre
+    const int64_t e1 = rowptr[k + 1] < E ? rowptr[k + 1] : E;
+    for (int64_t e = rowptr[k] > 0 ? rowptr[k] : 0; e < e1; ++e) {  // k is the centre
       half_edge_virial(vec + 3 * e, grad + 3 * e, w);
       for (int d = 0; d < 3; ++d) f[d] += grad[3 * e + d];
       for (int d = 0; d < 6; ++d) a[d] += w[d];
     }
-    for (int64_t q = start[k]; q < start[k + 1]; ++q) {  // k is the neighbour
+    const int64_t q1 = start[k + 1] < E ? start[k + 1] : E;
+    for (int64_t q = start[k] > 0 ? start[k] : 0; q < q1; ++q) {  // k is the neighbour
       const int64_t e = order[q];
+      if (e < 0 || e >= E) continue;
       half_edge_virial(vec + 3 * e, grad + 3 * e, w);
       for (int d = 0; d < 3; ++d) f[d] -= grad[3 * e + d];
       for (int d = 0; d < 6; ++d) a[d] += w[d];
@@ -285,164 +223,32 @@ __global__ void edge_forces_kernel(const T* __restrict__ grad, const T* __restri
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cuda(const at::Tensor& grad_, const at::Tensor& vec_,
-                                                                        const at::Tensor& centre_,
-                                                                        const at::Tensor& neighbour_, int64_t n_nodes) {
+                                                                        const at::Tensor& rowptr_,
+                                                                        const at::Tensor& nb_order_,
+                                                                        const at::Tensor& nb_start_) {
   const char* op = "mlffd::edge_forces_virial";
-  check_edge_forces(grad_, vec_, centre_, neighbour_, n_nodes, op);
+  const int64_t N = check_edge_forces(grad_, vec_, rowptr_, nb_order_, nb_start_, op);
   const DeviceGuard guard(grad_.device());
-  at::Tensor g = grad_.contiguous(), v = vec_.contiguous(), centre = centre_.contiguous(),
-             neighbour = neighbour_.contiguous();
-  const int64_t N = n_nodes;
-  check_edges_generic(centre, neighbour, N, op);
+  at::Tensor g = grad_.contiguous(), v = vec_.contiguous(), rowptr = rowptr_.contiguous(),
+             order = nb_order_.contiguous(), start = nb_start_.contiguous();
   at::Tensor forces = at::empty({N, 3}, g.options());
   at::Tensor atom_virial = at::empty({N, 6}, g.options());
   at::Tensor virial = at::mm(v.t(), g).neg_();  // sum_e -vec[e] (x) g[e]
   if (N == 0) return {forces, virial, atom_virial};
-  at::Tensor rowptr = centre_rowptr(centre, N);
-  auto [order, start] = group_by_neighbour(neighbour, N);
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "mlffd_edge_forces_virial_cuda", [&] {
     MLFFD_LAUNCH(blocks_for(N), current_stream(), edge_forces_kernel<scalar_t>)(
         g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), rowptr.data_ptr<int64_t>(), order.data_ptr<int64_t>(),
-        start.data_ptr<int64_t>(), forces.data_ptr<scalar_t>(), atom_virial.data_ptr<scalar_t>(), N);
+        start.data_ptr<int64_t>(), forces.data_ptr<scalar_t>(), atom_virial.data_ptr<scalar_t>(), g.size(0), N);
     MLFFD_LAUNCH_CHECK();
   });
   return {forces, virial, atom_virial};
 }
 
-// ------------------------------------------------------------------------------------------------
-// radial_mlp's elementwise passes (the composite itself is in fused_edge.cpp)
-// ------------------------------------------------------------------------------------------------
-
-constexpr int64_t kMaxSplit = 8;  // radial_mlp's n_split is the number of interaction layers
-
-template <typename T>
-struct BlockPointers {  // passed by value: the kernel needs no device-side pointer array
-  T* p[kMaxSplit];
-};
-
-template <typename T>
-__global__ void radial_basis_envelope_kernel(const T* __restrict__ length, const T* __restrict__ freq,
-                                             T* __restrict__ basis, T* __restrict__ envelope, int64_t E, int64_t B,
-                                             T prefactor, Envelope<T> env) {
-  MLFFD_GRID_STRIDE(idx, E * B) {
-    const int64_t n = idx % B;
-    const int64_t e = idx / B;
-    const T r = length[e];
-    basis[idx] = prefactor * sin(r * freq[n]) / r;
-    if (n == 0) envelope[e] = env.value(r);
-  }
-}
-
-template <typename T>
-__global__ void radial_scale_split_kernel(const T* __restrict__ mlp, const T* __restrict__ envelope,
-                                          BlockPointers<T> outs, int64_t E, int64_t K, int64_t Kt) {
-  MLFFD_GRID_STRIDE(idx, E * K) {
-    const int64_t k = idx % K;
-    const int64_t e = idx / K;
-    outs.p[k / Kt][e * Kt + k % Kt] = mlp[idx] * envelope[e];
-  }
-}
-
-// Per edge: S[e] = sum_k grad_out[e, k] mlp[e, k], denv[e] = u'(r), dbasis[e, :] = d basis / dr.
-template <typename T>
-__global__ void radial_backward_edge_kernel(BlockPointers<const T> grads, const T* __restrict__ length,
-                                            const T* __restrict__ freq, const T* __restrict__ mlp,
-                                            T* __restrict__ S, T* __restrict__ dbasis, T* __restrict__ denv,
-                                            int64_t E, int64_t B, int64_t K, int64_t Kt, int64_t n_split,
-                                            T prefactor, Envelope<T> env) {
-  MLFFD_GRID_STRIDE(e, E) {
-    const T r = length[e];
-    denv[e] = env.derivative(r);
-    T s = T(0);
-    for (int64_t t = 0; t < n_split; ++t) {
-      if (grads.p[t] == nullptr) continue;
-      const T* g = grads.p[t] + e * Kt;
-      const T* m = mlp + e * K + t * Kt;
-      for (int64_t k = 0; k < Kt; ++k) s += g[k] * m[k];
-    }
-    S[e] = s;
-    for (int64_t n = 0; n < B; ++n) {
-      const T fr = r * freq[n];
-      dbasis[e * B + n] = bessel_derivative(prefactor, freq[n], r, T(sin(fr)), T(cos(fr)));
-    }
-  }
-}
-
-// G[e, k] = grad_out[e, k] u(r_e) (zero for an undefined block).
-template <typename T>
-__global__ void radial_backward_scale_kernel(BlockPointers<const T> grads, const T* __restrict__ length,
-                                             T* __restrict__ G, int64_t E, int64_t K, int64_t Kt, Envelope<T> env) {
-  MLFFD_GRID_STRIDE(idx, E * K) {
-    const int64_t k = idx % K;
-    const int64_t e = idx / K;
-    const T* g = grads.p[k / Kt];
-    G[idx] = g == nullptr ? T(0) : g[e * Kt + k % Kt] * env.value(length[e]);
-  }
-}
-
 }  // namespace
-
-void radial_basis_envelope_cuda(const at::Tensor& length, const at::Tensor& freq, double prefactor, double cutoff,
-                                double p, at::Tensor& basis, at::Tensor& envelope) {
-  const DeviceGuard guard(length.device());
-  const int64_t E = length.size(0), B = freq.size(0);
-  if (E == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(length.scalar_type(), "mlffd_radial_basis_cuda", [&] {
-    MLFFD_LAUNCH(blocks_for(E * B), current_stream(), radial_basis_envelope_kernel<scalar_t>)(
-        length.data_ptr<scalar_t>(), freq.data_ptr<scalar_t>(), basis.data_ptr<scalar_t>(),
-        envelope.data_ptr<scalar_t>(), E, B, scalar_t(prefactor), Envelope<scalar_t>(cutoff, p));
-    MLFFD_LAUNCH_CHECK();
-  });
-}
-
-void radial_scale_split_cuda(const at::Tensor& mlp, const at::Tensor& envelope, std::vector<at::Tensor>& outs) {
-  const int64_t n_split = static_cast<int64_t>(outs.size());
-  TORCH_CHECK(n_split <= kMaxSplit, "mlffd::radial_mlp: the CUDA kernels support n_split <= ", kMaxSplit, ", got ",
-              n_split);
-  const DeviceGuard guard(mlp.device());
-  const int64_t E = mlp.size(0), K = mlp.size(1);
-  if (E == 0 || K == 0) return;
-  AT_DISPATCH_FLOATING_TYPES(mlp.scalar_type(), "mlffd_radial_scale_split_cuda", [&] {
-    BlockPointers<scalar_t> ptrs{};
-    for (int64_t t = 0; t < n_split; ++t) ptrs.p[t] = outs[t].data_ptr<scalar_t>();
-    MLFFD_LAUNCH(blocks_for(E * K), current_stream(), radial_scale_split_kernel<scalar_t>)(
-        mlp.data_ptr<scalar_t>(), envelope.data_ptr<scalar_t>(), ptrs, E, K, K / n_split);
-    MLFFD_LAUNCH_CHECK();
-  });
-}
-
-void radial_backward_terms_cuda(const std::vector<at::Tensor>& grads, const at::Tensor& length, const at::Tensor& freq,
-                                const at::Tensor& mlp, double prefactor, double cutoff, double p, at::Tensor& G,
-                                at::Tensor& S, at::Tensor& dbasis, at::Tensor& denv) {
-  const int64_t n_split = static_cast<int64_t>(grads.size());
-  TORCH_CHECK(n_split <= kMaxSplit, "mlffd::radial_mlp: the CUDA kernels support n_split <= ", kMaxSplit, ", got ",
-              n_split);
-  const DeviceGuard guard(length.device());
-  const int64_t E = length.size(0), B = freq.size(0), K = mlp.size(1), Kt = K / n_split;
-  if (E == 0) return;
-  const cudaStream_t stream = current_stream();
-  AT_DISPATCH_FLOATING_TYPES(length.scalar_type(), "mlffd_radial_backward_cuda", [&] {
-    BlockPointers<const scalar_t> ptrs{};
-    for (int64_t t = 0; t < n_split; ++t) ptrs.p[t] = grads[t].defined() ? grads[t].data_ptr<scalar_t>() : nullptr;
-    const Envelope<scalar_t> env(cutoff, p);
-    MLFFD_LAUNCH(blocks_for(E), stream, radial_backward_edge_kernel<scalar_t>)(
-        ptrs, length.data_ptr<scalar_t>(), freq.data_ptr<scalar_t>(), mlp.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(),
-        dbasis.data_ptr<scalar_t>(), denv.data_ptr<scalar_t>(), E, B, K, Kt, n_split, scalar_t(prefactor), env);
-    MLFFD_LAUNCH_CHECK();
-    if (K > 0) {
-      MLFFD_LAUNCH(blocks_for(E * K), stream, radial_backward_scale_kernel<scalar_t>)(
-          ptrs, length.data_ptr<scalar_t>(), G.data_ptr<scalar_t>(), E, K, Kt, env);
-      MLFFD_LAUNCH_CHECK();
-    }
-  });
-}
-
 }  // namespace mlffd
 
 MLFFD_REGISTER_CUDA_KERNELS(m) {
   m.impl("conv_scatter_h", &mlffd::conv_scatter_h_cuda);
   m.impl("conv_scatter_h_backward", &mlffd::conv_scatter_h_backward_cuda);
-  m.impl("edge_geometry", &mlffd::edge_geometry_cuda);
-  m.impl("edge_geometry_backward", &mlffd::edge_geometry_backward_cuda);
   m.impl("edge_forces_virial", &mlffd::edge_forces_virial_cuda);
 }

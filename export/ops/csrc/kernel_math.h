@@ -91,40 +91,63 @@ MLFFD_HD void sh_poly(int64_t lmax, const V& x, const V& y, const V& z, V* out) 
   out[15] = c42 * (sh24 * z - sh20 * x);
 }
 
-// d loss / d vec for one edge, from d loss / d |vec| (g_len) and d loss / d sh (g_sh, M values):
-// e3nn normalises vec / max(|vec|, eps), so the unit-vector gradient is projected and divided by
-// |vec|; below eps the clamp is constant and vector_norm's gradient is 0 at 0 (as in torch).
+// Spherical harmonics of one edge direction u = vec / max(|vec|, eps) (e3nn normalises that way)
+// as dual numbers: d[m].v = Y_m(u), d[m].dx/dy/dz = dY_m/du. Returns |vec|.
 template <typename T>
-MLFFD_HD void edge_geometry_grad(int64_t lmax, T x, T y, T z, T g_len, const T* g_sh, T* grad) {
+MLFFD_HD T sh_with_gradient(int64_t lmax, T x, T y, T z, Dual<T>* d) {
   using std::sqrt;
   const T r = sqrt(x * x + y * y + z * z);
-  const bool clamped = r <= T(kNormalizeEps);
-  const T n = clamped ? T(kNormalizeEps) : r;
-  const T ux = x / n, uy = y / n, uz = z / n;
-  Dual<T> d[kMaxSh];
-  sh_poly<T, Dual<T>>(lmax, Dual<T>{ux, 1, 0, 0}, Dual<T>{uy, 0, 1, 0}, Dual<T>{uz, 0, 0, 1}, d);
-  const int64_t M = (lmax + 1) * (lmax + 1);
-  T gx = 0, gy = 0, gz = 0;  // d loss / d unit vector (sh_0_0 is constant)
-  for (int64_t m = 1; m < M; ++m) {
-    gx += g_sh[m] * d[m].dx;
-    gy += g_sh[m] * d[m].dy;
-    gz += g_sh[m] * d[m].dz;
-  }
-  if (clamped) {
-    grad[0] = gx / n;
-    grad[1] = gy / n;
-    grad[2] = gz / n;
-    if (r > T(0)) {
-      grad[0] += g_len * x / r;
-      grad[1] += g_len * y / r;
-      grad[2] += g_len * z / r;
-    }
-  } else {  // (g - u (u . g)) / r + g_len u
-    const T ug = ux * gx + uy * gy + uz * gz;
-    grad[0] = (gx - ux * ug) / r + g_len * ux;
-    grad[1] = (gy - uy * ug) / r + g_len * uy;
-    grad[2] = (gz - uz * ug) / r + g_len * uz;
-  }
+  const T n = r > T(kNormalizeEps) ? r : T(kNormalizeEps);
+  d[0] = Dual<T>{T(1), T(0), T(0), T(0)};
+  sh_poly<T, Dual<T>>(lmax, Dual<T>{x / n, 1, 0, 0}, Dual<T>{y / n, 0, 1, 0}, Dual<T>{z / n, 0, 0, 1}, d);
+  return r;
+}
+
+// d loss / d vec for one edge of length r, from d loss / d |vec| (g_len) and d loss / d unit
+// vector (gx, gy, gz): (g - u (u . g)) / r + g_len u. Below eps the clamp of the normalisation
+// is constant (g / eps, no projection) and vector_norm's gradient is 0 at 0 (as in torch).
+// Selects instead of branches, so that the CPU loops over edges vectorise.
+template <typename T>
+MLFFD_HD void vec_grad_from_unit(T x, T y, T z, T r, T g_len, T gx, T gy, T gz, T* grad) {
+  const bool clamped = !(r > T(kNormalizeEps));
+  const T inv_n = T(1) / (clamped ? T(kNormalizeEps) : r);
+  const T inv_r = r > T(0) ? T(1) / r : T(0);
+  const T ux = x * inv_n, uy = y * inv_n, uz = z * inv_n;
+  const T ug = clamped ? T(0) : ux * gx + uy * gy + uz * gz;
+  grad[0] = (gx - ux * ug) * inv_n + g_len * x * inv_r;
+  grad[1] = (gy - uy * ug) * inv_n + g_len * y * inv_r;
+  grad[2] = (gz - uz * ug) * inv_n + g_len * z * inv_r;
+}
+
+// ---- tabulated radial functions ---------------------------------------------------------------
+// A radial table [n_int, 4, K] (fitted from the student's radial network at export,
+// export/fused.py) holds, for each of n_int equal intervals of [0, r_max) and each of K columns,
+// the cubic R(r) = a + t (b + t (c + t d)) with t = r n_int / r_max - k in [0, 1] on interval k,
+// stored as table[k, 0..3, column]. Every column is zero from r_max on (the cutoff envelope).
+
+// Interval k and local coordinate t of r, with inv_h = n_int / r_max; false when r >= r_max, where
+// every column is zero. NaN gives k = 0 and t = NaN (it propagates). Branch-free, so that the CPU
+// kernels' loops over edges vectorise. In float32 t carries the rounding of r itself (~1e-7 of an
+// interval per A), like any float32 evaluation.
+template <typename T>
+MLFFD_HD bool spline_locate(T r, T inv_h, int n_int, int& k, T& t) {
+  const T x = r * inv_h;
+  const bool inside = !(x >= T(n_int));
+  const T clamped = (x > T(0) && inside) ? x : T(0);
+  const int kk = static_cast<int>(clamped);
+  k = kk < n_int - 1 ? kk : n_int - 1;
+  t = x - T(k);
+  return inside;
+}
+
+// R at t and dR/dt, for the column whose coefficients are coef[0], coef[K], coef[2K], coef[3K].
+template <typename T>
+MLFFD_HD T spline_value(const T* coef, int64_t K, T t) {
+  return coef[0] + t * (coef[K] + t * (coef[2 * K] + t * coef[3 * K]));
+}
+template <typename T>
+MLFFD_HD T spline_slope(const T* coef, int64_t K, T t) {
+  return coef[K] + t * (T(2) * coef[2 * K] + T(3) * t * coef[3 * K]);
 }
 
 // x^q for the envelope: repeated multiplication when q is a small integer (the default p = 6),

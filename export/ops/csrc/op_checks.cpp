@@ -1,9 +1,10 @@
 // Argument checks and device-generic helpers of the mlffd ops, shared by the CPU kernels, the CUDA
 // kernels and their host emulation (tests). No op is registered here, so a second library (the
-// emulation) can compile this file too. Declarations: conv_scatter.h, fused_edge.h.
+// emulation) can compile this file too. Declarations: conv_scatter.h, fused_edge.h, spline_edge.h.
 #include "conv_scatter.h"
 #include "fused_edge.h"
 #include "kernel_math.h"
+#include "spline_edge.h"
 
 namespace mlffd {
 namespace {
@@ -107,26 +108,8 @@ void check_conv_h_grad_out(const at::Tensor& grad_out, const at::Tensor& radial,
   check_same(grad_out, radial, "grad_out", op);
 }
 
-void check_geometry(const at::Tensor& vec, int64_t lmax, const char* op) {
-  TORCH_CHECK(lmax >= 0 && lmax <= kMaxLmax, op, ": lmax must be in [0, ", kMaxLmax, "], got ", lmax);
-  TORCH_CHECK(vec.dim() == 2 && vec.size(1) == 3, op, ": vec must be [E, 3], got shape ", vec.sizes());
-  check_float(vec, "vec", op);
-}
-
-void check_geometry_grads(const at::Tensor& grad_length, const at::Tensor& grad_sh, const at::Tensor& vec,
-                          int64_t lmax, const char* op) {
-  const int64_t E = vec.size(0), M = (lmax + 1) * (lmax + 1);
-  TORCH_CHECK(grad_length.dim() == 1 && grad_length.size(0) == E, op, ": grad_length must be [E] = [", E,
-              "], got shape ", grad_length.sizes());
-  TORCH_CHECK(grad_sh.dim() == 2 && grad_sh.size(0) == E && grad_sh.size(1) == M, op, ": grad_sh must be [E, ", M,
-              "], got shape ", grad_sh.sizes());
-  check_same(grad_length, vec, "grad_length", op);
-  check_same(grad_sh, vec, "grad_sh", op);
-}
-
-void check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, const at::Tensor& centre,
-                       const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
-  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
+int64_t check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, const at::Tensor& rowptr,
+                          const at::Tensor& nb_order, const at::Tensor& nb_start, const char* op) {
   TORCH_CHECK(edge_grad.dim() == 2 && edge_grad.size(1) == 3, op, ": edge_grad must be [E, 3], got shape ",
               edge_grad.sizes());
   const int64_t E = edge_grad.size(0);
@@ -134,8 +117,10 @@ void check_edge_forces(const at::Tensor& edge_grad, const at::Tensor& edge_vec, 
               ": edge_vec must be [E, 3] = [", E, ", 3], got shape ", edge_vec.sizes());
   check_float(edge_grad, "edge_grad", op);
   check_same(edge_vec, edge_grad, "edge_vec", op);
-  check_index(centre, edge_grad, E, "centre", op);
-  check_index(neighbour, edge_grad, E, "neighbour", op);
+  TORCH_CHECK(rowptr.dim() == 1 && rowptr.size(0) >= 1, op, ": rowptr must be [n_nodes + 1], got shape ",
+              rowptr.sizes());
+  check_graph(rowptr, nb_order, nb_start, E, edge_grad, op);
+  return rowptr.size(0) - 1;
 }
 
 ConvHBackward prepare_conv_h_backward(const at::Tensor& grad_out, const at::Tensor& radial, const at::Tensor& h,
@@ -179,24 +164,83 @@ std::tuple<at::Tensor, at::Tensor> group_by_neighbour(const at::Tensor& neighbou
   return {std::get<1>(sorted), at::searchsorted(std::get<0>(sorted), bounds)};
 }
 
-void check_radial(const at::Tensor& length, const at::Tensor& freq, const at::Tensor& w1, const at::Tensor& b1,
-                  const at::Tensor& w2, const at::Tensor& b2, int64_t n_split, const char* op) {
+// ------------------------------------------------------------------------------------------------
+// tabulated-radial ops (spline_edge.h)
+// ------------------------------------------------------------------------------------------------
+
+void check_edge_list(const at::Tensor& centre, const at::Tensor& neighbour, int64_t n_nodes, const char* op) {
+  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
+  TORCH_CHECK(centre.dim() == 1, op, ": centre must be [E], got shape ", centre.sizes());
+  TORCH_CHECK(centre.scalar_type() == at::kLong, op, ": centre must be int64, got ", centre.scalar_type());
+  check_index(neighbour, centre, centre.size(0), "neighbour", op);
+}
+
+void check_radial_table(const at::Tensor& length, const at::Tensor& table, double r_max, const char* op) {
   TORCH_CHECK(length.dim() == 1, op, ": length must be [E], got shape ", length.sizes());
   check_float(length, "length", op);
-  TORCH_CHECK(freq.dim() == 1, op, ": frequencies must be [B], got shape ", freq.sizes());
-  const int64_t B = freq.size(0);
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == B, op, ": w1 must be [H, B=", B, "], got shape ", w1.sizes());
-  const int64_t H = w1.size(0);
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == H, op, ": b1 must be [H=", H, "], got shape ", b1.sizes());
-  TORCH_CHECK(w2.dim() == 2 && w2.size(1) == H, op, ": w2 must be [K, H=", H, "], got shape ", w2.sizes());
-  const int64_t K = w2.size(0);
-  TORCH_CHECK(b2.dim() == 1 && b2.size(0) == K, op, ": b2 must be [K=", K, "], got shape ", b2.sizes());
-  TORCH_CHECK(n_split >= 1 && K % n_split == 0, op, ": n_split (", n_split, ") must divide K=", K);
-  check_same(freq, length, "frequencies", op);
-  check_same(w1, length, "w1", op);
-  check_same(b1, length, "b1", op);
-  check_same(w2, length, "w2", op);
-  check_same(b2, length, "b2", op);
+  TORCH_CHECK(table.dim() == 3 && table.size(0) >= 1 && table.size(1) == 4, op,
+              ": table must be [n_intervals, 4, K] (cubic coefficients per interval), got shape ", table.sizes());
+  check_same(table, length, "table", op);
+  TORCH_CHECK(r_max > 0.0, op, ": r_max must be > 0, got ", r_max);
+}
+
+void check_radial_grad(const at::Tensor& grad_out, const at::Tensor& length, const at::Tensor& table, const char* op) {
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == length.size(0) && grad_out.size(1) == table.size(2), op,
+              ": grad_out must be [E, K] = [", length.size(0), ", ", table.size(2), "], got shape ", grad_out.sizes());
+  check_same(grad_out, length, "grad_out", op);
+}
+
+void check_graph(const at::Tensor& rowptr, const at::Tensor& nb_order, const at::Tensor& nb_start, int64_t E,
+                 const at::Tensor& ref, const char* op) {
+  TORCH_CHECK(rowptr.dim() == 1 && rowptr.size(0) >= 1, op, ": rowptr must be [n_nodes + 1], got shape ",
+              rowptr.sizes());
+  const int64_t N = rowptr.size(0) - 1;
+  check_index(rowptr, ref, N + 1, "rowptr", op);
+  check_index(nb_order, ref, E, "nb_order", op);
+  check_index(nb_start, ref, N + 1, "nb_start", op);
+}
+
+SplineConvArgs prepare_spline_conv(const at::Tensor& vec, const at::Tensor& h, const at::Tensor& table,
+                                   const at::Tensor& neighbour, const at::Tensor& rowptr, const at::Tensor& nb_order,
+                                   const at::Tensor& nb_start, double r_max, int64_t lmax, const char* op) {
+  TORCH_CHECK(lmax >= 0 && lmax <= kMaxLmax, op, ": lmax must be in [0, ", kMaxLmax, "], got ", lmax);
+  TORCH_CHECK(vec.dim() == 2 && vec.size(1) == 3, op, ": vec must be [E, 3], got shape ", vec.sizes());
+  check_float(vec, "vec", op);
+  const int64_t E = vec.size(0), L = lmax + 1;
+  TORCH_CHECK(h.dim() == 2, op, ": h must be [n_nodes, C], got shape ", h.sizes());
+  check_same(h, vec, "h", op);
+  const int64_t N = h.size(0), C = h.size(1);
+  TORCH_CHECK(table.dim() == 3 && table.size(0) >= 1 && table.size(1) == 4 && table.size(2) == L * C, op,
+              ": table must be [n_intervals, 4, (lmax+1) C] = [n, 4, ", L * C, "], got shape ", table.sizes());
+  check_same(table, vec, "table", op);
+  TORCH_CHECK(r_max > 0.0, op, ": r_max must be > 0, got ", r_max);
+  check_index(neighbour, vec, E, "neighbour", op);
+  check_graph(rowptr, nb_order, nb_start, E, vec, op);
+  TORCH_CHECK(rowptr.size(0) == N + 1, op, ": rowptr must be [n_nodes + 1] = [", N + 1, "], got shape ",
+              rowptr.sizes());
+  SplineConvArgs a;
+  a.vec = vec.contiguous();
+  a.h = h.contiguous();
+  a.table = table.contiguous();
+  a.neighbour = neighbour.contiguous();
+  a.rowptr = rowptr.contiguous();
+  a.nb_order = nb_order.contiguous();
+  a.nb_start = nb_start.contiguous();
+  a.E = E;
+  a.N = N;
+  a.C = C;
+  a.L = L;
+  a.n_int = table.size(0);
+  a.r_max = r_max;
+  return a;
+}
+
+void check_spline_conv_grad(const at::Tensor& grad_out, const SplineConvArgs& a, const char* op) {
+  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(0) == a.L * a.L && grad_out.size(1) == a.N &&
+                  grad_out.size(2) == a.C,
+              op, ": grad_out must be [(lmax+1)^2, n_nodes, C] = [", a.L * a.L, ", ", a.N, ", ", a.C, "], got shape ",
+              grad_out.sizes());
+  check_same(grad_out, a.vec, "grad_out", op);
 }
 
 }  // namespace mlffd
