@@ -21,7 +21,6 @@ built once per call (`mlffd::edge_graph`) and reused by every op, and forces and
 from __future__ import annotations
 
 import copy
-import math
 from typing import Dict, List, Optional
 
 import torch
