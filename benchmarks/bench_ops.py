@@ -4,11 +4,11 @@
                                    [--clock wall|cpu] [--stat min|median]
 
 Times (min, or median, over repeats; milliseconds):
-  * conv_scatter forward, and forward + backward (grads of weights and sh), fused vs reference,
-    lmax 1 and 2, float32 and float64;
+  * conv_scatter_h forward, and forward + backward (grads of radial, h and sh), fused vs reference
+    (mlffd.model.kernels.conv_scatter_h), lmax 1 and 2, float32 and float64;
   * the radial part (Bessel basis x polynomial envelope, forward + backward) for scale;
-  * with --model: a whole student (energy + forces, eager) with reference vs fused conv_scatter.
-Prints a Markdown table (copied into docs/custom_ops.md).
+  * with --model: a whole student (energy + forces, eager), reference vs fused (export/fused.py).
+Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -48,20 +48,22 @@ def bench_conv(args, lmax: int, dtype: torch.dtype) -> dict:
     g = torch.Generator().manual_seed(lmax)
     n_edges, n_nodes, c = args.edges, args.edges // args.neighbours, args.channels
     centre = random_graph(n_edges, n_nodes, g)
-    w = torch.randn(n_edges, lmax + 1, c, generator=g).to(dtype).requires_grad_(True)
+    neighbour = torch.randint(0, n_nodes, (n_edges,), generator=g)
+    radial = torch.randn(n_edges, lmax + 1, c, generator=g).to(dtype).requires_grad_(True)
+    h = torch.randn(n_nodes, c, generator=g).to(dtype).requires_grad_(True)
     sh = torch.randn(n_edges, (lmax + 1) ** 2, generator=g).to(dtype).requires_grad_(True)
     gout = torch.randn(n_nodes, c, (lmax + 1) ** 2, generator=g).to(dtype)
-    fused = torch.ops.mlffd.conv_scatter
-    ref = reference.conv_scatter
+    fused = torch.ops.mlffd.conv_scatter_h
+    ref = reference.conv_scatter_h
     row = {"lmax": lmax, "dtype": str(dtype).replace("torch.", "")}
     for name, f in (("ref", ref), ("fused", fused)):
         def fwd():
             with torch.no_grad():
-                f(w, sh, centre, n_nodes, lmax)
+                f(radial, h, sh, centre, neighbour, lmax)
 
         def fwd_bwd():
-            out = f(w, sh, centre, n_nodes, lmax)
-            torch.autograd.grad(out, [w, sh], gout)
+            out = f(radial, h, sh, centre, neighbour, lmax)
+            torch.autograd.grad(out, [radial, h, sh], gout)
 
         row[f"{name}_fwd"] = timeit(fwd, args.repeats)
         row[f"{name}_fwdbwd"] = timeit(fwd_bwd, args.repeats)

@@ -7,7 +7,8 @@
 System: Si diamond 4x4x4 cubic (512 atoms), positions jittered by 0.05 A, cutoff 5 A (14,336 edges).
 Variants (same random weights, seed 0):
   reference  use_ops=False: the training-time graph (pure PyTorch + e3nn), scripted
-  conv       the previous export: only ConvScatter -> mlffd::conv_scatter (weights = radial * h[nb] in PyTorch)
+  conv       the training graph with only its convolution swapped for mlffd::conv_scatter_h (radial network
+             and e3nn spherical harmonics in TorchScript; close to the export before radial tables)
   fused      the current export (mlffd.export.fused.use_fused_ops): radial tables, spline_conv, interaction_node,
              edge_graph, edge_forces_virial
 Times are CPU seconds of the process (time.process_time; robust on a shared machine), minimum and
@@ -37,7 +38,7 @@ PRESETS = {"fast": (1, 16, 2), "small": (2, 16, 2), "small-l1": (2, 16, 1)}
 
 
 class ConvOnlyScatter(torch.nn.Module):
-    """The previous fused path (for comparison): product in PyTorch, then mlffd::conv_scatter."""
+    """Only the convolution fused (for comparison): mlffd::conv_scatter_h on the network's radial and e3nn's sh."""
 
     def __init__(self, lmax: int):
         super().__init__()
@@ -45,8 +46,7 @@ class ConvOnlyScatter(torch.nn.Module):
 
     def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
                 neighbour: torch.Tensor) -> torch.Tensor:
-        weights = radial * h.index_select(0, neighbour).unsqueeze(1)
-        return torch.ops.mlffd.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
+        return torch.ops.mlffd.conv_scatter_h(radial, h, sh, centre, neighbour, self.lmax)
 
 
 def make_model(path: Path, preset: str, dtype: str, variant: str) -> Path:

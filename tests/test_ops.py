@@ -65,9 +65,7 @@ def test_api(lib):
     assert Path(ops.build_directory()).is_absolute()
     info = torch.ops.mlffd.build_info()
     assert "openmp=1" in info, info  # at::parallel_for is serial without -fopenmp
-    for key in ("CPU", "Autograd", "Meta"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::conv_scatter", key), key
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::conv_scatter_backward", key), key
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::edge_graph", "CPU")  # what available() checks
 
 
 def test_sources_are_pure_libtorch():
@@ -82,139 +80,51 @@ def test_sources_are_pure_libtorch():
             assert "Python" not in inc and "pybind" not in inc and inc != "torch/extension.h", (path, inc)
 
 
-# --- forward ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_forward_matches_reference(lib, device, dtype, lmax):
-    # atoms 0, 5, 6 and the last two have no edges
-    w, sh, centre = random_inputs(300, 20, 7, lmax, dtype, seed=lmax, empty_atoms=(0, 5, 6, 18, 19))
-    out = torch.ops.mlffd.conv_scatter(*to_device(device, w, sh, centre), 20, lmax)
-    expected = reference.conv_scatter(w, sh, centre, 20, lmax)
-    assert out.shape == (20, 7, (lmax + 1) ** 2) and out.dtype == dtype and out.device.type == device
-    torch.testing.assert_close(out.cpu(), expected, **tolerances(dtype))
-    assert torch.all(out[[0, 5, 6, 18, 19]] == 0)
-
+# --- conv_scatter_h: edge cases and argument errors (its parity tests are further down) ------------
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_nodes", [0, 4])
-def test_empty_edge_set(lib, device, n_nodes):
-    w, sh, centre = to_device(device, *random_inputs(0, n_nodes, 3, 2, requires_grad=True))
-    out = torch.ops.mlffd.conv_scatter(w, sh, centre, n_nodes, 2)
+def test_conv_scatter_h_empty_edge_set(lib, device, n_nodes):
+    w, h, sh, centre, neighbour = to_device(device, *random_conv_h(0, n_nodes, 3, 2))
+    w.requires_grad_(True)
+    sh.requires_grad_(True)
+    out = torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, 2)
     assert out.shape == (n_nodes, 3, 9) and torch.all(out == 0)
     gw, gsh = torch.autograd.grad(out.sum(), [w, sh], allow_unused=True)
     assert gw is None or gw.shape == (0, 3, 3)
-    gw, gsh = torch.ops.mlffd.conv_scatter_backward(torch.ones(n_nodes, 3, 9, dtype=torch.float64, device=device),
-                                                   w.detach(), sh.detach(), centre, 2)
-    assert gw.shape == (0, 3, 3) and gsh.shape == (0, 9)
 
 
-def test_non_contiguous_inputs(lib):
-    w, sh, centre = random_inputs(120, 9, 5, 2)
+def test_conv_scatter_h_non_contiguous_inputs(lib):
+    w, h, sh, centre, neighbour = random_conv_h(120, 9, 5, 2)
     w_nc = w.transpose(1, 2).contiguous().transpose(1, 2)  # same values, channel stride != 1
     sh_nc = torch.cat([sh, sh], dim=1)[:, :9]
-    assert not w_nc.is_contiguous() and not sh_nc.is_contiguous()
-    torch.testing.assert_close(torch.ops.mlffd.conv_scatter(w_nc, sh_nc, centre, 9, 2),
-                               reference.conv_scatter(w, sh, centre, 9, 2), rtol=1e-12, atol=1e-12)
-
-
-def test_thread_count_does_not_change_results(lib):
-    w, sh, centre = random_inputs(4000, 150, 16, 2, torch.float32, requires_grad=True)
-    gout = torch.randn(150, 16, 9)
-    results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            out = torch.ops.mlffd.conv_scatter(w, sh, centre, 150, 2)
-            results.append([out, *torch.autograd.grad(out, [w, sh], gout)])
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)  # no atomics, fixed summation order: bitwise deterministic
-
-
-def test_meta_kernel(lib):
-    w, sh, centre = (torch.empty(5, 3, 4, device="meta"), torch.empty(5, 9, device="meta"),
-                     torch.empty(5, dtype=torch.long, device="meta"))
-    assert torch.ops.mlffd.conv_scatter(w, sh, centre, 11, 2).shape == (11, 4, 9)
-
-
-# --- gradients -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_gradients_match_reference(lib, device, dtype, lmax):
-    w, sh, centre = random_inputs(250, 16, 6, lmax, dtype, seed=10 + lmax, empty_atoms=(0, 3, 15),
-                                  requires_grad=True)
-    gout = torch.randn(16, 6, (lmax + 1) ** 2, dtype=dtype)
-    wd, shd, centred, goutd = to_device(device, w, sh, centre, gout)
-    fused = torch.autograd.grad(torch.ops.mlffd.conv_scatter(wd, shd, centred, 16, lmax), [wd, shd], goutd)
-    expected = torch.autograd.grad(reference.conv_scatter(w, sh, centre, 16, lmax), [w, sh], gout)
-    for a, b in zip(fused, expected):
-        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
-    direct = torch.ops.mlffd.conv_scatter_backward(goutd, wd.detach(), shd.detach(), centred, lmax)
-    for a, b in zip(direct, expected):
-        torch.testing.assert_close(a.cpu(), b, **tolerances(dtype))
-
-
-@pytest.mark.parametrize("lmax", [1, 2])
-def test_gradcheck(lib, lmax):
-    w, sh, centre = random_inputs(14, 6, 3, lmax, seed=3, empty_atoms=(0, 4), requires_grad=True)
-    fn = lambda w, sh: torch.ops.mlffd.conv_scatter(w, sh, centre, 6, lmax)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (w, sh))
-    assert torch.autograd.gradgradcheck(fn, (w, sh))  # double backward: conv_scatter_backward's own gradient
-    gout = torch.randn(6, 3, (lmax + 1) ** 2, dtype=torch.float64, requires_grad=True)
-    bwd = lambda g, w, sh: torch.ops.mlffd.conv_scatter_backward(g, w, sh, centre, lmax)  # noqa: E731
-    assert torch.autograd.gradcheck(bwd, (gout, w, sh))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_double_backward_matches_reference(lib, device):
-    w, sh, centre = random_inputs(200, 12, 5, 2, seed=7, empty_atoms=(4,), requires_grad=True)
-    gout = torch.randn(12, 5, 9, dtype=torch.float64)
-
-    def second(fn, w, sh, centre, gout):
-        gw, gsh = torch.autograd.grad(fn(w, sh, centre, 12, 2), [w, sh], gout, create_graph=True)
-        return torch.autograd.grad((gw**2).sum() + (gsh.sin()).sum(), [w, sh])
-
-    fused = second(torch.ops.mlffd.conv_scatter, *to_device(device, w, sh, centre, gout))
-    for a, b in zip(fused, second(reference.conv_scatter, w, sh, centre, gout)):
-        torch.testing.assert_close(a.cpu(), b, rtol=1e-12, atol=1e-12)
-
-
-# --- errors ----------------------------------------------------------------------------------------
-
-def test_unsorted_centre_is_a_clear_error(lib):
-    w, sh, centre = random_inputs(50, 8, 4, 1)
-    bad = centre.clone()
-    bad[[10, 40]] = bad[[40, 10]]
-    with pytest.raises(RuntimeError, match=r"centre must be sorted ascending .*centre\[\d+\] = \d+ > centre\[\d+\]"):
-        torch.ops.mlffd.conv_scatter(w, sh, bad, 8, 1)
-    with pytest.raises(RuntimeError, match="sorted ascending"):
-        torch.ops.mlffd.conv_scatter_backward(torch.zeros(8, 4, 4, dtype=torch.float64), w, sh, bad, 1)
+    h_nc = h.t().contiguous().t()
+    assert not w_nc.is_contiguous() and not sh_nc.is_contiguous() and not h_nc.is_contiguous()
+    torch.testing.assert_close(torch.ops.mlffd.conv_scatter_h(w_nc, h_nc, sh_nc, centre, neighbour, 2),
+                               reference.conv_scatter_h(w, h, sh, centre, neighbour, 2), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
     "case, pattern",
     [
+        ("unsorted centre", r"centre must be sorted ascending .*centre\[\d+\] = \d+ > centre\[\d+\]"),
         ("negative centre", r"centre\[0\] = -1 is outside \[0, n_nodes=8\)"),
         ("centre >= n_nodes", r"is outside \[0, n_nodes=8\)"),
         ("int32 centre", "centre must be int64"),
-        ("dtype mismatch", "sh dtype .* must equal weights dtype"),
-        ("integer weights", "weights must be float32 or float64"),
-        ("wrong lmax", r"weights must be \[E, lmax\+1, C\] with lmax=2"),
+        ("dtype mismatch", "sh dtype .* must equal"),
+        ("integer radial", "radial must be float32 or float64"),
+        ("wrong lmax", r"radial must be \[E, lmax\+1, C\] with lmax=2"),
         ("wrong sh width", r"sh must be \[E, \(lmax\+1\)\^2\]"),
         ("wrong centre length", r"centre must be \[E\]"),
-        ("negative n_nodes", "n_nodes must be >= 0"),
     ],
 )
-def test_bad_inputs(lib, case, pattern):
-    w, sh, centre = random_inputs(30, 8, 4, 1, seed=1)
-    n_nodes, lmax = 8, 1
-    if case == "negative centre":
+def test_conv_scatter_h_bad_inputs(lib, case, pattern):
+    w, h, sh, centre, neighbour = random_conv_h(30, 8, 4, 1, seed=1)
+    lmax = 1
+    if case == "unsorted centre":
+        centre = centre.clone()
+        centre[[3, 25]] = centre[[25, 3]]
+    elif case == "negative centre":
         centre = centre.clone()
         centre[0] = -1
     elif case == "centre >= n_nodes":
@@ -224,18 +134,16 @@ def test_bad_inputs(lib, case, pattern):
         centre = centre.int()
     elif case == "dtype mismatch":
         sh = sh.float()
-    elif case == "integer weights":
-        w, sh = w.long(), sh.long()
+    elif case == "integer radial":
+        w, h, sh = w.long(), h.long(), sh.long()
     elif case == "wrong lmax":
         lmax = 2
     elif case == "wrong sh width":
         sh = sh[:, :3]
     elif case == "wrong centre length":
         centre = centre[:-1]
-    elif case == "negative n_nodes":
-        n_nodes = -1
     with pytest.raises(RuntimeError, match=pattern):
-        torch.ops.mlffd.conv_scatter(w, sh, centre, n_nodes, lmax)
+        torch.ops.mlffd.conv_scatter_h(w, h, sh, centre, neighbour, lmax)
 
 
 # --- TorchScript -----------------------------------------------------------------------------------
@@ -248,13 +156,15 @@ class EnergyAndGrads(torch.nn.Module):
         self.n_nodes = n_nodes
         self.lmax = lmax
 
-    def forward(self, weights: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor):
-        weights = weights.detach().requires_grad_(True)
+    def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
+                neighbour: torch.Tensor):
+        radial = radial.detach().requires_grad_(True)
         sh = sh.detach().requires_grad_(True)
-        out = torch.ops.mlffd.conv_scatter(weights, sh, centre, self.n_nodes, self.lmax)
+        out = torch.ops.mlffd.conv_scatter_h(radial, h, sh, centre, neighbour, self.lmax)
+        assert out.shape[0] == self.n_nodes
         energy = (out * out).sum()
         grad_outputs: list[torch.Tensor | None] = [torch.ones_like(energy)]
-        grads = torch.autograd.grad([energy], [weights, sh], grad_outputs=grad_outputs)
+        grads = torch.autograd.grad([energy], [radial, sh], grad_outputs=grad_outputs)
         gw = grads[0]
         gsh = grads[1]
         assert gw is not None and gsh is not None
@@ -262,17 +172,17 @@ class EnergyAndGrads(torch.nn.Module):
 
 
 def test_scripted_module_reloads_in_fresh_process(lib, tmp_path):
-    w, sh, centre = random_inputs(80, 10, 4, 2, seed=5, empty_atoms=(2,))
+    w, h, sh, centre, neighbour = random_conv_h(80, 10, 4, 2, seed=5, empty_atoms=(2,))
     module = torch.jit.script(EnergyAndGrads(10, 2))
-    out, gw, gsh = module(w, sh, centre)
-    ref_out = reference.conv_scatter(w.requires_grad_(True), sh.requires_grad_(True), centre, 10, 2)
+    out, gw, gsh = module(w, h, sh, centre, neighbour)
+    ref_out = reference.conv_scatter_h(w.requires_grad_(True), h, sh.requires_grad_(True), centre, neighbour, 2)
     ref_gw, ref_gsh = torch.autograd.grad((ref_out * ref_out).sum(), [w, sh])
     for a, b in zip((out, gw, gsh), (ref_out, ref_gw, ref_gsh)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
     model_path, data_path, result_path = tmp_path / "m.pt", tmp_path / "in.pt", tmp_path / "out.pt"
     module.save(str(model_path))
-    torch.save({"w": w.detach(), "sh": sh.detach(), "centre": centre}, data_path)
+    torch.save({"w": w.detach(), "h": h, "sh": sh.detach(), "centre": centre, "neighbour": neighbour}, data_path)
     script = textwrap.dedent(f"""
         import torch
         from mlffd.export import ops
@@ -284,7 +194,7 @@ def test_scripted_module_reloads_in_fresh_process(lib, tmp_path):
         ops.load_library()
         module = torch.jit.load({str(model_path)!r})
         d = torch.load({str(data_path)!r})
-        torch.save(list(module(d["w"], d["sh"], d["centre"])), {str(result_path)!r})
+        torch.save(list(module(d["w"], d["h"], d["sh"], d["centre"], d["neighbour"])), {str(result_path)!r})
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -335,7 +245,7 @@ def test_cuda_sources_compile(tmp_path):
     objects call across files is defined (what a CUDA build links)."""
     objects = cuda_check.compile_cuda_sources(tmp_path)
     names = {obj.name for obj in objects}
-    assert {"conv_scatter_cuda.cu.o", "fused_edge_cuda.cu.o", "fused_edge.cpp.o"} <= names, names
+    assert {"fused_edge_cuda.cu.o", "spline_edge_cuda.cu.o", "fused_edge.cpp.o"} <= names, names
 
 
 @needs_nvcc
@@ -360,7 +270,7 @@ FUSED_OPS = ("conv_scatter_h", "edge_graph", "radial_spline", "spline_conv", "in
 def random_conv_h(n_edges, n_nodes, channels, lmax, dtype=torch.float64, seed=0, empty_atoms=()):
     w, sh, centre = random_inputs(n_edges, n_nodes, channels, lmax, dtype, seed, empty_atoms)
     g = torch.Generator().manual_seed(seed + 100)
-    neighbour = torch.randint(0, n_nodes, (len(centre),), generator=g)
+    neighbour = torch.randint(0, max(n_nodes, 1), (len(centre),), generator=g)  # no edges when n_nodes = 0
     h = torch.randn(n_nodes, channels, generator=g, dtype=torch.float64).to(dtype)
     return w, h, sh, centre, neighbour
 
@@ -769,19 +679,6 @@ def test_old_format_and_foreign_inputs_are_refused(lib, tmp_path):
 def emulated(lib):
     cuda_check.load_emulation()
     return torch.ops.mlffd_cuda_emulation
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("lmax", [0, 1, 2, 3])
-def test_emulated_cuda_conv_scatter(emulated, dtype, lmax):
-    w, sh, centre = random_inputs(250, 16, 6, lmax, dtype, seed=lmax, empty_atoms=(0, 3, 15), requires_grad=True)
-    expected = reference.conv_scatter(w, sh, centre, 16, lmax)
-    torch.testing.assert_close(emulated.conv_scatter(w.detach(), sh.detach(), centre, 16, lmax), expected.detach(),
-                               **tolerances(dtype))
-    gout = torch.randn_like(expected)
-    grads = emulated.conv_scatter_backward(gout, w.detach(), sh.detach(), centre, lmax)
-    for a, b in zip(grads, torch.autograd.grad(expected, [w, sh], gout)):
-        torch.testing.assert_close(a, b, **tolerances(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

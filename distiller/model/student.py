@@ -9,8 +9,9 @@ Per interaction layer t (all irreps in e3nn order and normalisation):
     h_i   += MLP([h_i, A_i,0e, B_i,0 .. B_i,lmax])            scalar update (last layer: energy)
 
 Node states stay scalar (like MACE-MP "small", hidden irreps Cx0e), so the edge tensor product is a
-product with the spherical harmonics: one fused scatter (`conv_scatter`) per layer, the hot path
-that export swaps for C++/CUDA kernels (export/fused.py). Energy is a function of the edge vectors
+product with the spherical harmonics and a scatter per layer (here `kernels.conv_scatter`, pure
+PyTorch, any order of gradients), the hot path that export replaces with C++/CUDA kernels
+(export/fused.py: spline_conv on tabulated radials + interaction_node). Energy is a function of the edge vectors
 only; forces and virial come from one backward pass through them (energy conserving by construction).
 """
 

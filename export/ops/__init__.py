@@ -2,16 +2,15 @@
 
     from mlffd.export import ops
     ops.load_library()            # builds (once, ~1-2 min) and loads; returns the .so path
-    torch.ops.mlffd.conv_scatter(weights, sh, centre, n_nodes, lmax)
+    rowptr, nb_order, nb_start = torch.ops.mlffd.edge_graph(centre, neighbour, n_nodes)
 
-Ops (C++ sources in `csrc/`, see docs/custom_ops.md):
-  mlffd::conv_scatter(Tensor weights, Tensor sh, Tensor centre, int n_nodes, int lmax) -> Tensor
-  mlffd::conv_scatter_backward(Tensor grad_out, Tensor weights, Tensor sh, Tensor centre, int lmax)
-      -> (Tensor, Tensor)
+Ops (C++ sources in `csrc/`, see docs/custom_ops.md), used by the frozen student (export/fused.py):
+  mlffd::edge_graph / radial_spline / spline_conv   (spline_edge.cpp, spline_edge_cuda.cu)
+  mlffd::conv_scatter_h / edge_forces_virial         (fused_edge.cpp, fused_edge_cuda.cu)
+  mlffd::interaction_node                            (node_update.cpp, a device-generic ATen composite)
   mlffd::build_info() -> str
-  mlffd::conv_scatter_h / edge_geometry / radial_mlp / edge_forces_virial   (fused_edge.cpp and
-      fused_edge_cuda.cu: C++ autograd, first order only; used by mlffd.model.student.use_fused_ops)
-Kernels: CPU (OpenMP via at::parallel_for), Meta, Autograd (C++), CUDA (built when torch has CUDA
+C++ autograd, first-order gradients only; training uses the pure-PyTorch `mlffd.model.kernels`.
+Kernels: CPU (OpenMP via at::parallel_for), Autograd (C++), CUDA (built when torch has CUDA
 and CUDA_HOME is set; `mlffd.export.ops.cuda_check` compiles them with nvcc on machines without either).
 `mlffd.model.kernels` holds the pure-PyTorch reference the ops must match.
 
@@ -33,11 +32,9 @@ __all__ = ["LIBRARY_NAME", "available", "build_directory", "cuda_kernels_built",
 LIBRARY_NAME = "mlffd_ops"
 
 _CSRC = Path(__file__).resolve().parent / "csrc"
-_CPP_SOURCES = ("op_checks.cpp", "conv_scatter.cpp", "conv_scatter_autograd.cpp", "fused_edge.cpp", "spline_edge.cpp",
-                "node_update.cpp")
-_CUDA_SOURCES = ("conv_scatter_cuda.cu", "fused_edge_cuda.cu", "spline_edge_cuda.cu")
-_HEADERS = ("conv_scatter.h", "fused_edge.h", "spline_edge.h", "spline_conv_cpu.h", "kernel_math.h", "op_schemas.h",
-            "cuda_utils.cuh")
+_CPP_SOURCES = ("op_checks.cpp", "fused_edge.cpp", "spline_edge.cpp", "node_update.cpp")
+_CUDA_SOURCES = ("fused_edge_cuda.cu", "spline_edge_cuda.cu")
+_HEADERS = ("fused_edge.h", "spline_edge.h", "spline_conv_cpu.h", "kernel_math.h", "op_schemas.h", "cuda_utils.cuh")
 # -fno-math-errno, -fno-trapping-math: sqrt without its errno branch and selects over divisions, so
 # that the kernels' loops over edges vectorise (no value changes: nothing reads errno or FP traps)
 _CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
@@ -88,7 +85,7 @@ def _fingerprint(with_cuda: bool) -> str:
 
 def _ops_registered() -> bool:
     try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::conv_scatter", "CPU")
+        return torch._C._dispatch_has_kernel_for_dispatch_key("mlffd::edge_graph", "CPU")
     except Exception:
         return False
 
@@ -141,7 +138,7 @@ def load_library(verbose: bool = False) -> str:
             _error = f"{type(exc).__name__}: {exc}"
             raise
         if not _ops_registered():
-            _error = f"{so} loaded but did not register mlffd::conv_scatter"
+            _error = f"{so} loaded but did not register mlffd::edge_graph"
             raise RuntimeError(_error)
         _loaded = str(so)
         _error = None

@@ -1,4 +1,4 @@
-// Launch helpers shared by the mlffd CUDA kernels (conv_scatter_cuda.cu, fused_edge_cuda.cu), and
+// Launch helpers shared by the mlffd CUDA kernels (fused_edge_cuda.cu, spline_edge_cuda.cu), and
 // a host emulation of them.
 //
 // Real build (nvcc): only c10/cuda headers, since ATen/cuda/CUDAContext.h would pull in cuBLAS and

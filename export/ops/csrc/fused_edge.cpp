@@ -2,7 +2,7 @@
 //
 //   mlffd::conv_scatter_h(Tensor radial, Tensor h, Tensor sh, Tensor centre, Tensor neighbour, int lmax) -> Tensor
 //     out[i, c, m] = sum_{e: centre[e] = i} radial[e, l(m), c] * h[neighbour[e], c] * sh[e, m]
-//     (conv_scatter with the edge weights radial * h[neighbour] folded in; gradients for radial, h, sh)
+//     (gradients for radial, h, sh; mlffd.model.kernels.conv_scatter_h is its PyTorch reference)
 //   mlffd::edge_forces_virial(Tensor edge_grad, Tensor edge_vec, Tensor rowptr, Tensor nb_order, Tensor nb_start)
 //       -> (Tensor forces, Tensor virial, Tensor atom_virial)      (no gradient: inputs are detached;
 //       rowptr / nb_order / nb_start: the edge list's CSR from mlffd::edge_graph, spline_edge.cpp)
@@ -20,7 +20,6 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#include "conv_scatter.h"
 #include "kernel_math.h"
 #include "op_schemas.h"
 
@@ -36,7 +35,7 @@ using torch::autograd::variable_list;
 
 constexpr const char* kFirstOrderOnly =
     ": only first-order gradients are implemented (export-only fused op); double backward / "
-    "create_graph=True needs the reference modules (training path) or mlffd::conv_scatter";
+    "create_graph=True needs the reference modules (training path)";
 
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
 

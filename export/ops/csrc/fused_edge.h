@@ -43,4 +43,34 @@ void check_edges_generic(const at::Tensor& centre, const at::Tensor& neighbour, 
 // neighbour (stable: ascending edge index within an atom), start [n_nodes + 1] the group bounds.
 std::tuple<at::Tensor, at::Tensor> group_by_neighbour(const at::Tensor& neighbour, int64_t n_nodes);
 
+// ---- CPU helpers of conv_scatter_h's kernels (fused_edge.cpp) ----------------------------------
+// acc[m, c] += w_edge[l(m), c] * sh_edge[m] for one edge (acc is m-major: the inner loop runs
+// over contiguous channels).
+template <typename scalar_t>
+inline void accumulate_edge(const scalar_t* __restrict__ w_edge, const scalar_t* __restrict__ sh_edge,
+                            scalar_t* __restrict__ acc, int64_t L, int64_t C) {
+  for (int64_t l = 0; l < L; ++l) {
+    const scalar_t* __restrict__ wl = w_edge + l * C;
+    for (int64_t m = l * l; m < (l + 1) * (l + 1); ++m) {
+      const scalar_t s = sh_edge[m];
+      scalar_t* __restrict__ a = acc + m * C;
+      for (int64_t c = 0; c < C; ++c) a[c] += wl[c] * s;
+    }
+  }
+}
+
+// out_node[c, m] = acc[m, c]: the op's output layout is [N, C, M].
+template <typename scalar_t>
+inline void store_node(const scalar_t* __restrict__ acc, scalar_t* __restrict__ out_node, int64_t C, int64_t M) {
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t m = 0; m < M; ++m) out_node[c * M + m] = acc[m * C + c];
+}
+
+// acc[m, c] = node[c, m]: one atom's [C, M] gradient, transposed for the edge loops.
+template <typename scalar_t>
+inline void load_node(const scalar_t* __restrict__ node, scalar_t* __restrict__ acc, int64_t C, int64_t M) {
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t m = 0; m < M; ++m) acc[m * C + c] = node[c * M + m];
+}
+
 }  // namespace mlffd

@@ -1,7 +1,6 @@
 // Argument checks and device-generic helpers of the mlffd ops, shared by the CPU kernels, the CUDA
 // kernels and their host emulation (tests). No op is registered here, so a second library (the
-// emulation) can compile this file too. Declarations: conv_scatter.h, fused_edge.h, spline_edge.h.
-#include "conv_scatter.h"
+// emulation) can compile this file too. Declarations: fused_edge.h, spline_edge.h.
 #include "fused_edge.h"
 #include "kernel_math.h"
 #include "spline_edge.h"
@@ -27,55 +26,6 @@ void check_index(const at::Tensor& t, const at::Tensor& ref, int64_t E, const ch
 }
 
 }  // namespace
-
-// ------------------------------------------------------------------------------------------------
-// conv_scatter (conv_scatter.h)
-// ------------------------------------------------------------------------------------------------
-
-int64_t check_conv_scatter_args(const at::Tensor& weights, const at::Tensor& sh, const at::Tensor& centre,
-                                int64_t n_nodes, int64_t lmax, const char* op) {
-  TORCH_CHECK(lmax >= 0, op, ": lmax must be >= 0, got ", lmax);
-  TORCH_CHECK(n_nodes >= 0, op, ": n_nodes must be >= 0, got ", n_nodes);
-  TORCH_CHECK(weights.dim() == 3, op, ": weights must be [E, lmax+1, C], got shape ", weights.sizes());
-  TORCH_CHECK(sh.dim() == 2, op, ": sh must be [E, (lmax+1)^2], got shape ", sh.sizes());
-  TORCH_CHECK(centre.dim() == 1, op, ": centre must be [E], got shape ", centre.sizes());
-  const int64_t E = weights.size(0);
-  const int64_t L = lmax + 1;
-  TORCH_CHECK(weights.size(1) == L, op, ": weights must be [E, lmax+1, C] with lmax=", lmax,
-              ", got shape ", weights.sizes());
-  TORCH_CHECK(sh.size(0) == E && sh.size(1) == L * L, op, ": sh must be [E, (lmax+1)^2] = [", E, ", ", L * L,
-              "], got shape ", sh.sizes());
-  TORCH_CHECK(centre.size(0) == E, op, ": centre must be [E] = [", E, "], got shape ", centre.sizes());
-  TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
-              ": weights must be float32 or float64, got ", weights.scalar_type());
-  TORCH_CHECK(sh.scalar_type() == weights.scalar_type(), op, ": sh dtype (", sh.scalar_type(),
-              ") must equal weights dtype (", weights.scalar_type(), ")");
-  TORCH_CHECK(centre.scalar_type() == at::kLong, op, ": centre must be int64, got ", centre.scalar_type());
-  TORCH_CHECK(sh.device() == weights.device() && centre.device() == weights.device(), op,
-              ": weights, sh and centre must be on one device, got ", weights.device(), ", ", sh.device(), ", ",
-              centre.device());
-  return E;
-}
-
-void check_grad_out(const at::Tensor& grad_out, const at::Tensor& weights, int64_t lmax, const char* op) {
-  const int64_t L = lmax + 1;
-  TORCH_CHECK(grad_out.dim() == 3 && grad_out.size(1) == weights.size(2) && grad_out.size(2) == L * L, op,
-              ": grad_out must be [n_nodes, C, (lmax+1)^2] with C=", weights.size(2), ", lmax=", lmax,
-              ", got shape ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == weights.scalar_type(), op, ": grad_out dtype (", grad_out.scalar_type(),
-              ") must equal weights dtype (", weights.scalar_type(), ")");
-  TORCH_CHECK(grad_out.device() == weights.device(), op, ": grad_out must be on ", weights.device(), ", got ",
-              grad_out.device());
-}
-
-void check_centre_sorted_generic(const at::Tensor& centre, int64_t n_nodes, const char* op) {
-  const int64_t E = centre.size(0);
-  if (E == 0) return;
-  at::Tensor bad = at::logical_or(centre.select(0, 0) < 0, centre.select(0, E - 1) >= n_nodes);
-  if (E > 1) bad = at::logical_or(bad, (centre.slice(0, 1, E) < centre.slice(0, 0, E - 1)).any());
-  TORCH_CHECK(!bad.item<bool>(), op, ": centre must be sorted ascending (edges grouped by centre atom) ",
-              "with values in [0, n_nodes=", n_nodes, ")");
-}
 
 // ------------------------------------------------------------------------------------------------
 // fused edge ops (fused_edge.h)

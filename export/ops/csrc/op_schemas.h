@@ -5,9 +5,6 @@
 namespace mlffd {
 namespace schema {
 
-constexpr const char* kConvScatter = "conv_scatter(Tensor weights, Tensor sh, Tensor centre, int n_nodes, int lmax) -> Tensor";
-constexpr const char* kConvScatterBackward =
-    "conv_scatter_backward(Tensor grad_out, Tensor weights, Tensor sh, Tensor centre, int lmax) -> (Tensor, Tensor)";
 constexpr const char* kConvScatterH =
     "conv_scatter_h(Tensor radial, Tensor h, Tensor sh, Tensor centre, Tensor neighbour, int lmax) -> Tensor";
 constexpr const char* kConvScatterHBackward =

@@ -17,6 +17,8 @@
 //
 // Their backward ops (radial_spline_backward, spline_conv_backward) have no Autograd kernel:
 // double backward raises. CUDA kernels: spline_edge_cuda.cu; formulas: kernel_math.h.
+// This file also holds the library's TORCH_LIBRARY(mlffd) block and mlffd::build_info() -> str.
+// Compile the .cpp files with OpenMP (-fopenmp): without it at::parallel_for runs serially.
 #include "spline_edge.h"
 
 #include <ATen/Dispatch.h>
@@ -33,9 +35,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#ifndef _OPENMP
+#warning "mlffd ops compiled without OpenMP (-fopenmp): at::parallel_for will run on one thread"
+#endif
 
 // Runtime choice between generic and AVX2 + FMA builds of the hot kernels: GCC on x86-64 (clang
 // and other compilers get the generic kernels only).
@@ -364,9 +371,31 @@ at::Tensor spline_conv_autograd(const at::Tensor& vec, const at::Tensor& h, cons
 
 const char* spline_cpu_isa() { return use_avx2() ? "avx2" : "generic"; }
 
+namespace {
+
+std::string build_info() {
+  std::string info = "mlffd_ops 1";
+#ifdef _OPENMP
+  info += " openmp=1";
+#else
+  info += " openmp=0";
+#endif
+#ifdef MLFFD_WITH_CUDA
+  info += " cuda=1";
+#else
+  info += " cuda=0";
+#endif
+  info += std::string(" cpu_kernels=") + spline_cpu_isa();
+  return info;
+}
+
+}  // namespace
+
 }  // namespace mlffd
 
-TORCH_LIBRARY_FRAGMENT(mlffd, m) {
+// The library's one TORCH_LIBRARY block (the other files add TORCH_LIBRARY_FRAGMENTs).
+TORCH_LIBRARY(mlffd, m) {
+  m.def("build_info() -> str", &mlffd::build_info);
   m.def(mlffd::schema::kEdgeGraph);
   m.def(mlffd::schema::kRadialSpline);
   m.def(mlffd::schema::kRadialSplineBackward);

@@ -7,16 +7,14 @@
 #define MLFFD_CUDA_EMULATION
 #define MLFFD_WITH_CUDA
 
-#include "conv_scatter_cuda.cu"
 #include "fused_edge_cuda.cu"
 #include "op_schemas.h"
 #include "spline_edge_cuda.cu"
 
 TORCH_LIBRARY(mlffd_cuda_emulation, m) {
   namespace schema = mlffd::schema;
-  for (const char* s : {schema::kConvScatter, schema::kConvScatterBackward, schema::kConvScatterH,
-                        schema::kConvScatterHBackward, schema::kEdgeForcesVirial, schema::kEdgeGraph,
-                        schema::kRadialSpline, schema::kRadialSplineBackward, schema::kSplineConv,
+  for (const char* s : {schema::kConvScatterH, schema::kConvScatterHBackward, schema::kEdgeForcesVirial,
+                        schema::kEdgeGraph, schema::kRadialSpline, schema::kRadialSplineBackward, schema::kSplineConv,
                         schema::kSplineConvBackward})
     m.def(s);
 }
