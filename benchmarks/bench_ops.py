@@ -71,15 +71,13 @@ def bench_conv(args, lmax: int, dtype: torch.dtype) -> dict:
 
 
 def bench_radial(args, dtype: torch.dtype, n_basis: int = 8, p: int = 6, cutoff: float = 5.0) -> float:
+    from mlffd.model.radial import BesselBasis, PolynomialCutoff
+
     r = (torch.rand(args.edges, dtype=dtype) * (cutoff - 0.5) + 0.5).requires_grad_(True)
-    freqs = torch.arange(1, n_basis + 1, dtype=dtype) * math.pi / cutoff
+    basis, envelope = BesselBasis(cutoff, n_basis).to(dtype), PolynomialCutoff(cutoff, p)
 
     def fwd_bwd():
-        x = r / cutoff
-        env = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * x**p + p * (p + 2.0) * x ** (p + 1.0)
-               - p * (p + 1.0) / 2.0 * x ** (p + 2.0)) * (x < 1.0).to(dtype)
-        basis = math.sqrt(2.0 / cutoff) * torch.sin(freqs * r.unsqueeze(-1)) / r.unsqueeze(-1)
-        out = basis * env.unsqueeze(-1)
+        out = basis(r) * envelope(r).unsqueeze(-1)
         torch.autograd.grad(out.sum(), [r])
 
     return timeit(fwd_bwd, args.repeats)
