@@ -104,7 +104,7 @@ def test_bench_lammps(models, tmp_path, capsys):
 
 def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     """Without the built plugin the student row says why; no number is made up."""
-    import mlffd.lammps_plugin
+    from mlffd import lammps_plugin
 
     from mlffd.validate import bench
 

@@ -152,7 +152,7 @@ def _lammps_available() -> tuple[bool, str]:
 
 def _plugin() -> tuple[str | None, str]:
     try:
-        import mlffd.lammps_plugin
+        from mlffd import lammps_plugin
     except ImportError:
         return None, "lammps_plugin package missing"
     path_fn = getattr(lammps_plugin, "plugin_path", None)
