@@ -21,12 +21,13 @@ built once per call (`mlffd::edge_graph`) and reused by every op, and forces and
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from e3nn.util.jit import compile_mode
 
 from mlffd.errors import MLFFDError
+from mlffd.model.potential import energy_gradient
 from mlffd.model.student import StudentPotential
 
 # 1024 intervals over a 5 A cutoff (h = 4.9 mA): the table matches the float64 network to ~5e-10 of
@@ -135,10 +136,7 @@ class FusedStudentPotential(StudentPotential):
             t += 1
         atom_energy = (h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species))[:n_local]
         energy = atom_energy.sum()
-        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
-        edge_grad = torch.autograd.grad([energy], [vec], grad_outputs=grad_outputs, allow_unused=True)[0]
-        if edge_grad is None:  # no edges at all
-            edge_grad = torch.zeros_like(vec)
+        edge_grad = energy_gradient(energy, vec, False)
         out = torch.ops.mlffd.edge_forces_virial(edge_grad, vec.detach(), rowptr, nb_order, nb_start)
         return {
             "energy": energy.detach(),

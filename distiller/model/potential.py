@@ -18,6 +18,16 @@ from torch import nn
 from mlffd.model import kernels
 
 
+def energy_gradient(energy: torch.Tensor, edge_vec: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """dE/d(edge vectors) by one backward pass; zeros when there are no edges."""
+    grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
+    edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, create_graph=create_graph,
+                                    allow_unused=True)[0]
+    if edge_grad is None:  # no edges at all
+        return torch.zeros_like(edge_vec)
+    return edge_grad
+
+
 @compile_mode("script")
 class EdgePotential(nn.Module):
     """Base class of the students: subclasses define `atom_energy` and a `config` with
@@ -38,11 +48,7 @@ class EdgePotential(nn.Module):
         the frozen forward calls it on one structure."""
         atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
         energy = atom_energy.sum()
-        grad_outputs: List[Optional[torch.Tensor]] = [torch.ones_like(energy)]
-        edge_grad = torch.autograd.grad([energy], [edge_vec], grad_outputs=grad_outputs, create_graph=create_graph,
-                                        allow_unused=True)[0]
-        if edge_grad is None:  # no edges at all
-            edge_grad = torch.zeros_like(edge_vec)
+        edge_grad = energy_gradient(energy, edge_vec, create_graph)
         forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index,
                                                              species.shape[0])
         return {"energy": energy, "atom_energy": atom_energy, "forces": forces, "virial": virial,
