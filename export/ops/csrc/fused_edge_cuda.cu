@@ -24,18 +24,6 @@
 namespace mlffd {
 namespace {
 
-// Calls f(std::integral_constant<int, L>) for L = lmax + 1 in 1..kMaxLmax+1, so that the
-// per-component loops unroll and their accumulators stay in registers.
-template <typename F>
-void with_degree_count(int64_t lmax, const char* op, F&& f) {
-  switch (lmax) {
-    case 0: f(std::integral_constant<int, 1>{}); break;
-    case 1: f(std::integral_constant<int, 2>{}); break;
-    case 2: f(std::integral_constant<int, 3>{}); break;
-    case 3: f(std::integral_constant<int, 4>{}); break;
-    default: TORCH_CHECK(false, op, ": the CUDA kernels support lmax <= ", kMaxLmax, ", got ", lmax);
-  }
-}
 
 // ------------------------------------------------------------------------------------------------
 // conv_scatter_h

@@ -29,6 +29,7 @@
 
 #include "kernel_math.h"
 #include "op_schemas.h"
+#include "op_support.h"
 
 #include <algorithm>
 #include <cmath>
@@ -58,16 +59,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-constexpr const char* kFirstOrderOnly =
-    ": only first-order gradients are implemented (export-only fused op); double backward / "
-    "create_graph=True needs the reference modules (training path)";
-
-int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 // ------------------------------------------------------------------------------------------------
 // edge_graph

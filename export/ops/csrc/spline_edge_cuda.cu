@@ -26,16 +26,6 @@
 namespace mlffd {
 namespace {
 
-template <typename F>
-void with_degrees(int64_t lmax, const char* op, F&& f) {
-  switch (lmax) {
-    case 0: f(std::integral_constant<int, 1>{}); break;
-    case 1: f(std::integral_constant<int, 2>{}); break;
-    case 2: f(std::integral_constant<int, 3>{}); break;
-    case 3: f(std::integral_constant<int, 4>{}); break;
-    default: TORCH_CHECK(false, op, ": the CUDA kernels support lmax <= ", kMaxLmax, ", got ", lmax);
-  }
-}
 
 // First and one-past-last edge of atom i, clamped to [0, E].
 MLFFD_HD void edge_range(const int64_t* rowptr, int64_t i, int64_t E, int64_t& begin, int64_t& end) {
@@ -268,7 +258,7 @@ at::Tensor spline_conv_cuda(const at::Tensor& vec, const at::Tensor& h, const at
   at::Tensor out = at::empty({a.L * a.L, a.N, a.C}, a.vec.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(a.vec.scalar_type(), "mlffd_spline_conv_cuda", [&] {
-    with_degrees(lmax, op, [&](auto degrees) {
+    with_degree_count(lmax, op, [&](auto degrees) {
       constexpr int LL = decltype(degrees)::value;
       MLFFD_LAUNCH(blocks_for(a.N * a.C), current_stream(), spline_conv_kernel<scalar_t, LL>)(
           a.vec.data_ptr<scalar_t>(), a.h.data_ptr<scalar_t>(), a.table.data_ptr<scalar_t>(),
@@ -295,7 +285,7 @@ std::tuple<at::Tensor, at::Tensor> spline_conv_backward_cuda(
   at::Tensor gh_edge = need_h ? at::empty({a.E, a.C}, a.vec.options()) : at::Tensor();
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES(a.vec.scalar_type(), "mlffd_spline_conv_backward_cuda", [&] {
-    with_degrees(lmax, op, [&](auto degrees) {
+    with_degree_count(lmax, op, [&](auto degrees) {
       constexpr int LL = decltype(degrees)::value;
       MLFFD_LAUNCH(blocks_for(a.E), stream, spline_conv_backward_kernel<scalar_t, LL>)(
           g.data_ptr<scalar_t>(), a.vec.data_ptr<scalar_t>(), a.h.data_ptr<scalar_t>(), a.table.data_ptr<scalar_t>(),
