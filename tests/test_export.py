@@ -171,7 +171,8 @@ def test_skin_list_md_equals_fresh_lists(tmp_path, use_ops):
         np.testing.assert_allclose(atoms.get_stress(), probe.get_stress(), rtol=0, atol=1e-12)
         assert atoms.get_potential_energy() == pytest.approx(probe.get_potential_energy(), rel=1e-13)
     builds = atoms.calc._neighbours.builds
-    assert 1 < builds < 60, builds  # rebuilt after atoms moved skin / 2, not every step
+    # 61 force calls at 1000 K: rebuilt when an atom has moved skin / 2 (6 builds measured), not every step
+    assert 2 <= builds <= 12, builds
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

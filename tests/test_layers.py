@@ -112,12 +112,10 @@ def test_deployment_runs_without_training_packages(tmp_path):
     from ase.build import bulk
 
     from mlffd import MLFFDCalculator
-    from mlffd.export import ops
     from mlffd.export.testing import make_demo_model
 
-    models = [str(make_demo_model(tmp_path / "plain.pt", use_ops=False))]
-    if ops.available():
-        models.append(str(make_demo_model(tmp_path / "ops.pt", use_ops=True, dtype="float32")))
+    models = [str(make_demo_model(tmp_path / "plain.pt", use_ops=False)),
+              str(make_demo_model(tmp_path / "ops.pt", use_ops=True, dtype="float32"))]
     proc = subprocess.run([sys.executable, "-c", DEPLOYMENT, *models], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
