@@ -191,3 +191,26 @@ def test_collapsing_student_is_reported_unstable(self_report, tmp_path):
     assert "pair at" in run["student"]["stopped"] or "temperature" in run["student"]["stopped"]  # collapse or runaway
     row = _rows(report)["MD 1500 K: stable"]
     assert row["ok"] is False and "student:" in row["note"]
+
+
+def test_student_in_the_wrong_thermal_state_is_not_called_stable():
+    """A student that runs to the end but sits below the teacher's potential energy (a spurious
+    low-energy region) or heats in NVE fails the stability row, with the reason in its note."""
+    from mlffd.validate.properties.suite import _md_rows
+
+    def side(excess_mev, t_prod=2000.0, t_nve=2000.0):
+        return {"stable": True, "stopped": None, "simulated_ps": 1.0, "excess_epot_ev_per_atom": excess_mev / 1000,
+                "mean_temperature_k": t_prod, "mean_nve_temperature_k": t_nve, "nve": {}}
+
+    def rows(student):
+        return {r["property"]: r for r in _md_rows("2000", {"teacher": side(260.0), "student": student})}
+
+    same = rows(side(250.0))
+    assert same["MD 2000 K: stable"]["ok"] is True
+    assert same["MD 2000 K: potential energy above the crystal"]["deviation"] == pytest.approx(-100 / 26)
+    low = rows(side(150.0))
+    assert low["MD 2000 K: stable"]["ok"] is False and low["MD 2000 K: stable"]["student"].startswith("no")
+    assert "potential energy above the crystal 150.0 meV/atom" in low["MD 2000 K: stable"]["note"]
+    assert low["MD 2000 K: potential energy above the crystal"]["ok"] is False
+    hot = rows(side(250.0, t_nve=2900.0))
+    assert hot["MD 2000 K: stable"]["ok"] is False and "NVE temperature 2900 K" in hot["MD 2000 K: stable"]["note"]

@@ -36,6 +36,9 @@ GOALS = {
 MIN_EQUILIBRATION, MIN_PRODUCTION = 100, 200  # MD steps per temperature whatever the budget
 MAX_MD_STEPS = 5000
 STUDENT_SHARE = 0.1  # of the budget kept for the student's side and the report
+# MD verdict: a student counts as stable at a temperature only if its thermal state is the
+# teacher's: potential energy above the crystal and NVE temperature within this fraction
+THERMAL_STATE_TOLERANCE = 0.25
 
 
 @dataclass
@@ -229,7 +232,8 @@ def _run_md(student, teacher, crystal, eq_t, eq_s, settings, clock, remaining_s,
         name = f"md {temperature:g} K"
         t_traj = clock.run(name, "teacher", dynamics.run_protocol, start_t, teacher, protocol, label="teacher",
                            keep_labels=True, progress=settings.progress)
-        run = {"temperature_k": temperature, "timestep_fs": dt, "teacher": _summary(t_traj, start_t, dt, protocol)}
+        run = {"temperature_k": temperature, "timestep_fs": dt,
+               "teacher": _summary(t_traj, start_t, dt, protocol, eq_t.energy_per_atom)}
         if eq_s is not None:
             t_max = max([temperature] + [v for v, p in zip(t_traj.temperature, t_traj.phase) if p != "equilibration"])
             s_protocol = dynamics.Protocol(**{**protocol.__dict__, "nve_steps": int(round(1000.0 * plan["nve_ps"] / dt)),
@@ -237,7 +241,7 @@ def _run_md(student, teacher, crystal, eq_t, eq_s, settings, clock, remaining_s,
             start_s = eq_s.unit.repeat(repeats)
             s_traj = clock.run(name, "student", dynamics.run_protocol, start_s, student, s_protocol, label="student",
                                progress=settings.progress)
-            run["student"] = _summary(s_traj, start_s, dt, s_protocol)
+            run["student"] = _summary(s_traj, start_s, dt, s_protocol, eq_s.energy_per_atom)
             run["student"]["nve"] = dynamics.nve_drift(s_traj, len(start_s))
             run.update(_compare_runs(student, t_traj, s_traj, start_t, start_s, dt, protocol))
         else:
@@ -254,9 +258,12 @@ def _run_md(student, teacher, crystal, eq_t, eq_s, settings, clock, remaining_s,
 SERIES_POINTS = 1000  # time series in the report are thinned to at most this many points
 
 
-def _summary(traj, start, dt: float, protocol) -> dict:
+def _summary(traj, start, dt: float, protocol, crystal_energy_per_atom: float) -> dict:
+    """`excess_epot_ev_per_atom`: the production's mean potential energy above the model's own
+    relaxed crystal (what the thermal motion costs at this temperature, comparable across models)."""
     n = len(start)
     every = max(1, len(traj.time_fs) // SERIES_POINTS)
+    epot = dynamics.phase_mean(traj, traj.epot, "production")
     return {
         "stable": traj.stopped is None,
         "stopped": traj.stopped,
@@ -264,8 +271,9 @@ def _summary(traj, start, dt: float, protocol) -> dict:
         "steps_planned": protocol.equilibration_steps + protocol.production_steps + protocol.nve_steps,
         "simulated_ps": traj.steps_done * dt / 1000.0,
         "mean_temperature_k": dynamics.phase_mean(traj, traj.temperature, "production"),
-        "mean_epot_ev_per_atom": (None if dynamics.phase_mean(traj, traj.epot, "production") is None
-                                  else dynamics.phase_mean(traj, traj.epot, "production") / n),
+        "mean_epot_ev_per_atom": None if epot is None else epot / n,
+        "excess_epot_ev_per_atom": None if epot is None else epot / n - crystal_energy_per_atom,
+        "mean_nve_temperature_k": dynamics.phase_mean(traj, traj.temperature, "nve"),
         "wall_s": round(traj.wall_s, 1),
         "series": {"time_ps": [t / 1000.0 for t in traj.time_fs[::every]],
                    "temperature_k": traj.temperature[::every],
@@ -421,18 +429,43 @@ def property_table(results: dict) -> list[dict]:
     return rows
 
 
+def _thermal_state_failures(t: dict, s: dict) -> list[str]:
+    """Why a student that ran to the end is still not in the teacher's state at this temperature:
+    its production potential energy above the crystal, or its NVE temperature, off by more than
+    THERMAL_STATE_TOLERANCE (a student that finds a spurious low-energy region holds together but
+    heats in NVE while its potential energy falls)."""
+    out = []
+    te, se = t.get("excess_epot_ev_per_atom"), s.get("excess_epot_ev_per_atom")
+    if s["stable"] and te is not None and se is not None and te > 0:
+        if abs(se - te) > THERMAL_STATE_TOLERANCE * te:
+            out.append(f"student: potential energy above the crystal {1000 * se:.1f} meV/atom vs the teacher's "
+                       f"{1000 * te:.1f} (more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
+    t_prod, t_nve = s.get("mean_temperature_k"), s.get("mean_nve_temperature_k")
+    if s["stable"] and t_prod and t_nve is not None and abs(t_nve - t_prod) > THERMAL_STATE_TOLERANCE * t_prod:
+        out.append(f"student: NVE temperature {t_nve:.0f} K after a {t_prod:.0f} K production "
+                   f"(more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
+    return out
+
+
 def _md_rows(key: str, run: dict) -> list[dict]:
     rows = []
     t, s = run["teacher"], run["student"]
     where = f"MD {key} K"
     if "failure" in s:
         return [_failed_row(f"{where}: stable", "", t["stable"], s["failure"])]
-    ok = s["stable"] if t["stable"] else None  # a teacher that breaks down says nothing of the student
+    wrong_state = _thermal_state_failures(t, s)
+    stable = s["stable"] and not wrong_state
+    ok = stable if t["stable"] else None  # a teacher that breaks down says nothing of the student
     row = _row(f"{where}: stable", "", f"{'yes' if t['stable'] else 'no'} ({t['simulated_ps']:.2f} ps)",
-               f"{'yes' if s['stable'] else 'no'} ({s['simulated_ps']:.2f} ps)", None, "", None, ok=ok)
-    if s["stopped"] or t["stopped"]:
-        row["note"] = "; ".join(f"{n}: {r}" for n, r in (("teacher", t["stopped"]), ("student", s["stopped"])) if r)
+               f"{'yes' if stable else 'no'} ({s['simulated_ps']:.2f} ps)", None, "", None, ok=ok)
+    notes = [f"{n}: {r}" for n, r in (("teacher", t["stopped"]), ("student", s["stopped"])) if r] + wrong_state
+    if notes:
+        row["note"] = "; ".join(notes)
     rows.append(row)
+    if t.get("excess_epot_ev_per_atom") is not None and s.get("excess_epot_ev_per_atom") is not None:
+        te, se = 1000.0 * t["excess_epot_ev_per_atom"], 1000.0 * s["excess_epot_ev_per_atom"]
+        rows.append(_row(f"{where}: potential energy above the crystal", "meV/atom", te, se, _rel(se, te), "%",
+                         100.0 * THERMAL_STATE_TOLERANCE))
     frames = run.get("teacher_frames", {})
     if "force_rel_mae" in frames:
         above = run.get("above_training_range")
