@@ -23,6 +23,15 @@ from mlffd.errors import MLFFDError
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
 TEST_TEMPERATURE = 1200.0
+# Shares of the training frames per sampler (mlffd.data.sampling); rattles and strains take the rest.
+# "random": rattles, small strains and short teacher MD. "physics": also what the property suite
+# probes: volumes across the EOS range, normal and shear strains past the elastic range, vacancies
+# and interstitials of every element.
+SAMPLING = {
+    "random": {"md_fraction": 0.15, "vacancy_fraction": 0.0, "fractions": {}},
+    "physics": {"md_fraction": 0.15, "vacancy_fraction": 0.15,
+                "fractions": {"volume": 0.15, "elastic": 0.2, "interstitial": 0.05}},
+}
 
 
 def register(subparsers) -> None:
@@ -33,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
                    help="rough wall-time budget on 2 cores; sets frames, training time, MD and bench sizes")
     p.add_argument("--frames", type=int, help="training frames (default: from the budget)")
+    p.add_argument("--sampling", choices=sorted(SAMPLING), default="random",
+                   help="training-frame plan: random (rattles, strains, MD) or physics (adds volumes, "
+                        "elastic strains, vacancies, interstitials)")
     p.add_argument("--preset", default=None, help="student preset (default: the training default)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the exported model")
     p.add_argument("--seed", type=int, default=0)
@@ -91,9 +103,9 @@ def run(args) -> int:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
-    print(f"[distill] plan: {json.dumps(steps)}", flush=True)
+    print(f"[distill] plan: {json.dumps({**steps, 'sampling': args.sampling})}", flush=True)
     generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], steps["train_frames"],
-                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_fraction=0.15, md_stride=5)
+                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_stride=5, **SAMPLING[args.sampling])
     generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
                      temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
     stage("generate")
