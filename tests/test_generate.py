@@ -262,3 +262,19 @@ def test_physics_samplers_cover_volume_strain_and_defects():
         plan_recipes(systems, 10, [300], fractions={"bubbles": 0.1})
     with pytest.raises(MLFFDError, match="must not add up to more than 1"):
         plan_recipes(systems, 10, [300], md_fraction=0.5, fractions={"volume": 0.6})
+
+
+def test_distill_sampling_plans():
+    """`mlffd distill --sampling physics` plans every sampler the property suite leans on; the
+    random plan none of them; both the same number of frames."""
+    from collections import Counter
+
+    from mlffd.data.systems import load_system
+    from mlffd.distill import SAMPLING, TRAIN_TEMPERATURES
+
+    counts = {name: Counter(r.sampler for r in plan_recipes([load_system("sio2")], 320, TRAIN_TEMPERATURES, **kw))
+              for name, kw in SAMPLING.items()}
+    assert sum(counts["physics"].values()) == sum(counts["random"].values()) == 320
+    assert {"volume", "elastic", "vacancy", "interstitial", "md", "rattle", "strain"} <= set(counts["physics"])
+    assert set(counts["random"]) == {"md", "rattle", "strain"}
+    assert counts["physics"]["elastic"] == 64 and counts["physics"]["vacancy"] == 48
