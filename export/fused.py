@@ -121,6 +121,7 @@ class FusedStudentPotential(StudentPotential):
         if self.lmax > 3:  # beyond the fused kernels' spherical harmonics: e3nn's, radial table, conv_scatter_h
             sh = self.spherical_harmonics(vec)
         t = 0
+        last = len(self.interactions) - 1
         for interaction in self.interactions:
             table = self.radial_tables[t]
             if sh is None:
@@ -130,11 +131,14 @@ class FusedStudentPotential(StudentPotential):
                 radial = torch.ops.mlffd.radial_spline(torch.linalg.vector_norm(vec, dim=1), table, self.cutoff)
                 basis = torch.ops.mlffd.conv_scatter_h(radial.view(-1, self.lmax + 1, self.channels), h, sh, centre,
                                                        neighbour, self.lmax).permute(2, 0, 1)
+            if t == last:  # only the local atoms' energies are summed: skip the ghosts' last node update
+                h = h[:n_local]
+                basis = basis[:, :n_local]
             h = torch.ops.mlffd.interaction_node(h, basis, interaction.mix_matrix, interaction.update[0].weight,
                                                  interaction.update[0].bias, interaction.update[2].weight,
                                                  interaction.update[2].bias, interaction.residual)
             t += 1
-        atom_energy = (h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species))[:n_local]
+        atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species[:n_local])
         energy = atom_energy.sum()
         edge_grad = energy_gradient(energy, vec, False)
         out = torch.ops.mlffd.edge_forces_virial(edge_grad, vec.detach(), rowptr, nb_order, nb_start)
