@@ -611,8 +611,13 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
     from mlffd.model.student import StudentConfig, StudentPotential
     from mlffd.export.fused import FusedStudentPotential, use_fused_ops
 
-    if lmax > 3 and device == "cuda":
-        pytest.skip("the CUDA kernels support lmax <= 3")
+    if lmax > 3 and device == "cuda":  # beyond the CUDA kernels: the export refuses instead
+        from mlffd.errors import MLFFDError
+        from mlffd.export.freeze import freeze
+
+        with pytest.raises(MLFFDError, match="supports lmax <= 3"):
+            freeze(StudentPotential(StudentConfig(elements=["Si"], lmax=lmax)), tmp_path / "m.pt", device=device)
+        return
     check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax)
     # in place on a StudentPotential; state_dict unchanged (the derived buffers are not in it)
     model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))

@@ -434,14 +434,15 @@ def _thermal_state_failures(t: dict, s: dict) -> list[str]:
     its production potential energy above the crystal, or its NVE temperature, off by more than
     THERMAL_STATE_TOLERANCE (a student that finds a spurious low-energy region holds together but
     heats in NVE while its potential energy falls)."""
+    if not s["stable"]:
+        return []
     out = []
     te, se = t.get("excess_epot_ev_per_atom"), s.get("excess_epot_ev_per_atom")
-    if s["stable"] and te is not None and se is not None and te > 0:
-        if abs(se - te) > THERMAL_STATE_TOLERANCE * te:
-            out.append(f"student: potential energy above the crystal {1000 * se:.1f} meV/atom vs the teacher's "
-                       f"{1000 * te:.1f} (more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
+    if te is not None and se is not None and te > 0 and abs(se - te) > THERMAL_STATE_TOLERANCE * te:
+        out.append(f"student: potential energy above the crystal {1000 * se:.1f} meV/atom vs the teacher's "
+                   f"{1000 * te:.1f} (more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
     t_prod, t_nve = s.get("mean_temperature_k"), s.get("mean_nve_temperature_k")
-    if s["stable"] and t_prod and t_nve is not None and abs(t_nve - t_prod) > THERMAL_STATE_TOLERANCE * t_prod:
+    if t_prod and t_nve is not None and abs(t_nve - t_prod) > THERMAL_STATE_TOLERANCE * t_prod:
         out.append(f"student: NVE temperature {t_nve:.0f} K after a {t_prod:.0f} K production "
                    f"(more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
     return out
