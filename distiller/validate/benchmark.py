@@ -123,7 +123,8 @@ def _first_line(text: str) -> str:
     return text.splitlines()[-1] if text else ""
 
 
-def _run_ase_worker(spec: dict, threads: int, timeout: float) -> dict:
+def run_ase_md(spec: dict, threads: int, timeout: float) -> dict:
+    """One ASE timing run (`bench_worker` spec) in its own process; its result dict or {"error": ...}."""
     from mlffd.validate.bench_worker import MARKER
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -168,9 +169,11 @@ _LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps w
 _MAXRSS = re.compile(r"Maximum resident set size:\s*([0-9.eE+-]+)\s*Mbyte")
 
 
-def _run_lammps(atoms, pair_lines: list[str], type_elements: list[str], workdir: Path, log_path: Path, *,
-                steps: int, repeats: int, warmup: int, long_steps: int, threads: int, timestep_fs: float,
-                temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
+def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdir: Path, log_path: Path, *,
+                  steps: int, repeats: int, warmup: int, long_steps: int, threads: int, timestep_fs: float,
+                  temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
+    """Time `fix nve` steps of any pair style (`pair_lines`) in the `lmp` binary; ms per step
+    (median of `repeats` runs after `warmup` steps) or {"error": ...}."""
     from mlffd.lammps_plugin.runner import lammps_env, lmp_binary, lower_triangular, write_data
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +332,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
                             long_steps=(long_steps_ase or 0) if n == smallest else 0)
                 if spec["long_steps"]:
                     spec["long_steps"] = int(spec["long_steps"])
-                add(from_result("ase", "student", len(atoms), _run_ase_worker(spec, threads, timeout)))
+                add(from_result("ase", "student", len(atoms), run_ase_md(spec, threads, timeout)))
             if teacher:
                 for n in sizes:
                     atoms, path, reps = structures[n]
@@ -340,7 +343,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
                         continue
                     spec = dict(common, kind="teacher", model=teacher, structure=str(path), steps=int(teacher_steps),
                                 warmup=min(int(warmup), 1) if int(warmup) else 0, long_steps=0)
-                    add(from_result("ase", f"teacher:{teacher}", len(atoms), _run_ase_worker(spec, threads, timeout)))
+                    add(from_result("ase", f"teacher:{teacher}", len(atoms), run_ase_md(spec, threads, timeout)))
             for peer in peers or ():
                 reason = _peer_unavailable(peer)
                 if reason:
@@ -355,7 +358,7 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
                         continue
                     spec = dict(common, kind="teacher", model=peer, structure=str(path), steps=int(teacher_steps),
                                 long_steps=0)
-                    add(from_result("ase", f"peer:{peer}", len(atoms), _run_ase_worker(spec, threads, timeout)))
+                    add(from_result("ase", f"peer:{peer}", len(atoms), run_ase_md(spec, threads, timeout)))
 
         # ---- LAMMPS
         if "lammps" in engines:
@@ -389,11 +392,11 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
                         continue
                     tag = f"lammps_{model_name.replace(':', '_')}_{len(atoms)}"
                     types = elements if model_name == "student" else sorted(set(atoms.get_chemical_symbols()))
-                    res = _run_lammps(atoms, pair_lines, types, work / tag, out_dir / "logs" / f"{tag}.log",
-                                      steps=int(steps), repeats=int(repeats), warmup=max(1, int(warmup)),
-                                      long_steps=int(long_steps or 0) if n == smallest else 0, threads=int(threads),
-                                      timestep_fs=float(timestep), temperature=float(temperature), seed=int(seed),
-                                      plugin=plugin_file, timeout=timeout)
+                    res = run_lammps_md(atoms, pair_lines, types, work / tag, out_dir / "logs" / f"{tag}.log",
+                                        steps=int(steps), repeats=int(repeats), warmup=max(1, int(warmup)),
+                                        long_steps=int(long_steps or 0) if n == smallest else 0, threads=int(threads),
+                                        timestep_fs=float(timestep), temperature=float(temperature), seed=int(seed),
+                                        plugin=plugin_file, timeout=timeout)
                     add(from_result("lammps", model_name, len(atoms), res))
             if not classical:
                 add(_row("lammps", "classical:none", len(structures[smallest][0]),

@@ -1,0 +1,115 @@
+"""A peer's ASE calculator served from the peer's own environment (not a test; no mlffd import).
+
+    PEER_VENV/bin/python worker.py --kind mace|graph-pes|emt --model FILE [--threads 2]
+
+mace-torch and graph-pes pin e3nn 0.4.4 (mlffd runs on 0.6), so they live in venvs of their own
+and the bake-off talks to them through this process: one JSON request per line on stdin, one JSON
+answer per line on the original stdout (the libraries' own prints go to stderr). Requests:
+
+    {"op": "calculate", "numbers": [...], "positions": [[...]], "cell": [[...]], "pbc": [...]}
+        -> {"energy": E, "forces": [[...]], "stress": [6 Voigt, eV/A^3, ASE's sign]}
+    {"op": "time_md", "structure": "x.extxyz", "steps": 5, "repeats": 3, "warmup": 2,
+     "timestep_fs": 1.0, "temperature": 300, "seed": 0, "threads": 1}
+        -> {"ms_per_step": median, "samples_ms_per_step": [...]}    (ASE velocity Verlet)
+    {"op": "quit"}
+A failure answers {"error": "Type: first line"} and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def load_calculator(kind: str, model: str):
+    if kind == "mace":
+        from mace.calculators import MACECalculator
+
+        return MACECalculator(model_paths=model, device="cpu", default_dtype="float32")
+    if kind == "graph-pes":
+        from graph_pes.models import load_model
+        from graph_pes.utils.calculator import GraphPESCalculator
+
+        return GraphPESCalculator(load_model(model), device="cpu")
+    if kind == "emt":  # ASE's EMT: the protocol's own test (tests/test_peers.py), no peer package needed
+        from ase.calculators.emt import EMT
+
+        return EMT()
+    raise ValueError(f"unknown peer kind {kind!r} (mace, graph-pes, emt)")
+
+
+def calculate(calc, request: dict) -> dict:
+    from ase import Atoms
+
+    atoms = Atoms(numbers=request["numbers"], positions=request["positions"], cell=request["cell"],
+                  pbc=request["pbc"])
+    atoms.calc = calc
+    out = {"energy": float(atoms.get_potential_energy()), "forces": atoms.get_forces().tolist()}
+    if all(atoms.pbc):
+        out["stress"] = atoms.get_stress(voigt=True).tolist()
+    return out
+
+
+def time_md(calc, request: dict) -> dict:
+    import ase.io
+    import numpy as np
+    import torch
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    torch.set_num_threads(int(request.get("threads", 1)))
+    atoms = ase.io.read(request["structure"])
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=float(request.get("temperature", 300.0)),
+                                 rng=np.random.default_rng(int(request.get("seed", 0))))
+    dyn = VelocityVerlet(atoms, float(request.get("timestep_fs", 1.0)) * units.fs)
+    dyn.run(int(request.get("warmup", 2)))  # first calls: allocator, caches, neighbour-list set-up
+    steps = int(request["steps"])
+    samples = []
+    for _ in range(int(request.get("repeats", 3))):
+        t = time.perf_counter()
+        dyn.run(steps)
+        samples.append((time.perf_counter() - t) / steps * 1000.0)
+    return {"ms_per_step": statistics.median(samples), "samples_ms_per_step": samples,
+            "finite": bool(np.isfinite(atoms.get_potential_energy()))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kind", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever the peer libraries print goes to stderr, never into the answers
+    import torch
+
+    torch.set_num_threads(args.threads)
+    calc = load_calculator(args.kind, args.model)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("op") == "quit":
+            break
+        try:
+            if request["op"] == "calculate":
+                answer = calculate(calc, request)
+            elif request["op"] == "time_md":
+                answer = time_md(calc, request)
+                torch.set_num_threads(args.threads)
+            else:
+                answer = {"error": f"unknown op {request['op']!r}"}
+        except Exception as exc:  # reported to the caller, which refuses the numbers
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            answer = {"error": f"{type(exc).__name__}: {first}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
