@@ -276,7 +276,7 @@ def _run(args) -> int:
     from mlffd.data.generate import parse_temperatures
     from mlffd.training.config import TrainConfig
 
-    config = TrainConfig.load(args.config).to_dict() if args.config else {}
+    config = TrainConfig.read(args.config) if args.config else {}
     if args.epochs is not None:
         config.update(epochs=args.epochs, time_budget_minutes=None)
     settings = ActiveSettings(rounds=args.rounds, committee=args.committee,

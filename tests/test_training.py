@@ -148,3 +148,20 @@ def test_displaced_pairs_are_planned_sampled_and_batched_together():
     for unit in units:
         if len(unit) == 2:
             assert keys[unit[0]].endswith("a") and keys[unit[1]] == keys[unit[0]][:-1] + "b"
+
+
+def test_command_line_budget_completes_a_config_file(tmp_path):
+    """A settings file without a budget (`epochs: null`, no time budget) is completed by `--epochs`
+    instead of refused before the option is seen; with neither, the refusal names the problem."""
+    import argparse
+
+    from mlffd.errors import MLFFDError
+    from mlffd.training.cli import config_from_args
+
+    config = tmp_path / "weights.yaml"
+    config.write_text("epochs: null\ntime_budget_minutes: null\nstress_weight: 100.0\n")
+    args = argparse.Namespace(config=str(config), preset=None, epochs=7, time_budget=None, seed=None)
+    cfg = config_from_args(args)
+    assert cfg.epochs == 7 and cfg.stress_weight == 100.0
+    with pytest.raises(MLFFDError, match="give epochs or time_budget_minutes"):
+        config_from_args(argparse.Namespace(**{**vars(args), "epochs": None}))

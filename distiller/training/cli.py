@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args) -> TrainConfig:
-    data = TrainConfig.load(args.config).to_dict() if args.config else {}
+    data = TrainConfig.read(args.config) if args.config else {}
     if args.preset:
         data["preset"] = args.preset
     if args.epochs is not None:

@@ -100,6 +100,12 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(cls.read(path))
+
+    @staticmethod
+    def read(path: str | Path) -> dict:
+        """The settings of a YAML/TOML/JSON file, not yet checked: command-line options (a budget,
+        a preset) may complete them before `from_dict` does."""
         path = Path(path)
         if not path.is_file():
             raise MLFFDError(f"config file {path} does not exist")
@@ -114,7 +120,7 @@ class TrainConfig:
             data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
             raise MLFFDError(f"config file {path} must hold a mapping of settings")
-        return cls.from_dict(data)
+        return data
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
