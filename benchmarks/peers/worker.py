@@ -3,7 +3,7 @@
     PEER_VENV/bin/python worker.py --kind mace|graph-pes|lammps|emt --model FILE [--threads 2]
 
 mace-torch and graph-pes pin e3nn 0.4.4 (mlffd runs on 0.6), so they live in venvs of their own
-and the bake-off talks to them through this process. A LAMMPS-only potential (POD, Tersoff) is
+and the bake-off talks to them through this process. A LAMMPS-only potential (POD, the classical floor) is
 served the same way from mlffd's venv (`--kind lammps`, FILE a JSON {"lmpcmds": [...],
 "elements": [...]}) so that MPI initialisation inside ASE's LAMMPSlib happens in a process of
 its own, never in the bake-off's: one JSON request per line on stdin, one JSON
@@ -21,8 +21,8 @@ A failure answers {"error": "Type: first line"} and the worker goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import ctypes
+import json
 import os
 import statistics
 import sys
