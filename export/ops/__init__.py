@@ -34,8 +34,8 @@ LIBRARY_NAME = "mlffd_ops"
 _CSRC = Path(__file__).resolve().parent / "csrc"
 _CPP_SOURCES = ("op_checks.cpp", "fused_edge.cpp", "spline_edge.cpp", "node_update.cpp")
 _CUDA_SOURCES = ("fused_edge_cuda.cu", "spline_edge_cuda.cu")
-_HEADERS = ("fused_edge.h", "spline_edge.h", "spline_conv_cpu.h", "kernel_math.h", "op_schemas.h", "op_support.h",
-            "cuda_utils.cuh")
+_HEADERS = ("fused_edge.h", "spline_edge.h", "spline_conv_cpu.h", "sh_monomials.h", "kernel_math.h", "op_schemas.h",
+            "op_support.h", "cuda_utils.cuh")
 # -fno-math-errno, -fno-trapping-math: sqrt without its errno branch and selects over divisions, so
 # that the kernels' loops over edges vectorise (no value changes: nothing reads errno or FP traps)
 _CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]

@@ -30,6 +30,7 @@
 #include "kernel_math.h"
 #include "op_schemas.h"
 #include "op_support.h"
+#include "sh_monomials.h"
 
 #include <algorithm>
 #include <cmath>
@@ -49,6 +50,7 @@
 // and other compilers get the generic kernels only).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MLFFD_X86_DISPATCH 1
+#include <immintrin.h>  // the AVX2 build's horizontal sums (spline_conv_cpu.h, MLFFD_AVX2_KERNELS)
 #else
 #define MLFFD_X86_DISPATCH 0
 #endif
@@ -103,11 +105,13 @@ inline void check_row(const int64_t* rowptr, int64_t i, int64_t E, const char* o
               ": rowptr is not a CSR of the edges (use mlffd::edge_graph)");
 }
 
-// out[j, c] = sum over the edges of neighbour j (ascending edge order) of per_edge[e, c].
-template <typename scalar_t>
+// out[j, c] = sum over the edges of neighbour j (ascending edge order) of per_edge[e, c]; CC: the
+// channel count when it is a compile-time width (as in spline_conv_cpu.h), 0 otherwise.
+template <typename scalar_t, int CC>
 void gather_by_neighbour(const scalar_t* __restrict__ per_edge, const int64_t* __restrict__ order,
                          const int64_t* __restrict__ start, scalar_t* __restrict__ out, int64_t N, int64_t E,
-                         int64_t C, const char* op) {
+                         int64_t C_, const char* op) {
+  const int64_t C = CC > 0 ? CC : C_;
   at::parallel_for(0, N, grain((E / std::max<int64_t>(N, 1) + 1) * C), [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       check_row(start, j, E, op);
@@ -117,6 +121,7 @@ void gather_by_neighbour(const scalar_t* __restrict__ per_edge, const int64_t* _
         const int64_t e = order[q];
         TORCH_CHECK(e >= 0 && e < E, op, ": nb_order is not a permutation of the edges (use mlffd::edge_graph)");
         const scalar_t* __restrict__ src = per_edge + e * C;
+#pragma omp simd
         for (int64_t c = 0; c < C; ++c) g[c] += src[c];
       }
     }
@@ -232,9 +237,11 @@ namespace isa_generic {
 #if MLFFD_X86_DISPATCH
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define MLFFD_AVX2_KERNELS 1
 namespace isa_avx2 {
 #include "spline_conv_cpu.h"
 }  // namespace isa_avx2
+#undef MLFFD_AVX2_KERNELS
 #pragma GCC pop_options
 #endif
 
@@ -306,13 +313,16 @@ std::tuple<at::Tensor, at::Tensor> spline_conv_backward_cpu(
     with_shape(a.L - 1, a.C, [&](auto degrees, auto channels) {
       constexpr int L = decltype(degrees)::value, CC = decltype(channels)::value;
 #if MLFFD_X86_DISPATCH
-      if (use_avx2()) return isa_avx2::spline_conv_backward_impl<scalar_t, L, CC>(a, g, grad_vec, gh_edge);
+      if (use_avx2())
+        isa_avx2::spline_conv_backward_impl<scalar_t, L, CC>(a, g, grad_vec, gh_edge);
+      else
 #endif
-      isa_generic::spline_conv_backward_impl<scalar_t, L, CC>(a, g, grad_vec, gh_edge);
+        isa_generic::spline_conv_backward_impl<scalar_t, L, CC>(a, g, grad_vec, gh_edge);
+      if (need_h)
+        gather_by_neighbour<scalar_t, CC>(gh_edge.data_ptr<scalar_t>(), a.nb_order.data_ptr<int64_t>(),
+                                          a.nb_start.data_ptr<int64_t>(), grad_h.data_ptr<scalar_t>(), a.N, a.E, a.C,
+                                          op);
     });
-    if (need_h)
-      gather_by_neighbour<scalar_t>(gh_edge.data_ptr<scalar_t>(), a.nb_order.data_ptr<int64_t>(),
-                                    a.nb_start.data_ptr<int64_t>(), grad_h.data_ptr<scalar_t>(), a.N, a.E, a.C, op);
   });
   return {grad_vec, grad_h};
 }
