@@ -62,10 +62,11 @@ class PairMLFFD : public Pair {
   int nmax_node_of;
   std::vector<int> node_of;         // LAMMPS atom index -> graph node, -1 if not a node
   std::vector<int> atom_of_node;    // graph node -> LAMMPS atom index
-  std::vector<int64_t> edge_i, edge_j;    // centre node, neighbour node (sorted by centre)
+  std::vector<int64_t> edge_i, edge_j;    // centre node, neighbour node (sorted by centre); sized
+                                          // to the neighbour list, the first n_edges in use
   std::vector<int64_t> edge_buf;          // [2, E] contiguous copy handed to the model
   std::vector<int64_t> species_buf;       // [N]
-  std::vector<double> vec_d;              // [E, 3] edge vectors x_j - x_i (float64, any model dtype)
+  std::vector<double> vec_d;              // [n_edges, 3] edge vectors x_j - x_i (float64, any model dtype)
   int ghost_centres;             // 1: ghosts up to L-1 hops out are centres (ghost neighbour lists)
   int n_nodes, n_edges, n_centres;
   int n_local_nodes;             // the first nodes: local atoms of mapped types (the model's n_local)
