@@ -175,6 +175,37 @@ def test_skin_list_md_equals_fresh_lists(tmp_path, use_ops):
     assert 2 <= builds <= 12, builds
 
 
+def test_state_check_recomputes_exactly_when_ase_would(tmp_path):
+    """The calculator's cheap state check: results are reused while positions, numbers, cell, pbc,
+    charges and magmoms are unchanged (momenta may change, as in MD), and recomputed otherwise."""
+    path = tmp_path / "model.pt"
+    freeze(trained_like_model(), path, dtype="float64", use_ops=True)
+    atoms = random_structure(4)
+    atoms.calc = MLFFDCalculator(str(path))
+    forces = atoms.get_forces()
+    calls = []
+    original = atoms.calc.calculate
+    atoms.calc.calculate = lambda *a, **k: (calls.append(1), original(*a, **k))
+    atoms.set_momenta(np.ones((len(atoms), 3)))
+    assert atoms.calc.check_state(atoms) == []
+    np.testing.assert_array_equal(atoms.get_forces(), forces)
+    assert calls == []
+    changes = {
+        "positions": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-9),
+        "numbers": lambda a: a.numbers.__setitem__(1, 8 if a.numbers[1] == 14 else 14),
+        "cell": lambda a: a.set_cell(a.cell.array * 1.001, scale_atoms=False),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "initial_charges": lambda a: a.set_initial_charges(np.full(len(a), 0.1)),
+    }
+    for name, change in changes.items():
+        probe = atoms.copy()
+        change(probe)
+        assert name in atoms.calc.check_state(probe), name
+    atoms.positions[0, 0] += 1e-9
+    atoms.get_forces()
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_translation_far_from_the_origin(tmp_path, dtype):
     """Edge vectors are formed from float64 positions, so a float32 model gives the same forces
