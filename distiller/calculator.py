@@ -16,8 +16,8 @@ from mlffd.export.load import load_frozen
 
 # Closer than this in a structure means overlapping atoms, not chemistry.
 MIN_DISTANCE = 0.5
-# What ASE's compare_atoms looks at (besides cell and pbc), as Atoms.arrays keys.
-STATE_ARRAYS = ("positions", "numbers", "initial_charges", "initial_magmoms")
+# What ASE's compare_atoms looks at besides cell and pbc: Atoms.arrays keys.
+STATE_ARRAYS = tuple(k for k in all_changes if k not in ("cell", "pbc"))
 
 
 def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
