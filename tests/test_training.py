@@ -165,3 +165,90 @@ def test_command_line_budget_completes_a_config_file(tmp_path):
     assert cfg.epochs == 7 and cfg.stress_weight == 100.0
     with pytest.raises(MLFFDError, match="give epochs or time_budget_minutes"):
         config_from_args(argparse.Namespace(**{**vars(args), "epochs": None}))
+
+
+def test_teacher_per_atom_energies_are_stored_and_sum_to_the_energy(tmp_path):
+    """The teacher's per-atom energies (EMT reports them) travel teacher -> dataset -> frame; a file
+    written before the field existed reads as having none and takes new frames that have them."""
+    import h5py
+
+    from mlffd.data.dataset import open_dataset
+    from mlffd.teachers import load_teacher
+
+    teacher = load_teacher("emt")
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=3)
+    del atoms[5]  # a vacancy: per-atom energies differ from atom to atom
+    atoms.calc = teacher
+    energy = atoms.get_potential_energy()
+    energies = teacher.results["energies"]
+    assert energies.shape == (len(atoms),) and np.ptp(energies) > 1e-3
+    assert energies.sum() == pytest.approx(energy, abs=1e-10)
+
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, "emt", "v") as writer:
+        writer.append(atoms, sampler="vacancy", temperature=300.0, seed=0, key="k/0")
+    np.testing.assert_array_equal(open_dataset(path).frame(0)["atom_energies"], energies)
+
+    with h5py.File(path, "a") as f:  # the layout before per-atom energies existed
+        del f["atoms"]["atom_energies"]
+    assert open_dataset(path).frame(0)["atom_energies"] is None
+    with DatasetWriter(path, "emt", "v") as writer:
+        writer.append(atoms, sampler="vacancy", temperature=300.0, seed=1, key="k/1")
+    ds = open_dataset(path)
+    assert ds.frame(0)["atom_energies"] is None
+    np.testing.assert_array_equal(ds.frame(1)["atom_energies"], energies)
+
+    with DatasetWriter(path, "emt", "v") as writer, pytest.raises(Exception, match="sum to the energy"):
+        writer.append(atoms, sampler="vacancy", temperature=300.0, seed=2, key="k/2", energy=energy,
+                      forces=atoms.get_forces(), atom_energies=energies + 0.01)
+
+
+def _loss_terms(tmp_path, cfg_changes):
+    from mlffd.data.dataset import open_dataset
+    from mlffd.model.registry import build_model, make_config
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.graphs import build_graphs, collate, predict
+    from mlffd.training.trainer import loss_fn
+
+    path = tmp_path / "w.h5"
+    frames = open_dataset(path if path.exists() else write_dataset(path, n_frames=3)).frames()
+    cfg = TrainConfig.from_dict({"preset": "tiny", **cfg_changes})
+    torch.manual_seed(0)
+    model = build_model(make_config({"elements": ["Cu"], **cfg.model_settings()}).to_dict()).double()
+    batch = collate(build_graphs(frames, ["Cu"], cfg.cutoff, cfg.sampler_weights), torch.float64)
+    pred = predict(model, batch, create_graph=False)
+    return loss_fn(pred, batch, cfg).item(), pred, batch
+
+
+def test_per_atom_energy_and_sampler_weights_enter_the_loss_as_stated(tmp_path):
+    base, pred, batch = _loss_terms(tmp_path, {})
+    assert bool(batch["has_atom_energy"].all())
+    with_atoms, _, _ = _loss_terms(tmp_path, {"atom_energy_weight": 2.5})
+    by_hand = 2.5 * torch.mean((pred["atom_energy"] - batch["atom_energy"]) ** 2).item()
+    assert with_atoms - base == pytest.approx(by_hand, rel=1e-9)
+    tripled, _, _ = _loss_terms(tmp_path, {"sampler_weights": {"rattle": 3.0}, "atom_energy_weight": 2.5})
+    assert tripled == pytest.approx(3.0 * with_atoms, rel=1e-9)
+
+
+def test_label_options_the_data_cannot_serve_are_refused(tmp_path):
+    import h5py
+
+    data = write_dataset(tmp_path / "d.h5")
+    result = run_train(str(data), "--out", str(tmp_path / "r1"), "--epochs", "1", "--config",
+                       str(_config(tmp_path, "sampler_weights: {elastic: 5.0}\n")))
+    assert result.returncode != 0 and "sampler_weights names elastic" in result.stderr
+    with h5py.File(data, "a") as f:
+        del f["atoms"]["atom_energies"]
+    result = run_train(str(data), "--out", str(tmp_path / "r2"), "--epochs", "1", "--config",
+                       str(_config(tmp_path, "atom_energy_weight: 1.0\n")))
+    assert result.returncode != 0 and "has no per-atom energies" in result.stderr
+    result = run_train(str(data), "--out", str(tmp_path / "r3"), "--epochs", "1", "--config",
+                       str(_config(tmp_path, "sampler_weights: {rattle: -1}\n")))
+    assert result.returncode != 0 and "must be a number >= 0" in result.stderr
+
+
+def _config(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\n" + text)
+    return path

@@ -9,6 +9,9 @@ Layout (schema version 1)::
     /atoms/numbers     int16[A]
     /atoms/forces      float64[A,3]  eV/Angstrom
     /atoms/velocities  float64[A,3]  Angstrom/fs (ASE units * fs), NaN where a frame has none
+    /atoms/atom_energies float64[A]  eV, the teacher's per-atom energies (summing to the frame's
+                                     energy), NaN where a frame has none; optional: files written
+                                     before it existed lack it and read as having none
     /frames/n_atoms    int64[F]
     /frames/offset     int64[F]      first row of the frame in /atoms/*
     /frames/energy     float64[F]    eV
@@ -56,7 +59,12 @@ _ATOM_FIELDS = {
     "numbers": ("i2", ()),
     "forces": ("f8", (3,)),
     "velocities": ("f8", (3,)),
+    "atom_energies": ("f8", ()),
 }
+# Per-atom energies must add up to the frame's energy to this tolerance (eV).
+ATOM_ENERGY_SUM_TOL = 1e-3
+# Atom fields added after schema version 1 was fixed: absent in older files, read as all-NaN.
+_OPTIONAL_ATOM_FIELDS = ("atom_energies",)
 _FRAME_FIELDS = {
     "n_atoms": ("i8", ()),
     "offset": ("i8", ()),
@@ -140,7 +148,7 @@ class Dataset:
             self._attrs = {k: (_attr_str(v) if isinstance(v, (bytes, str)) else v) for k, v in f.attrs.items()}
             n_frames, n_atoms = (int(x) for x in f["committed"][...])
             self._n = n_frames
-            self._atoms = {k: f["atoms"][k][:n_atoms] for k in _ATOM_FIELDS}
+            self._atoms = {k: _read_atom_field(f, k, n_atoms) for k in _ATOM_FIELDS}
             self._frames = {k: f["frames"][k][:n_frames] for k in _FRAME_FIELDS}
         self._fingerprint: str | None = None
 
@@ -217,7 +225,11 @@ class Dataset:
                 if fr["has_velocities"][i]
                 else None
             ),
+            "atom_energies": None,
         }
+        atom_energies = np.array(self._atoms["atom_energies"][start:stop], dtype=np.float64)
+        if np.isfinite(atom_energies).all():
+            out["atom_energies"] = atom_energies
         return out
 
     def frames(self) -> list[dict]:
@@ -237,6 +249,8 @@ class Dataset:
             key=fr["key"], sampler=fr["sampler"], temperature=fr["temperature"], seed=fr["seed"]
         )
         results = {"energy": fr["energy"], "free_energy": fr["energy"], "forces": fr["forces"]}
+        if fr["atom_energies"] is not None:
+            results["energies"] = fr["atom_energies"]
         if fr["stress"] is not None:
             results["stress"] = fr["stress"]
         atoms.calc = SinglePointCalculator(atoms, **results)
@@ -250,6 +264,22 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
 
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def _read_atom_field(f: h5py.File, name: str, n_atoms: int) -> np.ndarray:
+    if name in f["atoms"]:
+        return f["atoms"][name][:n_atoms]
+    dtype, shape = _ATOM_FIELDS[name]
+    return np.full((n_atoms, *shape), np.nan, dtype=dtype)
+
+
+def _add_optional_atom_fields(f: h5py.File, n_atoms: int) -> None:
+    """Give a file written before an optional atom field existed that field, NaN for its atoms."""
+    for name in _OPTIONAL_ATOM_FIELDS:
+        if name not in f["atoms"]:
+            dtype, shape = _ATOM_FIELDS[name]
+            f["atoms"].create_dataset(name, data=np.full((n_atoms, *shape), np.nan, dtype=dtype),
+                                      maxshape=(None, *shape), chunks=(1024, *shape))
 
 
 def _create_layout(f: h5py.File, teacher_name: str, teacher_version: str) -> None:
@@ -287,7 +317,7 @@ def _rebuild(path: Path) -> None:
                 for k, v in src.attrs.items():
                     dst.attrs[k] = v
                 for name in _ATOM_FIELDS:
-                    data = src["atoms"][name][:n_atoms]
+                    data = _read_atom_field(src, name, n_atoms)
                     dst["atoms"][name].resize(data.shape)
                     dst["atoms"][name][...] = data
                 for name in _FRAME_FIELDS:
@@ -404,6 +434,7 @@ class DatasetWriter:
                     f"{self.teacher_version!r}; use another output file"
                 )
             n_frames, n_atoms = (int(x) for x in f["committed"][...])
+            _add_optional_atom_fields(f, n_atoms)
             # drop anything a killed writer left past the committed counter
             for name_, (_, shape) in _ATOM_FIELDS.items():
                 f["atoms"][name_].resize((n_atoms, *shape))
@@ -450,8 +481,10 @@ class DatasetWriter:
         energy: float | None = None,
         forces=None,
         stress=None,
+        atom_energies=None,
     ) -> None:
-        """Append one labelled frame. Labels come from `atoms.calc` unless given explicitly.
+        """Append one labelled frame. Labels come from `atoms.calc` unless given explicitly
+        (per-atom energies from the calculator's "energies" when it has them).
 
         `velocities` are in Angstrom/fs (pass ``atoms.get_velocities() * ase.units.fs``).
         """
@@ -477,6 +510,8 @@ class DatasetWriter:
                 forces = results.get("forces")
             if stress is None:
                 stress = results.get("stress")
+            if atom_energies is None:
+                atom_energies = results.get("energies")
         if energy is None or forces is None:
             raise MLFFDError(f"frame {key!r} has no energy or no forces")
         forces = np.asarray(forces, dtype=np.float64).reshape(n, 3)
@@ -500,6 +535,12 @@ class DatasetWriter:
         vel = (
             np.full((n, 3), np.nan) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(n, 3)
         )
+        if atom_energies is None:
+            atom_energies = np.full(n, np.nan)
+        else:
+            atom_energies = np.asarray(atom_energies, dtype=np.float64).reshape(n)
+            if not np.isfinite(atom_energies).all() or abs(atom_energies.sum() - energy) > ATOM_ENERGY_SUM_TOL:
+                raise MLFFDError(f"frame {key!r}: per-atom energies must be finite and sum to the energy")
 
         f = self._f
         a0, a1 = self._n_atoms, self._n_atoms + n
@@ -509,6 +550,7 @@ class DatasetWriter:
             "numbers": np.asarray(atoms.get_atomic_numbers(), dtype=np.int16),
             "forces": forces,
             "velocities": vel,
+            "atom_energies": atom_energies,
         }
         for name, data in per_atom.items():
             ds = f["atoms"][name]

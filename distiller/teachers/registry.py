@@ -56,7 +56,7 @@ class TeacherSpec:
 class TeacherCalculator(Calculator):
     """A teacher: delegates to the package's own ASE calculator, returns ASE-convention results."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(
         self,
@@ -111,11 +111,30 @@ class TeacherCalculator(Calculator):
         energy = float(np.asarray(r["energy"]).reshape(-1)[0])
         forces = np.asarray(r["forces"], dtype=np.float64).reshape(len(atoms), 3)
         self.results = {"energy": energy, "free_energy": energy, "forces": forces.copy()}
+        atom_energies = per_atom_energies(r, energy, len(atoms))
+        if atom_energies is not None:
+            self.results["energies"] = atom_energies
         if periodic and "stress" in r:
             s = np.asarray(r["stress"], dtype=np.float64)
             if s.shape == (3, 3):
                 s = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
             self.results["stress"] = s.reshape(6) * self._stress_factor
+
+
+def per_atom_energies(results: dict, energy: float, n_atoms: int) -> np.ndarray | None:
+    """The inner calculator's per-atom energies (ASE's "energies"), or None when it has none or
+    they do not sum to its total energy (a partition that does not is not the teacher's energy)."""
+    from mlffd.data.dataset import ATOM_ENERGY_SUM_TOL
+
+    values = results.get("energies")
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.shape != (n_atoms,) or not np.isfinite(values).all():
+        return None
+    if abs(values.sum() - energy) > ATOM_ENERGY_SUM_TOL:
+        return None
+    return values.copy()
 
 
 def _version(dist: str) -> str | None:

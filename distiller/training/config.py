@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -50,6 +51,12 @@ class TrainConfig:
     # Teacher Hessian-vector products from displaced pairs (`mlffd generate --pair-fraction`):
     # weight of mse((dF_student - dF_teacher) / step), eV^2/A^4; 0 switches it off.
     hessian_weight: float = 0.0
+    # The teacher's per-atom energies (datasets whose teacher reports them): weight of
+    # mse(E_i student - E_i teacher), eV^2, over the atoms that have them; 0 switches it off.
+    atom_energy_weight: float = 0.0
+    # Loss weight of each frame by the sampler that made it (mlffd.data.sampling.SAMPLERS, e.g.
+    # {"elastic": 5, "md": 0.5}); samplers not named weigh 1. Multiplies every term of the frame.
+    sampler_weights: dict = field(default_factory=dict)
     valid_fraction: float = 0.1
     # Warm start: a run folder or checkpoint whose weights and energy statistics the model starts
     # from (active learning retrains each round from the last); the architecture must match.
@@ -82,6 +89,15 @@ class TrainConfig:
             raise MLFFDError(f"epochs must be at least 1, got {self.epochs}")
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise MLFFDError(f"the time budget must be more than 0 minutes, got {self.time_budget_minutes}")
+        for key in ("energy_weight", "force_weight", "stress_weight", "hessian_weight", "atom_energy_weight"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise MLFFDError(f"{key} must be a number >= 0, got {value!r}")
+        if not isinstance(self.sampler_weights, dict):
+            raise MLFFDError(f"sampler_weights must map sampler names to weights, got {self.sampler_weights!r}")
+        for name, value in self.sampler_weights.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise MLFFDError(f"sampler_weights[{name!r}] must be a number >= 0, got {value!r}")
         for key in ("cutoff", "lr", "batch_size"):
             if not getattr(self, key) > 0:
                 raise MLFFDError(f"{key} must be positive, got {getattr(self, key)}")

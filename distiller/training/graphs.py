@@ -13,8 +13,9 @@ from mlffd.neighbours import NeighbourList
 Graph = Dict[str, torch.Tensor]
 
 
-def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: NeighbourList) -> Graph:
-    """One dataset frame (mlffd.data.dataset.Dataset.frame) to a graph with labels."""
+def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: NeighbourList,
+                   frame_weight: float = 1.0) -> Graph:
+    """One dataset frame (mlffd.data.dataset.Dataset.frame) to a graph with labels and its loss weight."""
     numbers = np.asarray(frame["numbers"])
     try:
         species = np.array([species_of[int(z)] for z in numbers], dtype=np.int64)
@@ -27,6 +28,7 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
     edge_index, edge_vec = neighbours.graph(frame["positions"], frame["cell"], frame["pbc"])
     n = len(numbers)
     stress = frame.get("stress")
+    atom_energies = frame.get("atom_energies")
     pbc = np.asarray(frame["pbc"], dtype=bool)
     has_stress = stress is not None and bool(pbc.all())
     virial = np.zeros((3, 3))
@@ -43,6 +45,10 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
         "virial": torch.tensor(virial, dtype=torch.float64).unsqueeze(0),
         "has_stress": torch.tensor([has_stress]),
         "n_atoms": torch.tensor([n]),
+        "atom_energy": torch.tensor(np.full(n, np.nan) if atom_energies is None else atom_energies,
+                                    dtype=torch.float64),
+        "has_atom_energy": torch.full((n,), atom_energies is not None),
+        "frame_weight": torch.tensor([frame_weight], dtype=torch.float64),
     }
 
 
@@ -57,8 +63,9 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
         "species": torch.cat([g["species"] for g in graphs]),
         "has_stress": torch.cat([g["has_stress"] for g in graphs]),
         "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
+        "has_atom_energy": torch.cat([g["has_atom_energy"] for g in graphs]),
     }
-    for key in ("edge_vec", "forces"):
+    for key in ("edge_vec", "forces", "atom_energy", "frame_weight"):
         out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
     out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
     out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)
@@ -79,12 +86,16 @@ def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
     dtype = out["atom_energy"].dtype
     energy = torch.zeros(n_frames, dtype=dtype).index_add(0, graph["batch"], out["atom_energy"])
     voigt = torch.zeros((n_frames, 6), dtype=dtype).index_add(0, graph["batch"], out["atom_virial"])
-    return {"energy": energy, "forces": out["forces"], "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3)}
+    return {"energy": energy, "forces": out["forces"], "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3),
+            "atom_energy": out["atom_energy"]}
 
 
-def build_graphs(frames: List[dict], elements: List[str], cutoff: float) -> List[Graph]:
+def build_graphs(frames: List[dict], elements: List[str], cutoff: float,
+                 sampler_weights: Dict[str, float] | None = None) -> List[Graph]:
+    """Graphs of the frames; each frame's loss weight is that of its sampler (1 if not named)."""
     from ase.data import atomic_numbers
 
     species_of = {atomic_numbers[s]: k for k, s in enumerate(elements)}
     neighbours = NeighbourList(cutoff)
-    return [frame_to_graph(f, species_of, neighbours) for f in frames]
+    weights = sampler_weights or {}
+    return [frame_to_graph(f, species_of, neighbours, float(weights.get(f.get("sampler"), 1.0))) for f in frames]

@@ -73,18 +73,25 @@ def pair_units(keys: List[str]) -> List[List[int]]:
 
 
 def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> torch.Tensor:
+    """Weighted mean squared errors; every term of a frame is scaled by its frame weight (its sampler's)."""
     n_atoms = batch["n_atoms"].to(pred["energy"].dtype)
-    energy_loss = torch.mean(((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
-    force_loss = torch.mean((pred["forces"] - batch["forces"]) ** 2)
+    frame_w = batch["frame_weight"]
+    atom_w = frame_w.index_select(0, batch["batch"])
+    energy_loss = torch.mean(frame_w * ((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
+    force_loss = torch.mean(atom_w.unsqueeze(1) * (pred["forces"] - batch["forces"]) ** 2)
     loss = cfg.energy_weight * energy_loss + cfg.force_weight * force_loss
     mask = batch["has_stress"]
     if cfg.stress_weight > 0 and bool(mask.any()):
         diff = (pred["virial"][mask] - batch["virial"][mask]) / n_atoms[mask].view(-1, 1, 1)
-        loss = loss + cfg.stress_weight * torch.mean(diff**2)
+        loss = loss + cfg.stress_weight * torch.mean(frame_w[mask].view(-1, 1, 1) * diff**2)
+    atoms = batch["has_atom_energy"]
+    if cfg.atom_energy_weight > 0 and bool(atoms.any()):
+        diff = pred["atom_energy"][atoms] - batch["atom_energy"][atoms]
+        loss = loss + cfg.atom_energy_weight * torch.mean(atom_w[atoms] * diff**2)
     if cfg.hessian_weight > 0 and "pair_a" in batch:
         a, b = batch["pair_a"], batch["pair_b"]
         dd = (pred["forces"][b] - pred["forces"][a]) - (batch["forces"][b] - batch["forces"][a])
-        loss = loss + cfg.hessian_weight * torch.mean((dd / PAIR_STEP) ** 2)
+        loss = loss + cfg.hessian_weight * torch.mean(atom_w[a].unsqueeze(1) * (dd / PAIR_STEP) ** 2)
     return loss
 
 
@@ -149,7 +156,8 @@ class Trainer:
             names = ", ".join(chemical_symbols[z] for z in sorted(unseen))
             raise MLFFDError(f"element(s) {names} appear in the validation split but never in training")
         settings = config.model_settings()
-        graphs = build_graphs(frames, self.elements, settings["cutoff"])
+        self._check_label_options(frames, train_idx, data_path)
+        graphs = build_graphs(frames, self.elements, settings["cutoff"], config.sampler_weights)
         for g, f in zip(graphs, frames):
             g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
         self.train_graphs = [graphs[i] for i in train_idx]
@@ -177,6 +185,17 @@ class Trainer:
         self.elapsed = 0.0
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
+
+    def _check_label_options(self, frames: List[dict], train_idx: np.ndarray, data_path: str) -> None:
+        """Options that need labels or frame kinds the training split lacks are refused, not ignored."""
+        samplers = {frames[i]["sampler"] for i in train_idx}
+        missing = sorted(set(self.cfg.sampler_weights) - samplers)
+        if missing:
+            raise MLFFDError(f"sampler_weights names {', '.join(missing)}, which no training frame of {data_path} "
+                             f"has (its samplers: {', '.join(sorted(samplers))})")
+        if self.cfg.atom_energy_weight > 0 and not any(frames[i]["atom_energies"] is not None for i in train_idx):
+            raise MLFFDError(f"atom_energy_weight is set but {data_path} has no per-atom energies (its teacher "
+                             "did not report them); set it to 0")
 
     def _warm_start_payload(self, source: str, settings: dict) -> dict:
         path = Path(source) / BEST if Path(source).is_dir() else Path(source)
