@@ -252,3 +252,18 @@ def _config(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text("preset: tiny\n" + text)
     return path
+
+
+def test_relative_force_weights_even_out_frames_of_small_and_large_forces():
+    from mlffd.training.trainer import set_relative_force_weights
+
+    small = {"forces": torch.full((4, 3), 0.1, dtype=torch.float64), "species": torch.zeros(4, dtype=torch.long)}
+    large = {"forces": torch.full((4, 3), 1.0, dtype=torch.float64), "species": torch.zeros(4, dtype=torch.long)}
+    set_relative_force_weights([small, large], floor=0.1)
+    overall = (0.03 + 3.0) / 2
+    assert float(small["force_weight"]) == pytest.approx((overall + 0.01) / (0.03 + 0.01))
+    assert float(large["force_weight"]) == pytest.approx((overall + 0.01) / (3.0 + 0.01))
+    # the weighted squared error of a 10 % force error is now about equal for both frames
+    err_small = float(small["force_weight"]) * 0.03 * 0.01
+    err_large = float(large["force_weight"]) * 3.0 * 0.01
+    assert err_small / err_large == pytest.approx(1.0, rel=0.3)

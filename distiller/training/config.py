@@ -57,6 +57,10 @@ class TrainConfig:
     # Loss weight of each frame by the sampler that made it (mlffd.data.sampling.SAMPLERS, e.g.
     # {"elastic": 5, "md": 0.5}); samplers not named weigh 1. Multiplies every term of the frame.
     sampler_weights: dict = field(default_factory=dict)
+    # Relative force errors: when set (eV/A), each frame's force term is weighted by
+    # (<|F|^2> of the training data + floor^2) / (<|F|^2> of the frame + floor^2), so a near-equilibrium
+    # frame's small forces count as much as a hot frame's large ones; None: plain mean squared error.
+    relative_force_floor: Optional[float] = None
     valid_fraction: float = 0.1
     # Warm start: a run folder or checkpoint whose weights and energy statistics the model starts
     # from (active learning retrains each round from the last); the architecture must match.
@@ -93,6 +97,9 @@ class TrainConfig:
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise MLFFDError(f"{key} must be a number >= 0, got {value!r}")
+        floor = self.relative_force_floor
+        if floor is not None and not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0):
+            raise MLFFDError(f"relative_force_floor must be a number > 0 (eV/A) or null, got {floor!r}")
         if not isinstance(self.sampler_weights, dict):
             raise MLFFDError(f"sampler_weights must map sampler names to weights, got {self.sampler_weights!r}")
         for name, value in self.sampler_weights.items():

@@ -56,6 +56,15 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
+def set_relative_force_weights(graphs: List[Graph], floor: float) -> None:
+    """Each frame's force weight: (<|F|^2> of all frames + floor^2) / (<|F|^2> of the frame + floor^2)."""
+    frame_sq = [float(torch.mean(torch.sum(g["forces"] ** 2, dim=1))) for g in graphs]
+    n_atoms = [len(g["species"]) for g in graphs]
+    overall = float(np.average(frame_sq, weights=n_atoms))
+    for g, sq in zip(graphs, frame_sq):
+        g["force_weight"] = torch.tensor([(overall + floor**2) / (sq + floor**2)], dtype=torch.float64)
+
+
 def pair_units(keys: List[str]) -> List[List[int]]:
     """Indices grouped so that both frames of a displaced pair (keys ...a / ...b) stay together."""
     position = {k: i for i, k in enumerate(keys)}
@@ -78,7 +87,8 @@ def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> to
     frame_w = batch["frame_weight"]
     atom_w = frame_w.index_select(0, batch["batch"])
     energy_loss = torch.mean(frame_w * ((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
-    force_loss = torch.mean(atom_w.unsqueeze(1) * (pred["forces"] - batch["forces"]) ** 2)
+    force_w = (frame_w * batch["force_weight"]).index_select(0, batch["batch"])
+    force_loss = torch.mean(force_w.unsqueeze(1) * (pred["forces"] - batch["forces"]) ** 2)
     loss = cfg.energy_weight * energy_loss + cfg.force_weight * force_loss
     mask = batch["has_stress"]
     if cfg.stress_weight > 0 and bool(mask.any()):
@@ -161,6 +171,8 @@ class Trainer:
         for g, f in zip(graphs, frames):
             g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
         self.train_graphs = [graphs[i] for i in train_idx]
+        if config.relative_force_floor is not None:
+            set_relative_force_weights(self.train_graphs, config.relative_force_floor)
         self.train_units = pair_units([frames[i]["key"] for i in train_idx])
         self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
         self.test_batches = {}
