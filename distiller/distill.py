@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlffd.errors import MLFFDError
@@ -23,15 +24,50 @@ from mlffd.errors import MLFFDError
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
 TEST_TEMPERATURE = 1200.0
-# Shares of the training frames per sampler (mlffd.data.sampling); rattles and strains take the rest.
-# "random": rattles, small strains and short teacher MD. "physics": also what the property suite
-# probes: volumes across the EOS range, normal and shear strains past the elastic range, vacancies
-# and interstitials of every element.
-SAMPLING = {
-    "random": {"md_fraction": 0.15, "vacancy_fraction": 0.0, "fractions": {}},
-    "physics": {"md_fraction": 0.15, "vacancy_fraction": 0.15,
-                "fractions": {"volume": 0.15, "elastic": 0.2, "interstitial": 0.05}},
+# Validation MD: one temperature inside the working range and one above it, whatever extra
+# coverage a recipe adds (so every recipe is judged at the same temperatures).
+VALIDATE_TEMPERATURES = [1200.0, 2000.0]
+NEAR_EQUILIBRIUM_TEMPERATURES = [30.0, 100.0]  # rattles of 0.017 and 0.032 A RMS, small strains
+HOT_TEMPERATURES = [2000.0, 2500.0]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One `mlffd generate` plan of a recipe: its frames per 15 minutes of budget, temperatures and
+    sampler shares (mlffd.data.sampling; rattles and strains take the rest)."""
+
+    frames: int
+    temperatures: tuple = tuple(TRAIN_TEMPERATURES)
+    md_fraction: float = 0.0
+    vacancy_fraction: float = 0.0
+    fractions: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training frames (parts labelled into one file) and the loss settings measured with them."""
+
+    parts: tuple
+    train: dict = field(default_factory=dict)
+    note: str = ""
+
+
+# Measured side by side in the fidelity lab (benchmarks/fidelity, docs/results.md section 11).
+RECIPES = {
+    "random": Recipe((Part(160, md_fraction=0.15),), note="rattles, small strains and short teacher MD"),
+    "physics": Recipe((Part(160, md_fraction=0.15, vacancy_fraction=0.15,
+                            fractions={"volume": 0.15, "elastic": 0.2, "interstitial": 0.05}),),
+                      note="the random plan's kinds plus volumes, elastic strains, vacancies and interstitials"),
+    "fidelity": Recipe(
+        (Part(160, md_fraction=0.15),
+         Part(80, temperatures=tuple(NEAR_EQUILIBRIUM_TEMPERATURES)),
+         Part(108, vacancy_fraction=1 / 3, fractions={"elastic": 0.44, "volume": 0.22}),
+         Part(24, temperatures=tuple(HOT_TEMPERATURES), md_fraction=1.0)),
+        train={"relative_force_floor": 0.2, "stress_weight": 10.0},
+        note="the random plan plus near-equilibrium rattles and strains, clean elastic strains, vacancies, "
+             "volumes and teacher MD above the working temperatures; relative force errors, stress weight 10"),
 }
+DEFAULT_RECIPE = "random"
 
 
 def register(subparsers) -> None:
@@ -41,26 +77,33 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (re-run to resume)")
     p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
                    help="rough wall-time budget on 2 cores; sets frames, training time, MD and bench sizes")
-    p.add_argument("--frames", type=int, help="training frames (default: from the budget)")
-    p.add_argument("--sampling", choices=sorted(SAMPLING), default="random",
-                   help="training-frame plan: random (rattles, strains, MD) or physics (adds volumes, "
-                        "elastic strains, vacancies, interstitials)")
+    p.add_argument("--frames", type=int, help="training frames (default: from the budget and the recipe)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                   help="training frames and loss settings: " + "; ".join(f"{k}: {r.note}" for k, r in RECIPES.items()))
     p.add_argument("--preset", default=None, help="student preset (default: the training default)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the exported model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
-def plan(budget: float, frames: int | None) -> dict:
+def plan(budget: float, frames: int | None, recipe: Recipe = RECIPES[DEFAULT_RECIPE]) -> dict:
     """Split the budget: ~10% labelling, ~45% training, ~30% the physics suite, the rest bench."""
     scale = budget / 15.0
     return {
-        "train_frames": frames or max(40, int(160 * scale)),
+        "train_frames": frames or max(40, int(sum(p.frames for p in recipe.parts) * scale)),
         "test_frames": max(10, int(24 * scale)),
         "train_minutes": max(1.0, 0.45 * budget),
         "validate_minutes": max(2.0, 0.3 * budget),
         "bench_sizes": "64,512" if budget >= 10 else "64",
     }
+
+
+def part_frames(recipe: Recipe, total: int) -> list[int]:
+    """The training frames split over the recipe's parts in proportion to their frames (each at least 1)."""
+    weights = [p.frames for p in recipe.parts]
+    counts = [max(1, int(round(total * w / sum(weights)))) for w in weights]
+    counts[0] += total - sum(counts)
+    return counts
 
 
 def lammps_deck(model: Path, elements: list[str], system: str) -> str:
@@ -95,7 +138,8 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise MLFFDError(f"--out {out} exists and is not a directory; give an output folder (new or to resume)")
     (out / "data").mkdir(parents=True, exist_ok=True)
-    steps = plan(args.budget, args.frames)
+    recipe = RECIPES[args.recipe]
+    steps = plan(args.budget, args.frames, recipe)
     timings = {}
     start = time.perf_counter()
 
@@ -103,14 +147,18 @@ def run(args) -> int:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
-    print(f"[distill] plan: {json.dumps({**steps, 'sampling': args.sampling})}", flush=True)
-    generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], steps["train_frames"],
-                     temperatures=TRAIN_TEMPERATURES, seed=args.seed, md_stride=5, **SAMPLING[args.sampling])
+    print(f"[distill] plan: {json.dumps({**steps, 'recipe': args.recipe})}", flush=True)
+    for k, (part, frames) in enumerate(zip(recipe.parts, part_frames(recipe, steps["train_frames"]))):
+        # each part its own seed: frame keys (sampler, temperature, seed, index) never collide
+        generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
+                         temperatures=list(part.temperatures), seed=args.seed + 100 * k, md_stride=5,
+                         md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
+                         fractions=part.fractions)
     generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
                      temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
     stage("generate")
 
-    settings = {"time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed}
+    settings = {**recipe.train, "time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed}
     if args.preset:
         settings["preset"] = args.preset
     config = TrainConfig.from_dict(settings)
@@ -127,7 +175,7 @@ def run(args) -> int:
 
     crystal = args.system.split(":")[0] if args.system.split(":")[0].lower() in BUILTIN_SYSTEMS else args.system
     report = validate(str(model), args.teacher, out / "report", system=crystal, data=out / "data" / "test.h5",
-                      budget_minutes=steps["validate_minutes"], seed=args.seed)
+                      budget_minutes=steps["validate_minutes"], temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
     stage("validate")
     result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
                    long_steps=None, long_steps_ase=None)

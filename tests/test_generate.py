@@ -264,17 +264,31 @@ def test_physics_samplers_cover_volume_strain_and_defects():
         plan_recipes(systems, 10, [300], md_fraction=0.5, fractions={"volume": 0.6})
 
 
-def test_distill_sampling_plans():
-    """`mlffd distill --sampling physics` plans every sampler the property suite leans on; the
-    random plan none of them; both the same number of frames."""
+def test_distill_recipes_plan_their_parts():
+    """`mlffd distill --recipe`: physics plans every sampler the property suite leans on, random none of
+    them; fidelity's parts add near-equilibrium and hot frames, never collide in their keys, and
+    split any frame budget exactly."""
     from collections import Counter
 
     from mlffd.data.systems import load_system
-    from mlffd.distill import SAMPLING, TRAIN_TEMPERATURES
+    from mlffd.distill import RECIPES, part_frames
+    from mlffd.training.config import TrainConfig
 
-    counts = {name: Counter(r.sampler for r in plan_recipes([load_system("sio2")], 320, TRAIN_TEMPERATURES, **kw))
-              for name, kw in SAMPLING.items()}
+    def plans(name, total):
+        recipe = RECIPES[name]
+        return [r for k, (part, n) in enumerate(zip(recipe.parts, part_frames(recipe, total)))
+                for r in plan_recipes([load_system("sio2")], n, list(part.temperatures), 100 * k,
+                                      part.md_fraction, part.vacancy_fraction, 0.0, part.fractions)]
+
+    counts = {name: Counter(r.sampler for r in plans(name, 320)) for name in ("random", "physics")}
     assert sum(counts["physics"].values()) == sum(counts["random"].values()) == 320
     assert {"volume", "elastic", "vacancy", "interstitial", "md", "rattle", "strain"} <= set(counts["physics"])
     assert set(counts["random"]) == {"md", "rattle", "strain"}
     assert counts["physics"]["elastic"] == 64 and counts["physics"]["vacancy"] == 48
+    for total in (100, 372, 745):
+        fidelity = plans("fidelity", total)
+        assert len(fidelity) == total and len({r.key for r in fidelity}) == total
+    temperatures = Counter(r.temperature for r in plans("fidelity", 372))
+    assert temperatures[30.0] + temperatures[100.0] == 80 and temperatures[2000.0] + temperatures[2500.0] == 24
+    for recipe in RECIPES.values():  # every recipe's loss settings are valid training settings
+        TrainConfig.from_dict(dict(recipe.train))
