@@ -142,6 +142,8 @@ def run_recipe(system: str, name: str, lab: Path, seed: int, teacher: str, keep:
         "n_parameters": meta.get("n_parameters"), "teacher_calls": report["teacher_calls"]["calls"],
         "held_out_force_mae": summary[f"test:{lab / 'test.h5'}"]["mae"],
         "deviations": {k: r["deviation"] for k, r in table.items() if r["deviation"] is not None},
+        "values": {k: [r["teacher"], r["student"]] for k, r in table.items()
+                   if isinstance(r["teacher"], float) and isinstance(r["student"], float)},
         "stable": {k: r["student"] for k, r in table.items() if k.endswith(": stable")},
         "unstable": [k for k, r in table.items() if k.endswith(": stable") and r["ok"] is False],
         "command": f"python benchmarks/fidelity/lab.py run {system} {name} --dir {lab} --seeds {seed}",
@@ -166,7 +168,20 @@ def append_row(system: str, row: dict) -> None:
     render(system)
 
 
+def shear_deviation(row: dict) -> float | None:
+    """C' = (C11 - C12) / 2 of a cubic crystal, % against the teacher's: the tetragonal shear, which
+    in diamond bends bonds without stretching them (to first order)."""
+    values = row.get("values", {})
+    if "C11" not in values or "C12" not in values:
+        return None
+    teacher = values["C11"][0] - values["C12"][0]
+    return 100.0 * ((values["C11"][1] - values["C12"][1]) / teacher - 1.0)
+
+
 def _cell(row: dict, names: list, fmt: str, targets: dict) -> str:
+    if names == ["C'"]:
+        value = shear_deviation(row)
+        return "-" if value is None else fmt.format(value)
     for name in names:
         if name in row["deviations"]:
             value = row["deviations"][name]
