@@ -67,7 +67,27 @@ RECIPES = {
         note="the random plan plus near-equilibrium rattles and strains, clean elastic strains, vacancies, "
              "volumes and teacher MD above the working temperatures; relative force errors, stress weight 10"),
 }
-DEFAULT_RECIPE = "random"
+DEFAULT_RECIPE = "fidelity"
+# Recipes whose samplers strain or scale the cell (volumes, elastic strains) need a 3D-periodic
+# structure; the default falls back to `random` for anything else (a molecule, a slab).
+PERIODIC_ONLY = {"physics", "fidelity"}
+FALLBACK_RECIPE = "random"
+
+
+def choose_recipe(name: str | None, system: str) -> str:
+    """The recipe to run: the one asked for, or the default that suits the structure; a recipe the
+    structure cannot take is refused before any teacher call."""
+    import numpy as np
+
+    from mlffd.data.systems import load_system
+
+    periodic = all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in load_system(system).images)
+    if name is None:
+        return DEFAULT_RECIPE if periodic else FALLBACK_RECIPE
+    if name in PERIODIC_ONLY and not periodic:
+        raise MLFFDError(f"--recipe {name} strains and scales the cell, so it needs a structure periodic in x, y "
+                         f"and z; {system} is not (use --recipe {FALLBACK_RECIPE})")
+    return name
 
 
 def register(subparsers) -> None:
@@ -78,8 +98,9 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
                    help="rough wall-time budget on 2 cores; sets frames, training time, MD and bench sizes")
     p.add_argument("--frames", type=int, help="training frames (default: from the budget and the recipe)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
-                   help="training frames and loss settings: " + "; ".join(f"{k}: {r.note}" for k, r in RECIPES.items()))
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help=f"training frames and loss settings (default: {DEFAULT_RECIPE} for a 3D-periodic structure, "
+                        f"else {FALLBACK_RECIPE}): " + "; ".join(f"{k}: {r.note}" for k, r in RECIPES.items()))
     p.add_argument("--preset", default=None, help="student preset (default: the training default)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the exported model")
     p.add_argument("--seed", type=int, default=0)
@@ -138,7 +159,8 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise MLFFDError(f"--out {out} exists and is not a directory; give an output folder (new or to resume)")
     (out / "data").mkdir(parents=True, exist_ok=True)
-    recipe = RECIPES[args.recipe]
+    recipe_name = choose_recipe(args.recipe, args.system)
+    recipe = RECIPES[recipe_name]
     steps = plan(args.budget, args.frames, recipe)
     timings = {}
     start = time.perf_counter()
@@ -147,7 +169,7 @@ def run(args) -> int:
         timings[name] = round(time.perf_counter() - start - sum(timings.values()), 1)
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
-    print(f"[distill] plan: {json.dumps({**steps, 'recipe': args.recipe})}", flush=True)
+    print(f"[distill] plan: {json.dumps({**steps, 'recipe': recipe_name})}", flush=True)
     for k, (part, frames) in enumerate(zip(recipe.parts, part_frames(recipe, steps["train_frames"]))):
         # each part its own seed: frame keys (sampler, temperature, seed, index) never collide
         generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,

@@ -292,3 +292,19 @@ def test_distill_recipes_plan_their_parts():
     assert temperatures[30.0] + temperatures[100.0] == 80 and temperatures[2000.0] + temperatures[2500.0] == 24
     for recipe in RECIPES.values():  # every recipe's loss settings are valid training settings
         TrainConfig.from_dict(dict(recipe.train))
+
+def test_distill_recipe_suits_the_structure(tmp_path):
+    """The default recipe is fidelity for a crystal and random for a molecule; a recipe that strains
+    the cell is refused for a molecule before any teacher call, with the way out named."""
+    from ase.build import molecule
+    from ase.io import write
+
+    from mlffd.distill import choose_recipe
+
+    water = tmp_path / "water.xyz"
+    write(water, molecule("H2O"))
+    assert choose_recipe(None, "si") == "fidelity"
+    assert choose_recipe(None, str(water)) == "random"
+    assert choose_recipe("random", "si") == "random"
+    with pytest.raises(MLFFDError, match="needs a structure periodic in x, y and z.*--recipe random"):
+        choose_recipe("fidelity", str(water))
