@@ -24,6 +24,7 @@ from mlffd.errors import MLFFDError
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
 TEST_TEMPERATURE = 1200.0
+MD_STRIDE = 5  # teacher MD steps per kept frame
 # Validation MD: one temperature inside the working range and one above it, whatever extra
 # coverage a recipe adds (so every recipe is judged at the same temperatures).
 VALIDATE_TEMPERATURES = [1200.0, 2000.0]
@@ -119,12 +120,14 @@ def plan(budget: float, frames: int | None, recipe: Recipe = RECIPES[DEFAULT_REC
     }
 
 
-def part_frames(recipe: Recipe, total: int) -> list[int]:
-    """The training frames split over the recipe's parts in proportion to their frames (each at least 1)."""
+def part_plans(recipe: Recipe, total: int, seed: int) -> list[tuple[Part, int, int]]:
+    """(part, frames, seed) of each part: the training frames split in proportion to the parts' frames
+    (each at least 1), and each part its own seed, so frame keys (sampler, temperature, seed, index)
+    never collide."""
     weights = [p.frames for p in recipe.parts]
     counts = [max(1, int(round(total * w / sum(weights)))) for w in weights]
     counts[0] += total - sum(counts)
-    return counts
+    return [(part, n, seed + 100 * k) for k, (part, n) in enumerate(zip(recipe.parts, counts))]
 
 
 def lammps_deck(model: Path, elements: list[str], system: str) -> str:
@@ -170,10 +173,9 @@ def run(args) -> int:
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
     print(f"[distill] plan: {json.dumps({**steps, 'recipe': recipe_name})}", flush=True)
-    for k, (part, frames) in enumerate(zip(recipe.parts, part_frames(recipe, steps["train_frames"]))):
-        # each part its own seed: frame keys (sampler, temperature, seed, index) never collide
+    for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
         generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
-                         temperatures=list(part.temperatures), seed=args.seed + 100 * k, md_stride=5,
+                         temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
                          md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
                          fractions=part.fractions)
     generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],

@@ -271,13 +271,12 @@ def test_distill_recipes_plan_their_parts():
     from collections import Counter
 
     from mlffd.data.systems import load_system
-    from mlffd.distill import RECIPES, part_frames
+    from mlffd.distill import RECIPES, part_plans
     from mlffd.training.config import TrainConfig
 
     def plans(name, total):
-        recipe = RECIPES[name]
-        return [r for k, (part, n) in enumerate(zip(recipe.parts, part_frames(recipe, total)))
-                for r in plan_recipes([load_system("sio2")], n, list(part.temperatures), 100 * k,
+        return [r for part, n, seed in part_plans(RECIPES[name], total, 0)
+                for r in plan_recipes([load_system("sio2")], n, list(part.temperatures), seed,
                                       part.md_fraction, part.vacancy_fraction, 0.0, part.fractions)]
 
     counts = {name: Counter(r.sampler for r in plans(name, 320)) for name in ("random", "physics")}
@@ -292,6 +291,7 @@ def test_distill_recipes_plan_their_parts():
     assert temperatures[30.0] + temperatures[100.0] == 80 and temperatures[2000.0] + temperatures[2500.0] == 24
     for recipe in RECIPES.values():  # every recipe's loss settings are valid training settings
         TrainConfig.from_dict(dict(recipe.train))
+
 
 def test_distill_recipe_suits_the_structure(tmp_path):
     """The default recipe is fidelity for a crystal and random for a molecule; a recipe that strains

@@ -49,6 +49,7 @@ def load_recipes(system: str) -> dict:
 def make_pool(system: str, lab: Path, teacher: str) -> None:
     """Label every plan of the system's pool into pool.h5 and the held-out set into test.h5."""
     from mlffd.data.generate import generate_dataset
+    from mlffd.distill import MD_STRIDE
     from mlffd.teachers import load_teacher
 
     spec = load_recipes(system)
@@ -57,7 +58,8 @@ def make_pool(system: str, lab: Path, teacher: str) -> None:
     for plan in spec["pool"]:
         plan = dict(plan)
         generate_dataset(lab / "pool.h5", teacher, [spec["structure"]], plan.pop("frames"),
-                         temperatures=plan.pop("temperatures"), calculator=calc, md_stride=5, **plan)
+                         temperatures=plan.pop("temperatures"), calculator=calc, md_stride=MD_STRIDE,
+                         **plan)
     test = dict(spec["test"])
     generate_dataset(lab / "test.h5", teacher, [spec["structure"]], test.pop("frames"),
                      temperatures=test.pop("temperatures"), calculator=calc, md_fraction=0.0, **test)

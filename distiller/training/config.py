@@ -24,6 +24,10 @@ PRESETS: dict[str, dict] = {
 DEFAULT_PRESET = "fast"
 
 
+def _finite_at_least(value, minimum: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum
+
+
 @dataclass
 class TrainConfig:
     # model: a registered architecture (mlffd.model.registry) and, for the default one, its size
@@ -94,16 +98,15 @@ class TrainConfig:
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise MLFFDError(f"the time budget must be more than 0 minutes, got {self.time_budget_minutes}")
         for key in ("energy_weight", "force_weight", "stress_weight", "hessian_weight", "atom_energy_weight"):
-            value = getattr(self, key)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise MLFFDError(f"{key} must be a number >= 0, got {value!r}")
+            if not _finite_at_least(getattr(self, key), 0.0):
+                raise MLFFDError(f"{key} must be a number >= 0, got {getattr(self, key)!r}")
         floor = self.relative_force_floor
-        if floor is not None and not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0):
+        if floor is not None and not (_finite_at_least(floor, 0.0) and floor > 0):
             raise MLFFDError(f"relative_force_floor must be a number > 0 (eV/A) or null, got {floor!r}")
         if not isinstance(self.sampler_weights, dict):
             raise MLFFDError(f"sampler_weights must map sampler names to weights, got {self.sampler_weights!r}")
         for name, value in self.sampler_weights.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not _finite_at_least(value, 0.0):
                 raise MLFFDError(f"sampler_weights[{name!r}] must be a number >= 0, got {value!r}")
         for key in ("cutoff", "lr", "batch_size"):
             if not getattr(self, key) > 0:
