@@ -8,7 +8,7 @@ same parameters and state_dict, plus non-persistent buffers derived from them he
   avg_num_neighbors, as a cubic Hermite spline on equal intervals of [0, cutoff) (values and
   first derivatives of the network at the knots, so value and force are both continuous).
   Beyond the cutoff the ops return exactly zero, like the envelope.
-- `mix_matrix` [lmax+1, C, 2C] per interaction: its e3nn `o3.Linear`, read off by feeding unit
+- `mix_matrix` [lmax+1, C, 2P] per interaction: its e3nn `o3.Linear`, read off by feeding unit
   vectors through it (one matrix per degree l; checked against the module on random input).
 
 Per layer the graph is then two ops: `mlffd::spline_conv` (spherical harmonics, radial table,
@@ -69,20 +69,20 @@ def fit_radial_tables(model: StudentPotential, n_intervals: int = RADIAL_TABLE_I
 
 
 def mixing_matrices(interaction) -> torch.Tensor:
-    """[lmax+1, C, 2C] (float64): the interaction's o3.Linear as one matrix per degree l,
+    """[lmax+1, C, 2P] (float64): the interaction's o3.Linear as one matrix per degree l,
     mixed_l[n, c', k] = sum_c basis_l[n, c, k] M[l, c, c'] (channel-major e3nn blocks)."""
     mix = copy.deepcopy(interaction.mix).double()
-    c, lmax = interaction.channels, interaction.lmax
+    c, p, lmax = interaction.channels, interaction.products, interaction.lmax
     dims = [2 * l + 1 for l in range(lmax + 1)]
     offsets_in = [c * sum(dims[:l]) for l in range(lmax + 1)]
-    offsets_out = [2 * c * sum(dims[:l]) for l in range(lmax + 1)]
+    offsets_out = [2 * p * sum(dims[:l]) for l in range(lmax + 1)]
     matrices = []
     with torch.no_grad():
         for l in range(lmax + 1):
             x = torch.zeros(c, mix.irreps_in.dim, dtype=torch.float64)
             x[torch.arange(c), offsets_in[l] + torch.arange(c) * dims[l]] = 1.0  # unit vector, component 0
             out = mix(x)
-            matrices.append(out[:, offsets_out[l] + torch.arange(2 * c) * dims[l]])
+            matrices.append(out[:, offsets_out[l] + torch.arange(2 * p) * dims[l]])
         matrix = torch.stack(matrices)
         # the block structure assumed above: the reconstruction must reproduce the module
         probe = torch.randn(3, mix.irreps_in.dim, dtype=torch.float64)
@@ -91,7 +91,7 @@ def mixing_matrices(interaction) -> torch.Tensor:
                          matrix[l]).reshape(3, -1)
             for l in range(lmax + 1)], dim=1)
         if not torch.allclose(rebuilt, mix(probe), rtol=1e-10, atol=1e-12):
-            raise MLFFDError("the e3nn o3.Linear of the interaction is not one C x 2C matrix per degree: "
+            raise MLFFDError("the e3nn o3.Linear of the interaction is not one C x 2P matrix per degree: "
                              "this e3nn version is not supported by the fused export (use --no-ops)")
     return matrix
 

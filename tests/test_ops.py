@@ -539,20 +539,23 @@ def test_spline_conv_cpu_kernel_builds_agree(lib, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
 
 
-def node_inputs(channels=6, lmax=2, hidden=10, out=None, n=25, dtype=torch.float64, seed=0):
+def node_inputs(channels=6, lmax=2, hidden=10, out=None, n=25, dtype=torch.float64, seed=0, products=None):
     g = torch.Generator().manual_seed(seed)
     out = channels if out is None else out
+    products = channels if products is None else products
     rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
     m = (lmax + 1) ** 2
-    return (rnd(n, channels), rnd(m, n, channels), rnd(lmax + 1, channels, 2 * channels) / channels ** 0.5,
-            rnd(hidden, (lmax + 3) * channels), rnd(hidden), rnd(out, hidden), rnd(out))
+    return (rnd(n, channels), rnd(m, n, channels), rnd(lmax + 1, channels, 2 * products) / channels ** 0.5,
+            rnd(hidden, 2 * channels + (lmax + 1) * products), rnd(hidden), rnd(out, hidden), rnd(out))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("lmax, residual", [(0, True), (2, True), (2, False), (3, False)])
-def test_interaction_node_matches_reference(lib, device, dtype, lmax, residual):
-    h, basis, *weights = node_inputs(lmax=lmax, out=None if residual else 1, dtype=dtype, seed=lmax)
+@pytest.mark.parametrize("lmax, residual, products", [(0, True, None), (2, True, None), (2, False, None),
+                                                      (3, False, None), (2, True, 15), (2, False, 4)])
+def test_interaction_node_matches_reference(lib, device, dtype, lmax, residual, products):
+    h, basis, *weights = node_inputs(lmax=lmax, out=None if residual else 1, dtype=dtype, seed=lmax,
+                                     products=products)
     h.requires_grad_(True)
     basis.requires_grad_(True)
     h_d, basis_d, *weights_d = to_device(device, h, basis, *weights)
@@ -583,6 +586,10 @@ def test_interaction_node_gradcheck_and_refusals(lib):
         torch.ops.mlffd.interaction_node(h, basis, *weights[:3], weights[3][:1], weights[4][:1], True)
     with pytest.raises(RuntimeError, match=r"basis must be \[\(lmax\+1\)\^2, N, C\]"):
         torch.ops.mlffd.interaction_node(h, basis[:4], *weights, True)
+    with pytest.raises(RuntimeError, match=r"mix must be \[lmax\+1, C, 2P\]"):
+        torch.ops.mlffd.interaction_node(h, basis, weights[0][..., :-1], *weights[1:], True)
+    with pytest.raises(RuntimeError, match=r"w1 must be \[H, 2C \+ \(lmax\+1\) P\]"):
+        torch.ops.mlffd.interaction_node(h, basis, torch.cat([weights[0]] * 2, 2), *weights[1:], True)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -603,8 +610,9 @@ def test_edge_forces_virial_matches_reference(lib, device, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-5)])
-@pytest.mark.parametrize("num_interactions, lmax", [(1, 2), (2, 2), (2, 1), (1, 4)])
-def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol, num_interactions, lmax):
+@pytest.mark.parametrize("num_interactions, lmax, products", [(1, 2, None), (2, 2, None), (2, 1, None), (1, 4, None),
+                                                               (2, 2, 20)])
+def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol, num_interactions, lmax, products):
     """Exported model on the fused ops vs the training-time (reference) graph, float64. The radial
     tables interpolate the network to ~1e-9 of its values and ~1e-7 of its derivative (float64
     exports too); float32 adds its own rounding. lmax 4 takes the radial_spline + conv_scatter_h path."""
@@ -618,7 +626,7 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
         with pytest.raises(MLFFDError, match="supports lmax <= 3"):
             freeze(StudentPotential(StudentConfig(elements=["Si"], lmax=lmax)), tmp_path / "m.pt", device=device)
         return
-    check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax)
+    check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax, products)
     # in place on a StudentPotential; state_dict unchanged (the derived buffers are not in it)
     model = StudentPotential(StudentConfig(elements=["Si"], num_interactions=2, channels=4))
     keys = list(model.state_dict())
@@ -626,11 +634,11 @@ def test_fused_student_matches_training_model(lib, tmp_path, device, dtype, rtol
     assert list(model.state_dict()) == keys and model.radial_tables.shape[:2] == (2, 1024)
 
 
-def check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax):
+def check_fused_student(tmp_path, device, dtype, rtol, num_interactions, lmax, products=None):
     from mlffd.export.load import load_frozen
     from mlffd.export.testing import make_demo_model
 
-    kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11)
+    kw = dict(elements=("Si", "O"), num_interactions=num_interactions, channels=8, lmax=lmax, seed=11, products=products)
     fused, _ = load_frozen(make_demo_model(tmp_path / "f.pt", use_ops=True, dtype=dtype, **kw), device)
     plain, _ = load_frozen(make_demo_model(tmp_path / "r.pt", use_ops=False, dtype="float64", **kw))
     names = ("edge_graph", "interaction_node", "edge_forces_virial") + (

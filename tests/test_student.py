@@ -11,10 +11,10 @@ from mlffd.training.graphs import collate, frame_to_graph, predict
 from mlffd.neighbours import NeighbourList
 
 
-def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O")):
+def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O"), products=None):
     torch.manual_seed(seed)
     config = StudentConfig(elements=list(elements), cutoff=4.0, num_interactions=num_interactions, channels=8,
-                           lmax=lmax, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
+                           lmax=lmax, products=products, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
                            atomic_energies=[-2.0, -3.0][: len(elements)], energy_scale=1.0)
     return StudentPotential(config).double()
 
@@ -32,9 +32,9 @@ def evaluate(model, atoms):
     return model(torch.from_numpy(edge_vec), species, torch.from_numpy(edge_index), len(atoms))
 
 
-@pytest.mark.parametrize("num_interactions", [1, 2])
-def test_rotation_equivariance(num_interactions):
-    model = make_model(num_interactions)
+@pytest.mark.parametrize("num_interactions, products", [(1, None), (2, None), (1, 24)])
+def test_rotation_equivariance(num_interactions, products):
+    model = make_model(num_interactions, products=products)
     atoms = structure()
     out = evaluate(model, atoms)
     rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))[0].numpy()

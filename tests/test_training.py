@@ -231,6 +231,26 @@ def test_per_atom_energy_and_sampler_weights_enter_the_loss_as_stated(tmp_path):
     assert tripled == pytest.approx(3.0 * with_atoms, rel=1e-9)
 
 
+def test_products_widen_the_invariants_only(tmp_path):
+    """`products` sets the invariant products per degree: the mixing and the update MLP grow, the
+    edge path (radial network, channels) does not; a bad value is refused in one line."""
+    from mlffd.errors import MLFFDError
+    from mlffd.model.registry import build_model, make_config
+    from mlffd.training.config import TrainConfig
+
+    def model(**changes):
+        cfg = TrainConfig.from_dict({"preset": "fast", **changes})
+        return build_model(make_config({"elements": ["Si"], **cfg.model_settings()}).to_dict())
+
+    plain, wide = model(), model(products=64)
+    assert plain.interactions[0].update[0].in_features == 2 * 16 + 3 * 16
+    assert wide.interactions[0].update[0].in_features == 2 * 16 + 3 * 64
+    assert wide.radial[-1].out_features == plain.radial[-1].out_features
+    for bad in (0, 2.5, "many"):
+        with pytest.raises(MLFFDError, match="products must be a whole number >= 1"):
+            TrainConfig.from_dict({"products": bad})
+
+
 def test_label_options_the_data_cannot_serve_are_refused(tmp_path):
     import h5py
 

@@ -68,13 +68,13 @@ def spline_conv(vec: torch.Tensor, h: torch.Tensor, table: torch.Tensor, centre:
 
 def interaction_node(h: torch.Tensor, basis: torch.Tensor, mix: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
                      w2: torch.Tensor, b2: torch.Tensor, residual: bool) -> torch.Tensor:
-    """mlffd::interaction_node: basis [M, N, C] -> per degree U | V = basis_l @ mix[l], invariants
-    [h, basis_0, sum_m U V / sqrt(2l+1)], then the update MLP (+ h when residual)."""
-    c = h.shape[1]
+    """mlffd::interaction_node: basis [M, N, C] -> per degree U | V = basis_l @ mix[l] (mix [L, C, 2P]),
+    invariants [h, basis_0, sum_m U V / sqrt(2l+1)], then the update MLP (+ h when residual)."""
+    p = mix.shape[2] // 2
     parts = [h, basis[0]]
     for l in range(mix.shape[0]):
         mixed = basis[l * l:(l + 1) * (l + 1)] @ mix[l]
-        parts.append((mixed[..., :c] * mixed[..., c:]).sum(0) / (2 * l + 1) ** 0.5)
+        parts.append((mixed[..., :p] * mixed[..., p:]).sum(0) / (2 * l + 1) ** 0.5)
     out = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(torch.cat(parts, 1), w1, b1)),
                                      w2, b2)
     return out + h if residual else out

@@ -4,8 +4,8 @@ Per interaction layer t (all irreps in e3nn order and normalisation):
 
     w_ij   = R_t(|r_ij|)[l, c] * h_j[c]                       radial weights x neighbour state
     A_i    = 1/<n> sum_j w_ij[l(m), c] Y_m(r_ij)              atomic basis, irreps C x (0e+1o+2e+..)
-    U, V   = Linear(A_i)                                     e3nn o3.Linear, mixes channels per l
-    B_i,l  = sum_m U_l,m V_l,m                               invariant products (3-body terms)
+    U, V   = Linear(A_i)                                     e3nn o3.Linear, P channels each per l
+    B_i,l  = sum_m U_l,m V_l,m                               P invariant products per l (3-body terms)
     h_i   += MLP([h_i, A_i,0e, B_i,0 .. B_i,lmax])            scalar update (last layer: energy)
 
 Node states stay scalar (like MACE-MP "small", hidden irreps Cx0e), so the edge tensor product is a
@@ -42,6 +42,9 @@ class StudentConfig:
     n_radial: int = 8
     radial_hidden: int = 32
     mlp_hidden: int = 32
+    # Invariant products per degree (P above); None: `channels`. Per-atom work only: the edge
+    # kernels, which dominate an MD step, do not see it.
+    products: Optional[int] = None
     avg_num_neighbors: float = 20.0
     # Fitted from the training data (mlffd.training.trainer.fit_statistics).
     atomic_energies: Optional[List[float]] = None
@@ -76,17 +79,19 @@ class ConvScatter(nn.Module):
 class Interaction(nn.Module):
     """One message-passing layer: scalar states in, scalar states (or atomic energies) out."""
 
-    def __init__(self, channels: int, lmax: int, mlp_hidden: int, out_features: int, avg_num_neighbors: float):
+    def __init__(self, channels: int, lmax: int, mlp_hidden: int, out_features: int, avg_num_neighbors: float,
+                 products: int):
         super().__init__()
         self.channels = channels
+        self.products = products
         self.lmax = lmax
         self.residual = out_features == channels
         self.inv_avg_num_neighbors = 1.0 / avg_num_neighbors
         self.irreps_basis = o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
-        self.irreps_products = o3.Irreps([(2 * channels, (l, (-1) ** l)) for l in range(lmax + 1)])
+        self.irreps_products = o3.Irreps([(2 * products, (l, (-1) ** l)) for l in range(lmax + 1)])
         self.conv = ConvScatter(lmax)
         self.mix = o3.Linear(self.irreps_basis, self.irreps_products)
-        n_invariants = channels * (lmax + 3)  # h, A_0e, B_0..B_lmax
+        n_invariants = 2 * channels + (lmax + 1) * products  # h, A_0e, B_0..B_lmax
         self.update = nn.Sequential(
             nn.Linear(n_invariants, mlp_hidden), nn.SiLU(), nn.Linear(mlp_hidden, out_features)
         )
@@ -95,7 +100,7 @@ class Interaction(nn.Module):
         self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor
     ) -> torch.Tensor:
         n_nodes = h.shape[0]
-        c = self.channels
+        c, p = self.channels, self.products
         basis = self.conv(radial, h, sh, centre, neighbour) * self.inv_avg_num_neighbors  # [N, C, M]
         # e3nn's flat layout: one block per l, channel-major within the block.
         flat = torch.cat(
@@ -107,9 +112,9 @@ class Interaction(nn.Module):
         start = 0
         for l in range(self.lmax + 1):
             dim = 2 * l + 1
-            block = mixed[:, start : start + 2 * c * dim].reshape(n_nodes, 2 * c, dim)
-            start += 2 * c * dim
-            invariants.append((block[:, :c] * block[:, c:]).sum(-1) / math.sqrt(dim))
+            block = mixed[:, start : start + 2 * p * dim].reshape(n_nodes, 2 * p, dim)
+            start += 2 * p * dim
+            invariants.append((block[:, :p] * block[:, p:]).sum(-1) / math.sqrt(dim))
         out = self.update(torch.cat(invariants, dim=1))
         if self.residual:
             return h + out
@@ -148,6 +153,7 @@ class StudentPotential(EdgePotential):
                     config.mlp_hidden,
                     1 if t == config.num_interactions - 1 else c,
                     config.avg_num_neighbors,
+                    config.products or c,
                 )
                 for t in range(config.num_interactions)
             ]

@@ -40,6 +40,7 @@ class TrainConfig:
     n_radial: int = 8
     radial_hidden: Optional[int] = None
     mlp_hidden: Optional[int] = None
+    products: Optional[int] = None  # invariant products per degree; None: channels (per-atom cost only)
     # optimisation
     epochs: Optional[int] = 200
     time_budget_minutes: Optional[float] = None  # overrides epochs when set
@@ -80,6 +81,7 @@ class TrainConfig:
         for key in ("num_interactions", "channels", "lmax", "radial_hidden", "mlp_hidden"):
             value = getattr(self, key)
             settings[key] = preset[key] if value is None else value
+        settings["products"] = self.products
         return settings
 
     def validate(self) -> "TrainConfig":
@@ -108,6 +110,8 @@ class TrainConfig:
         for name, value in self.sampler_weights.items():
             if not _finite_at_least(value, 0.0):
                 raise MLFFDError(f"sampler_weights[{name!r}] must be a number >= 0, got {value!r}")
+        if self.products is not None and not (isinstance(self.products, int) and self.products >= 1):
+            raise MLFFDError(f"products must be a whole number >= 1 or null, got {self.products!r}")
         for key in ("cutoff", "lr", "batch_size"):
             if not getattr(self, key) > 0:
                 raise MLFFDError(f"{key} must be positive, got {getattr(self, key)}")

@@ -3,10 +3,11 @@
 //
 //   interaction_node(Tensor h, Tensor basis, Tensor mix, Tensor w1, Tensor b1, Tensor w2, Tensor b2,
 //                    bool residual) -> Tensor
-//     h [N, C] node states, basis [M, N, C] (spline_conv's output, M = (lmax+1)^2), mix [L, C, 2C]
-//     (the e3nn o3.Linear as one matrix per degree, export/fused.py), w1 [H, (L+2) C], w2 [O, H]:
-//       U_l | V_l      = basis[l-block] @ mix[l]                     [2l+1, N, C] each
-//       B_l[n, c]      = sum_m U_l[m, n, c] V_l[m, n, c] / sqrt(2l+1)
+//     h [N, C] node states, basis [M, N, C] (spline_conv's output, M = (lmax+1)^2), mix [L, C, 2P]
+//     (the e3nn o3.Linear as one matrix per degree, export/fused.py; P invariant products per
+//     degree), w1 [H, 2C + L P], w2 [O, H]:
+//       U_l | V_l      = basis[l-block] @ mix[l]                     [2l+1, N, P] each
+//       B_l[n, p]      = sum_m U_l[m, n, p] V_l[m, n, p] / sqrt(2l+1)
 //       out            = w2 silu(w1 [h, basis[0], B_0 .. B_lmax] + b1) + b2  (+ h when residual)
 //
 // One device-generic composite of ATen calls (matmuls, elementwise), so it has no kernel per
@@ -30,7 +31,7 @@ using torch::autograd::variable_list;
 constexpr const char* kOp = "mlffd::interaction_node";
 
 struct NodeDims {
-  int64_t N, C, L, H, O;
+  int64_t N, C, P, L, H, O;
 };
 
 NodeDims check_node(const at::Tensor& h, const at::Tensor& basis, const at::Tensor& mix, const at::Tensor& w1,
@@ -41,14 +42,15 @@ NodeDims check_node(const at::Tensor& h, const at::Tensor& basis, const at::Tens
   NodeDims d;
   d.N = h.size(0);
   d.C = h.size(1);
-  TORCH_CHECK(mix.dim() == 3 && mix.size(1) == d.C && mix.size(2) == 2 * d.C, kOp,
-              ": mix must be [lmax+1, C, 2C] with C=", d.C, ", got shape ", mix.sizes());
+  TORCH_CHECK(mix.dim() == 3 && mix.size(1) == d.C && mix.size(2) % 2 == 0 && mix.size(2) > 0, kOp,
+              ": mix must be [lmax+1, C, 2P] with C=", d.C, ", got shape ", mix.sizes());
   d.L = mix.size(0);
+  d.P = mix.size(2) / 2;
   TORCH_CHECK(basis.dim() == 3 && basis.size(0) == d.L * d.L && basis.size(1) == d.N && basis.size(2) == d.C, kOp,
               ": basis must be [(lmax+1)^2, N, C] = [", d.L * d.L, ", ", d.N, ", ", d.C, "], got shape ",
               basis.sizes());
-  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == (d.L + 2) * d.C, kOp, ": w1 must be [H, (lmax+3) C] = [H, ",
-              (d.L + 2) * d.C, "], got shape ", w1.sizes());
+  TORCH_CHECK(w1.dim() == 2 && w1.size(1) == 2 * d.C + d.L * d.P, kOp, ": w1 must be [H, 2C + (lmax+1) P] = [H, ",
+              2 * d.C + d.L * d.P, "], got shape ", w1.sizes());
   d.H = w1.size(0);
   TORCH_CHECK(b1.dim() == 1 && b1.size(0) == d.H, kOp, ": b1 must be [H=", d.H, "], got shape ", b1.sizes());
   TORCH_CHECK(w2.dim() == 2 && w2.size(1) == d.H, kOp, ": w2 must be [O, H=", d.H, "], got shape ", w2.sizes());
@@ -75,8 +77,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> node_forward(
     const int64_t dim = 2 * l + 1;
     // [dim, N, C] is contiguous in basis: one matmul per degree, no copy
     at::Tensor mx = at::mm(basis.narrow(0, l * l, dim).reshape({dim * d.N, d.C}), mix.select(0, l))
-                        .view({dim, d.N, 2 * d.C});
-    parts.push_back(at::mul(mx.narrow(2, 0, d.C), mx.narrow(2, d.C, d.C)).sum(0).mul_(1.0 / std::sqrt(double(dim))));
+                        .view({dim, d.N, 2 * d.P});
+    parts.push_back(at::mul(mx.narrow(2, 0, d.P), mx.narrow(2, d.P, d.P)).sum(0).mul_(1.0 / std::sqrt(double(dim))));
     mixed.push_back(mx);
   }
   at::Tensor pre = at::addmm(b1, at::cat(parts, 1), w1.t());
@@ -114,9 +116,9 @@ class InteractionNodeFunction : public torch::autograd::Function<InteractionNode
     if (!g_out.defined()) return result;
     auto s = ctx->get_saved_variables();
     const at::Tensor &mix = s[0], &w1 = s[1], &w2 = s[2], &pre = s[3];
-    const int64_t L = mix.size(0), C = mix.size(1), N = g_out.size(0);
+    const int64_t L = mix.size(0), C = mix.size(1), P = mix.size(2) / 2, N = g_out.size(0);
     at::AutoDispatchBelowADInplaceOrView guard;
-    const at::Tensor g_inv = at::mm(at::silu_backward(at::mm(g_out, w2), pre), w1);  // [N, (L+2) C]
+    const at::Tensor g_inv = at::mm(at::silu_backward(at::mm(g_out, w2), pre), w1);  // [N, 2C + L P]
     if (ctx->needs_input_grad(0)) {
       at::Tensor g_h = g_inv.narrow(1, 0, C).contiguous();
       if (ctx->saved_data["residual"].toBool()) g_h.add_(g_out);
@@ -126,11 +128,11 @@ class InteractionNodeFunction : public torch::autograd::Function<InteractionNode
     for (int64_t l = 0; l < L; ++l) {
       const int64_t dim = 2 * l + 1;
       const at::Tensor& mx = s[4 + l];
-      const at::Tensor gB = g_inv.narrow(1, (2 + l) * C, C).mul(1.0 / std::sqrt(double(dim)));  // [N, C]
+      const at::Tensor gB = g_inv.narrow(1, 2 * C + l * P, P).mul(1.0 / std::sqrt(double(dim)));  // [N, P]
       // d B / d U = V, d B / d V = U
-      const at::Tensor g_mx = at::cat({at::mul(mx.narrow(2, C, C), gB), at::mul(mx.narrow(2, 0, C), gB)}, 2);
+      const at::Tensor g_mx = at::cat({at::mul(mx.narrow(2, P, P), gB), at::mul(mx.narrow(2, 0, P), gB)}, 2);
       at::Tensor dst = g_basis.narrow(0, l * l, dim).view({dim * N, C});
-      at::mm_out(dst, g_mx.view({dim * N, 2 * C}), mix.select(0, l).t());
+      at::mm_out(dst, g_mx.view({dim * N, 2 * P}), mix.select(0, l).t());
     }
     g_basis.select(0, 0).add_(g_inv.narrow(1, C, C));
     result[1] = g_basis;
