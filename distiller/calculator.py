@@ -5,17 +5,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import VerletList
+from mlffd.neighbours import MIN_DISTANCE, VerletList, check_numbers, check_overlap  # noqa: F401 (re-exported)
 from mlffd.export.load import load_frozen
-
-# Closer than this in a structure means overlapping atoms, not chemistry.
-MIN_DISTANCE = 0.5
 # What ASE's compare_atoms looks at besides cell and pbc: Atoms.arrays keys.
 STATE_ARRAYS = tuple(k for k in all_changes if k not in ("cell", "pbc"))
 
@@ -35,11 +34,17 @@ class MLFFDCalculator(Calculator):
     def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, skin: float = 0.5,
                  **kwargs):
         super().__init__(**kwargs)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise MLFFDError(f"threads must be a positive integer (or None for torch's default), got {threads!r}")
         if threads:
             torch.set_num_threads(threads)
         self.model, self.metadata = load_frozen(model_path, device)
         self.model_path = str(model_path)
         self.device = torch.device(device)
+        self.threads, self.skin = threads, skin
+        # One calculator shared by threads: the Verlet list's buffers, the species cache and
+        # ASE's check_state/results are one state, so a whole property request holds the lock.
+        self._lock = threading.RLock()
         self.dtype = torch.float64 if self.metadata["dtype"] == "float64" else torch.float32
         self.cutoff = float(self.metadata["cutoff"])
         self.elements = list(self.metadata["elements"])
@@ -50,9 +55,31 @@ class MLFFDCalculator(Calculator):
         self._numbers: np.ndarray | None = None
         self._species: torch.Tensor | None = None
 
+    # copy.deepcopy and pickle: the TorchScript module and the neighbour list's C state cannot be
+    # copied, so a copy loads the model again from its path (results and atoms travel).
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in ("model", "metadata", "_neighbours", "_lock", "_species", "_numbers"):
+            state.pop(name, None)
+        return state
+
+    @torch.inference_mode(False)
+    @torch.enable_grad()
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.model, self.metadata = load_frozen(self.model_path, str(self.device))
+        self._neighbours = VerletList(self.cutoff, self.skin)
+        self._lock = threading.RLock()
+        self._numbers = self._species = None
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
+
     def _species_tensor(self, numbers: np.ndarray) -> torch.Tensor:
         # Cached: the composition does not change between MD steps.
         if self._numbers is None or not np.array_equal(numbers, self._numbers):
+            check_numbers(numbers)
             unknown = sorted({chemical_symbols[z] for z in numbers if z not in self._species_of})
             if unknown:
                 raise MLFFDError(
@@ -77,6 +104,10 @@ class MLFFDCalculator(Calculator):
     @torch.inference_mode(False)
     @torch.enable_grad()
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        with self._lock:
+            self._calculate(atoms, properties, system_changes)
+
+    def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         positions = atoms.get_positions()
@@ -85,10 +116,7 @@ class MLFFDCalculator(Calculator):
         species = self._species_tensor(atoms.numbers)
         edge_index, edge_vec = self._neighbours.edges(positions, atoms.cell.array, atoms.pbc)
         if len(edge_vec):
-            shortest = float(np.sqrt(np.einsum("ij,ij->i", edge_vec, edge_vec).min()))
-            if shortest < MIN_DISTANCE:
-                raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A); "
-                                 "remove duplicated atoms or fix the structure")
+            check_overlap(float(np.sqrt(np.einsum("ij,ij->i", edge_vec, edge_vec).min())))
         out = self.model(
             torch.from_numpy(edge_vec).to(self.device),
             species,

@@ -13,6 +13,42 @@ import vesin
 
 from mlffd.errors import MLFFDError
 
+# Closer than this in a structure means overlapping atoms, not chemistry (the calculator, the
+# dataset writer and training all refuse it with the same message).
+MIN_DISTANCE = 0.5
+# ase.data.chemical_symbols knows Z = 0 (the placeholder 'X') to 118.
+MAX_ATOMIC_NUMBER = 118
+
+
+def check_numbers(numbers) -> None:
+    """Refuse atomic numbers that are no element (a lookup by symbol would fail far from here)."""
+    numbers = np.asarray(numbers)
+    bad = sorted({int(z) for z in numbers[(numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)]})
+    if bad:
+        raise MLFFDError(f"atomic number(s) {', '.join(map(str, bad))} are not elements (1-{MAX_ATOMIC_NUMBER}); "
+                         "fix atoms.numbers")
+
+
+def check_overlap(shortest: float) -> None:
+    """Refuse a structure whose shortest interatomic distance (A) is below MIN_DISTANCE."""
+    if shortest < MIN_DISTANCE:
+        raise MLFFDError(f"atoms overlap: two atoms are {shortest:.3f} A apart (< {MIN_DISTANCE} A); "
+                         "remove duplicated atoms or fix the structure")
+
+
+def shortest_distance(positions, cell, pbc) -> float:
+    """The shortest distance between two atoms (periodic images included); inf for fewer than two."""
+    _, _, distances = NeighbourList(MIN_DISTANCE).compute_integer_shifts(positions, cell, pbc)
+    return float(distances.min()) if len(distances) else float("inf")
+
+
+def periodic_part(cell, pbc) -> np.ndarray:
+    """The cell with its non-periodic vectors zeroed: those never enter a shift, and a NaN or inf
+    there (a cluster with no meaningful cell) must not turn 0 * NaN into NaN edge vectors."""
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    return np.where(pbc[:, None], cell, 0.0)
+
 
 def check_cell(cell, pbc) -> None:
     """Refuse a cell whose periodic vectors are zero or not independent (zero volume): vesin
@@ -58,7 +94,7 @@ class NeighbourList:
     def compute_with_distances(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edge_index [2,E] sorted by centre, Cartesian edge_shift [E,3], distances [E])."""
         edge_index, shifts, distances = self.compute_integer_shifts(positions, cell, pbc)
-        return edge_index, shifts @ np.asarray(cell, dtype=np.float64), distances
+        return edge_index, shifts @ periodic_part(cell, pbc), distances
 
     def compute_integer_shifts(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edge_index [2,E] sorted by centre, shifts [E,3] in cell vectors (float64), distances [E])."""
@@ -108,8 +144,8 @@ class VerletList:
     def edges(self, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray]:
         """(edge_index [2,E] int64 sorted by centre, edge_vec [E,3] float64)."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
-        cell = np.array(cell, dtype=np.float64)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+        cell = periodic_part(cell, pbc)
         if self._stale(positions, cell, pbc):
             edge_index, shifts, _ = self._list.compute_integer_shifts(positions, cell, pbc)
             self._edge_index = edge_index

@@ -330,7 +330,16 @@ CALCULATOR_CASES = {
                         "the periodic cell has zero volume", "directions (ab)"),
     "stress of a cluster": (lambda w: _evaluate(w, _cell(np.zeros((3, 3)), False), prop="stress"),
                             "stress needs a cell periodic in all three directions"),
+    "atomic number 200": (lambda w: _evaluate(w, _numbers(200)), "atomic number(s) 200 are not elements (1-118)"),
+    "negative threads": (lambda w: MLFFDCalculator(str(w / "model.pt"), threads=-1),
+                         "threads must be a positive integer", "got -1"),
 }
+
+
+def _numbers(z):
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True)
+    atoms.numbers[0] = z
+    return atoms
 
 
 @pytest.mark.parametrize("case", list(CALCULATOR_CASES))
@@ -340,6 +349,71 @@ def test_calculator(case, untouched):
         call(untouched.root)
     message = str(info.value)
     assert "\n" not in message and all(text in message for text in expected), message
+
+
+def _rattled(k):
+    atoms = bulk("Cu", "fcc", 3.6, cubic=True).repeat((2, 2, 1 + k % 2))
+    atoms.rattle(0.1, seed=k)
+    return atoms
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_calculator_cluster_with_nonfinite_cell(value, untouched):
+    """A cluster's cell is never used: NaN or inf there gives the numbers of a zero cell, not NaN."""
+    energies = []
+    for cell in (np.zeros((3, 3)), np.diag([value, 5.0, 5.0])):
+        atoms = Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]], cell=cell, pbc=False)
+        atoms.calc = MLFFDCalculator(str(untouched.root / "model.pt"))
+        energies.append((atoms.get_potential_energy(), atoms.get_forces()))
+    assert np.isfinite(energies[1][0]) and energies[1][0] == pytest.approx(energies[0][0], abs=1e-9)
+    np.testing.assert_allclose(energies[1][1], energies[0][1], atol=1e-9)
+
+
+def test_calculator_shared_by_threads(untouched):
+    """Two threads on one calculator get exactly the serial numbers (it used to crash or mix them)."""
+    import threading
+
+    calc = MLFFDCalculator(str(untouched.root / "model.pt"))
+    structures = [_rattled(k) for k in range(6)]
+
+    def evaluate(atoms):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        return atoms.get_potential_energy(), atoms.get_forces()
+
+    serial = [evaluate(a) for a in structures]
+    bad = []
+
+    def work():
+        for _ in range(4):
+            for a, (energy, forces) in zip(structures, serial):
+                e, f = evaluate(a)
+                if abs(e - energy) > 1e-9 or not np.allclose(f, forces, rtol=0, atol=1e-9):
+                    bad.append(abs(e - energy))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, f"threaded energies differ from serial ones by up to {max(bad)} eV"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_calculator_copies(how, untouched):
+    """deepcopy and pickle reload the model from its path and give the same numbers."""
+    import copy
+    import pickle
+
+    calc = MLFFDCalculator(str(untouched.root / "model.pt"))
+    atoms = _rattled(0)
+    atoms.calc = calc
+    energy = atoms.get_potential_energy()
+    twin = copy.deepcopy(calc) if how == "deepcopy" else pickle.loads(pickle.dumps(calc))
+    assert twin.model_path == calc.model_path and twin.results["energy"] == energy
+    other = _rattled(0)
+    other.calc = twin
+    assert other.get_potential_energy() == energy
 
 
 # ------------------------------------------------------------------ LAMMPS decks

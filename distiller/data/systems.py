@@ -15,9 +15,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import check_cell
-
-MIN_DISTANCE = 0.5  # Angstrom: closer atoms are refused
+from mlffd.neighbours import MIN_DISTANCE, check_cell  # MIN_DISTANCE (A): closer atoms are refused
 
 
 def _si():
