@@ -79,6 +79,18 @@ def ws(tmp_path_factory, demo_model_factory):
     with h5py.File(root / "damaged.h5", "a") as f:
         del f["frames"]
 
+    damage = {  # hand-damaged copies of data.h5 (issue 30)
+        "forces2.h5": lambda f: (f["atoms"].__delitem__("forces"), f["atoms"].create_dataset("forces", (48, 2))),
+        "short_forces.h5": lambda f: f["atoms/forces"].resize((47, 3)),
+        "big_frame.h5": lambda f: f["frames/n_atoms"].__setitem__(5, 12),
+        "empty_frame.h5": lambda f: (f["frames/n_atoms"].__setitem__(0, 0), f["committed"].__setitem__(1, 40),
+                                     f["frames/offset"].__setitem__(slice(1, 6), np.arange(0, 40, 8))),
+    }
+    for name, change in damage.items():
+        shutil.copy(root / "data.h5", root / name)
+        with h5py.File(root / name, "a") as f:
+            change(f)
+
     (root / "text.txt").write_text("this is not a model or a dataset\n")
     (root / "adir").mkdir()
     torch.save({"weights": torch.zeros(2)}, root / "ckpt.pt")
@@ -133,6 +145,14 @@ CLI_CASES = {
     "info torch.save file": (["info", "{w}/ckpt.pt"], ["PyTorch checkpoint (torch.save)", "mlffd export RUN_DIR"]),
     "summary other schema": (["data", "summary", "{w}/schema99.h5"], ["schema version 99; this mlffd reads version 1"]),
     "summary damaged": (["data", "summary", "{w}/damaged.h5"], ["damaged mlffd dataset: missing /frames"]),
+    "info forces [A,2]": (["info", "{w}/forces2.h5"], ["damaged mlffd dataset: /atoms/forces has shape (48, 2)",
+                                                       "regenerate it"]),
+    "info fewer force rows": (["info", "{w}/short_forces.h5"], ["/atoms/forces has shape (47, 3)", "(48, 3)"]),
+    "info n_atoms past the rows": (["info", "{w}/big_frame.h5"], ["n_atoms and offsets (52 atoms) do not match the 48"]),
+    "info zero-atom frame": (["info", "{w}/empty_frame.h5"], ["damaged mlffd dataset: frame 0 has 0 atoms"]),
+    "train n_atoms past the rows": (["train", "{w}/big_frame.h5", "--out", "{w}/new_run"], ["damaged mlffd dataset"]),
+    "train zero-atom frame": (["train", "{w}/empty_frame.h5", "--out", "{w}/new_run"],
+                              ["frame 0 has 0 atoms", "regenerate it"]),
     "data export over its input": (["data", "export", "{w}/data.h5", "{w}/data.h5"],
                                    ["refusing to overwrite it with extended XYZ", "choose another output file"]),
     "data export over a dataset": (["data", "export", "{w}/data.h5", "{w}/other.h5"], ["is an HDF5 dataset; refusing"]),

@@ -127,6 +127,42 @@ def _check_schema(f: h5py.File, path: Path) -> None:
     for name in ("committed", "atoms", "frames"):
         if name not in f:
             raise MLFFDError(f"{path} is a damaged mlffd dataset: missing /{name}")
+    _check_layout(f, path)
+
+
+def _check_layout(f: h5py.File, path: Path) -> None:
+    """Every committed frame must be whole: arrays of the documented shapes with rows for every
+    committed atom and frame, frames of at least one atom laid end to end. A file damaged by hand
+    or by a tool would otherwise be summarised, or trained on, with rows from the wrong atoms."""
+    def damaged(what: str) -> MLFFDError:
+        return MLFFDError(f"{path} is a damaged mlffd dataset: {what}; regenerate it (or copy it again)")
+
+    committed = f["committed"]
+    if committed.shape != (2,):
+        raise damaged(f"/committed has shape {committed.shape}, not (2,)")
+    n_frames, n_atoms = (int(x) for x in committed[...])
+    if n_frames < 0 or n_atoms < 0:
+        raise damaged(f"/committed holds negative counts ({n_frames}, {n_atoms})")
+    for group, fields, rows in (("atoms", _ATOM_FIELDS, n_atoms), ("frames", _FRAME_FIELDS, n_frames)):
+        for name, (_, shape) in fields.items():
+            if name not in f[group]:
+                if name in _OPTIONAL_ATOM_FIELDS:
+                    continue
+                raise damaged(f"missing /{group}/{name}")
+            ds = f[group][name]
+            if not isinstance(ds, h5py.Dataset) or ds.shape[1:] != shape or ds.shape[0] < rows:
+                got = ds.shape if isinstance(ds, h5py.Dataset) else "a group"
+                want = ", ".join(str(x) for x in (rows, *shape))
+                raise damaged(f"/{group}/{name} has shape {got}, but {n_frames} committed frame(s) of {n_atoms} "
+                              f"atoms need at least ({want}{',' if not shape else ''})")
+    sizes = f["frames"]["n_atoms"][:n_frames]
+    offsets = f["frames"]["offset"][:n_frames]
+    if len(sizes) and sizes.min() < 1:
+        raise damaged(f"frame {int(np.argmin(sizes))} has {int(sizes.min())} atoms")
+    starts = np.cumsum(sizes) - sizes
+    if int(sizes.sum()) != n_atoms or not np.array_equal(offsets, starts):
+        raise damaged(f"the frames' n_atoms and offsets ({int(sizes.sum())} atoms) do not match the {n_atoms} "
+                      "committed atom rows")
 
 
 def _attr_str(value) -> str:
