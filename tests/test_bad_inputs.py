@@ -120,6 +120,30 @@ def ws(tmp_path_factory, demo_model_factory):
     ase.io.write(root / "good.extxyz", [labelled])
     ase.io.write(root / "unlabelled.extxyz", [labelled, unlabelled])
     ase.io.write(root / "flat_cell.extxyz", [labelled, flat])
+    kbar = copper(33)
+    kbar.calc.results["stress"] = kbar.calc.results["stress"] * 0 + [52.0, 50.0, 51.0, 1.0, 2.0, 3.0]
+    ase.io.write(root / "kbar.extxyz", [labelled, kbar])
+    virial = copper(34)
+    virial.info["virial"] = np.eye(3)  # and a stress from EMT that is not -virial / V
+    ase.io.write(root / "virial_stress.extxyz", [labelled, virial])
+    overlap = copper(35)
+    overlap.positions[1] = overlap.positions[0] + [0.1, 0, 0]
+    overlap.calc = SinglePointCalculator(overlap, energy=1.0, forces=np.zeros((len(overlap), 3)))
+    ase.io.write(root / "overlap.extxyz", [labelled, overlap])
+    empty = Atoms()
+    empty.calc = SinglePointCalculator(empty, energy=0.0, forces=np.zeros((0, 3)))
+    ase.io.write(root / "zero_atoms.extxyz", [labelled, copper(36), empty, copper(37)])
+    twins = [copper(38), copper(39), copper(40)]
+    twins[1].info["key"] = twins[2].info["key"] = "same"
+    ase.io.write(root / "same_key.extxyz", twins)
+    seeded = copper(41)
+    seeded.info["seed"] = "abc"
+    ase.io.write(root / "bad_seed.extxyz", [labelled, seeded])
+    seeded.info["seed"] = 1.5
+    ase.io.write(root / "half_seed.extxyz", [seeded])
+    write_dataset(root / "overlap.h5", [copper(k) for k in range(3)])
+    with h5py.File(root / "overlap.h5", "a") as f:  # written before the writer refused overlaps
+        f["atoms/positions"][1] = f["atoms/positions"][0] + [0.1, 0, 0]
     ase.io.write(root / "flat_cell.xyz", Atoms("Si2", positions=[[0, 0, 0], [1.2, 1.2, 1.2]],
                                                cell=[[5.43, 0, 0], [5.43, 0, 0], [0, 0, 5.43]], pbc=True))
     return SimpleNamespace(root=root, before=snapshot(root))
@@ -134,6 +158,7 @@ def untouched(ws):
 
 # ------------------------------------------------------------------ CLI
 
+AS_EMT = ["--teacher-name", "emt", "--teacher-version", "ase-emt"]  # the workspace's teacher: refusals are the file's
 # (argv with {w} for the workspace, substrings the one error line must hold)
 CLI_CASES = {
     "info missing file": (["info", "{w}/missing.h5"], ["missing.h5 does not exist"]),
@@ -167,6 +192,22 @@ CLI_CASES = {
                                      ["structure 1: the periodic cell has zero volume", "atoms.set_cell"]),
     "data import other teacher": (["data", "import", "{w}/good.extxyz", "{w}/data.h5", "--teacher-name", "x"],
                                   ["holds labels from teacher 'emt', not 'x'; use another output file"]),
+    "data import stress in kBar": (["data", "import", "{w}/kbar.extxyz", "{w}/data.h5", *AS_EMT],
+                                   ["structure 1: stress of 52 eV/A^3", "is it in kBar or GPa?", "kBar * 6.2415e-4"]),
+    "data import virial and stress disagree": (["data", "import", "{w}/virial_stress.extxyz", "{w}/data.h5", *AS_EMT],
+                                               ["structure 1: its stress and its virial disagree"]),
+    "data import overlapping atoms": (["data", "import", "{w}/overlap.extxyz", "{w}/data.h5", *AS_EMT],
+                                      ["structure 1: atoms overlap: two atoms are 0.100 A apart"]),
+    "data import zero-atom frame": (["data", "import", "{w}/zero_atoms.extxyz", "{w}/data.h5", *AS_EMT],
+                                    ["zero_atoms.extxyz: structure 2 has no atoms"]),
+    "data import repeated key": (["data", "import", "{w}/same_key.extxyz", "{w}/data.h5", *AS_EMT],
+                                 ["structures 1 and 2 have the same key 'same'"]),
+    "data import text seed": (["data", "import", "{w}/bad_seed.extxyz", "{w}/new.h5"],
+                              ["structure 1: info seed='abc' is not an integer; fix or remove it"]),
+    "data import fractional seed": (["data", "import", "{w}/half_seed.extxyz", "{w}/new.h5"],
+                                    ["structure 0: info seed='1.5' is not an integer"]),
+    "train overlapping atoms": (["train", "{w}/overlap.h5", "--out", "{w}/new_run"],
+                                ["frame 'cu/0': atoms overlap: two atoms are 0.100 A apart"]),
     "data import into a model": (["data", "import", "{w}/good.extxyz", "{w}/model.pt"], ["not an HDF5 file"]),
     "train missing dataset": (["train", "{w}/missing.h5", "--out", "{w}/new_run"], ["dataset not found"]),
     "train foreign dataset": (["train", "{w}/foreign.h5", "--out", "{w}/new_run"], ["not an mlffd dataset"]),
@@ -301,6 +342,30 @@ def test_dataset(case, untouched):
         call(untouched.root)
     message = str(info.value)
     assert expected in message and "\n" not in message, message
+
+
+def test_import_same_name_other_folder(tmp_path):
+    """Two files of one name from two folders: all frames of both go in (keys used to collide on
+    the file name and the second import added nothing); importing a file again adds nothing."""
+    import ase.io
+
+    for folder, first in (("a", 0), ("b", 10)):
+        (tmp_path / folder).mkdir()
+        ase.io.write(tmp_path / folder / "frames.extxyz", [copper(first + k) for k in range(4)])
+    assert main(["data", "import", str(tmp_path / "a" / "frames.extxyz"), str(tmp_path / "x.h5")]) == 0
+    assert main(["data", "import", str(tmp_path / "b" / "frames.extxyz"), str(tmp_path / "x.h5")]) == 0
+    assert main(["data", "import", str(tmp_path / "b" / "frames.extxyz"), str(tmp_path / "x.h5")]) == 0
+    assert len(open_dataset(tmp_path / "x.h5")) == 8
+
+
+def test_import_virial(tmp_path):
+    """A `virial=` label is kept, as stress = -virial / V (it used to be dropped without a word)."""
+    (tmp_path / "v.extxyz").write_text(
+        '2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3:forces:R:3 energy=-1.0 '
+        'virial="0.5 0 0 0 0.25 0 0 0 0.5" pbc="T T T"\nCu 0 0 0 0 0 0\nCu 2.5 2.5 0 0 0 0\n')
+    assert main(["data", "import", str(tmp_path / "v.extxyz"), str(tmp_path / "v.h5")]) == 0
+    np.testing.assert_allclose(open_dataset(tmp_path / "v.h5").frame(0)["stress"],
+                               [-0.004, -0.002, -0.004, 0, 0, 0])
 
 
 # ------------------------------------------------------------------ ASE calculator

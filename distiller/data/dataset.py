@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import check_cell
+from mlffd.neighbours import check_cell, check_numbers, check_overlap, shortest_distance
 
 FORMAT = "mlffd-dataset"
 SCHEMA_VERSION = 1
@@ -528,85 +528,25 @@ class DatasetWriter:
             raise RuntimeError("DatasetWriter is not open")
         if key in self._keys:
             raise MLFFDError(f"frame key {key!r} is already in {self.path}")
-        if len(key.encode()) > KEY_LEN:
-            raise MLFFDError(f"frame key longer than {KEY_LEN} bytes: {key!r}")
-        if len(sampler.encode()) > SAMPLER_LEN:
-            raise MLFFDError(f"sampler name longer than {SAMPLER_LEN} bytes: {sampler!r}")
-        n = len(atoms)
-        if n == 0:
-            raise MLFFDError("cannot store a frame with no atoms")
-        if energy is None or forces is None:
-            calc = atoms.calc
-            if calc is None:
-                raise MLFFDError(f"frame {key!r} has no energy/forces (no calculator attached)")
-            results = calc.results
-            if energy is None:
-                energy = results.get("energy")
-            if forces is None:
-                forces = results.get("forces")
-            if stress is None:
-                stress = results.get("stress")
-            if atom_energies is None:
-                atom_energies = results.get("energies")
-        if energy is None or forces is None:
-            raise MLFFDError(f"frame {key!r} has no energy or no forces")
-        forces = np.asarray(forces, dtype=np.float64).reshape(n, 3)
-        energy = float(energy)
-        if stress is not None:
-            stress = np.asarray(stress, dtype=np.float64)
-            if stress.shape == (3, 3):
-                stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-            stress = stress.reshape(6)
-        if not np.isfinite(energy) or not np.isfinite(forces).all() or (
-            stress is not None and not np.isfinite(stress).all()
-        ):
-            raise MLFFDError(f"teacher returned non-finite labels for frame {key!r}")
-        positions = np.asarray(atoms.get_positions(), dtype=np.float64)
-        if not np.isfinite(positions).all():
-            raise MLFFDError(f"frame {key!r} has non-finite positions")
-        try:  # a frame no neighbour list can take must not enter the file
-            check_cell(atoms.get_cell()[:], atoms.get_pbc())
-        except MLFFDError as exc:
-            raise MLFFDError(f"frame {key!r}: {exc}") from None
-        vel = (
-            np.full((n, 3), np.nan) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(n, 3)
-        )
-        if atom_energies is None:
-            atom_energies = np.full(n, np.nan)
-        else:
-            atom_energies = np.asarray(atom_energies, dtype=np.float64).reshape(n)
-            if not np.isfinite(atom_energies).all() or abs(atom_energies.sum() - energy) > ATOM_ENERGY_SUM_TOL:
-                raise MLFFDError(f"frame {key!r}: per-atom energies must be finite and sum to the energy")
+        rows = frame_rows(atoms, sampler=sampler, temperature=temperature, seed=seed, key=key,
+                          velocities=velocities, energy=energy, forces=forces, stress=stress,
+                          atom_energies=atom_energies)
+        self.write_rows(*rows)
 
+    def write_rows(self, per_atom: dict, per_frame: dict) -> None:
+        """Append one frame already checked by `frame_rows` (its key must be new)."""
+        key = per_frame["key"].decode()
+        if key in self._keys:
+            raise MLFFDError(f"frame key {key!r} is already in {self.path}")
         f = self._f
+        n = per_frame["n_atoms"]
         a0, a1 = self._n_atoms, self._n_atoms + n
         i = self._n_frames
-        per_atom = {
-            "positions": positions,
-            "numbers": np.asarray(atoms.get_atomic_numbers(), dtype=np.int16),
-            "forces": forces,
-            "velocities": vel,
-            "atom_energies": atom_energies,
-        }
         for name, data in per_atom.items():
             ds = f["atoms"][name]
             ds.resize((a1, *ds.shape[1:]))
             ds[a0:a1] = data
-        per_frame = {
-            "n_atoms": n,
-            "offset": a0,
-            "energy": energy,
-            "cell": np.asarray(atoms.get_cell()[:], dtype=np.float64),
-            "pbc": np.asarray(atoms.get_pbc(), dtype=bool),
-            "stress": stress if stress is not None else np.full(6, np.nan),
-            "has_stress": stress is not None,
-            "has_velocities": velocities is not None,
-            "temperature": float(temperature),
-            "seed": int(seed),
-            "sampler": sampler.encode(),
-            "key": key.encode(),
-        }
-        for name, value in per_frame.items():
+        for name, value in dict(per_frame, offset=a0).items():
             ds = f["frames"][name]
             ds.resize((i + 1, *ds.shape[1:]))
             ds[i] = value
@@ -615,6 +555,102 @@ class DatasetWriter:
         f.flush()
         self._n_frames, self._n_atoms = i + 1, a1
         self._keys.add(key)
+
+
+# Larger than this (eV/A^3, about 160 GPa) a stress is taken for another unit: 52 in a file in
+# kBar (5.2 GPa) would otherwise enter as 8,300 GPa. The unit label of a file cannot be trusted.
+MAX_STRESS = 1.0
+
+
+def frame_rows(atoms, *, sampler: str, temperature: float, seed: int, key: str, velocities=None,
+               energy: float | None = None, forces=None, stress=None, atom_energies=None,
+               where: str | None = None) -> tuple[dict, dict]:
+    """Check one labelled frame and return its rows (per atom, per frame; the offset is the
+    writer's). Every check a frame must pass to enter a dataset is here, so a caller can check a
+    whole file before writing its first frame. Messages name the frame as `where` (default: its key)."""
+    where = where or f"frame {key!r}"
+    if len(key.encode()) > KEY_LEN:
+        raise MLFFDError(f"frame key longer than {KEY_LEN} bytes: {key!r}")
+    if len(sampler.encode()) > SAMPLER_LEN:
+        raise MLFFDError(f"sampler name longer than {SAMPLER_LEN} bytes: {sampler!r}")
+    n = len(atoms)
+    if n == 0:
+        raise MLFFDError(f"{where} has no atoms; a frame needs at least one")
+    if energy is None or forces is None:
+        calc = atoms.calc
+        if calc is None:
+            raise MLFFDError(f"{where} has no energy/forces (no calculator attached)")
+        results = calc.results
+        if energy is None:
+            energy = results.get("energy")
+        if forces is None:
+            forces = results.get("forces")
+        if stress is None:
+            stress = results.get("stress")
+        if atom_energies is None:
+            atom_energies = results.get("energies")
+    if energy is None or forces is None:
+        raise MLFFDError(f"{where} has no energy or no forces")
+    forces = np.asarray(forces, dtype=np.float64)
+    if forces.size != 3 * n:
+        raise MLFFDError(f"{where}: forces have shape {forces.shape}, not ({n}, 3) for {n} atoms")
+    forces = forces.reshape(n, 3)
+    energy = float(energy)
+    if stress is not None:
+        stress = np.asarray(stress, dtype=np.float64)
+        if stress.shape == (3, 3):
+            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        stress = stress.reshape(6)
+    if not np.isfinite(energy) or not np.isfinite(forces).all() or (
+        stress is not None and not np.isfinite(stress).all()
+    ):
+        raise MLFFDError(f"teacher returned non-finite labels for {where}")
+    if stress is not None and np.abs(stress).max() > MAX_STRESS:
+        from ase.units import GPa
+
+        big = float(np.abs(stress).max())
+        raise MLFFDError(f"{where}: stress of {big:.4g} eV/A^3 ({big / GPa:.3g} GPa) is beyond any material "
+                         f"(> {MAX_STRESS} eV/A^3): is it in kBar or GPa? mlffd stores eV/A^3 (ASE units); convert "
+                         "it (kBar * 6.2415e-4, GPa * 6.2415e-3)")
+    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+    if not np.isfinite(positions).all():
+        raise MLFFDError(f"{where} has non-finite positions")
+    try:  # a frame no neighbour list (or no calculator) can take must not enter the file
+        check_numbers(atoms.get_atomic_numbers())
+        check_cell(atoms.get_cell()[:], atoms.get_pbc())
+        check_overlap(shortest_distance(positions, atoms.get_cell()[:], atoms.get_pbc()))
+    except MLFFDError as exc:
+        raise MLFFDError(f"{where}: {exc}") from None
+    vel = (
+        np.full((n, 3), np.nan) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(n, 3)
+    )
+    if atom_energies is None:
+        atom_energies = np.full(n, np.nan)
+    else:
+        atom_energies = np.asarray(atom_energies, dtype=np.float64).reshape(n)
+        if not np.isfinite(atom_energies).all() or abs(atom_energies.sum() - energy) > ATOM_ENERGY_SUM_TOL:
+            raise MLFFDError(f"{where}: per-atom energies must be finite and sum to the energy")
+    per_atom = {
+        "positions": positions,
+        "numbers": np.asarray(atoms.get_atomic_numbers(), dtype=np.int16),
+        "forces": forces,
+        "velocities": vel,
+        "atom_energies": atom_energies,
+    }
+    per_frame = {
+        "n_atoms": n,
+        "energy": energy,
+        "cell": np.asarray(atoms.get_cell()[:], dtype=np.float64),
+        "pbc": np.asarray(atoms.get_pbc(), dtype=bool),
+        "stress": stress if stress is not None else np.full(6, np.nan),
+        "has_stress": stress is not None,
+        "has_velocities": velocities is not None,
+        "temperature": float(temperature),
+        "seed": int(seed),
+        "sampler": sampler.encode(),
+        "key": key.encode(),
+    }
+    return per_atom, per_frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,39 +746,84 @@ def import_extxyz(
         raise MLFFDError(f"cannot read {path}: {exc}") from None
     if not images:
         raise MLFFDError(f"{path} holds no structures")
-    # every structure is checked before the first is written: a refused import leaves the dataset as it was
+    # Every structure is checked (the writer's own checks included) before the first is written:
+    # a refused import leaves the dataset as it was and names the structure.
+    stem = Path(path).stem[:40]
+    rows, seen = [], {}
     for i, a in enumerate(images):
-        results = a.calc.results if a.calc is not None else {}
-        if "energy" not in results or "forces" not in results:
-            raise MLFFDError(f"{path}: structure {i} has no energy and forces")
-        if not all(np.isfinite(v).all() for v in (a.positions, results["energy"], results["forces"])):
-            raise MLFFDError(f"{path}: structure {i} has NaN or infinite positions or labels")
-        try:
-            check_cell(a.cell.array, a.pbc)
-        except MLFFDError as exc:
-            raise MLFFDError(f"{path}: structure {i}: {exc}") from None
+        rows.append(_import_rows(a, f"{path}: structure {i}", i, stem))
+        key = rows[-1][1]["key"].decode()
+        if key in seen:
+            raise MLFFDError(f"{path}: structures {seen[key]} and {i} have the same key {key!r}; keys must be unique")
+        seen[key] = i
     first = images[0].info
     teacher_name = teacher_name or str(first.get("teacher", "external"))
     teacher_version = teacher_version or str(first.get("teacher_version", "unknown"))
-    stem = Path(path).stem[:40]
+    out = Path(out)
+    created = not out.exists()
     added = 0
-    with DatasetWriter(out, teacher_name, teacher_version) as w:
-        done = w.keys()
-        for i, a in enumerate(images):
-            key = str(a.info.get("key", f"import/{stem}/{i}"))
-            if key in done:
-                continue
-            vel = a.get_velocities()
-            from ase import units
-
-            has_vel = vel is not None and np.any(vel != 0)
-            w.append(
-                a,
-                sampler=str(a.info.get("sampler", "import"))[:SAMPLER_LEN],
-                temperature=float(a.info.get("temperature", 0.0)),
-                seed=int(a.info.get("seed", 0)),
-                key=key,
-                velocities=vel * units.fs if has_vel else None,
-            )
-            added += 1
+    writer = DatasetWriter(out, teacher_name, teacher_version)
+    try:
+        with writer as w:
+            done = w.keys()
+            for per_atom, per_frame in rows:
+                if per_frame["key"].decode() not in done:  # imported before: resuming
+                    w.write_rows(per_atom, per_frame)
+                    added += 1
+    except BaseException:
+        if created and added == 0:  # no empty dataset left behind by a failed first import
+            with contextlib.suppress(OSError):
+                out.unlink()
+        raise
     return added
+
+
+def _voigt(stress) -> np.ndarray:
+    stress = np.asarray(stress, dtype=np.float64)
+    return stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if stress.shape == (3, 3) else stress.reshape(6)
+
+
+def _import_rows(a, where: str, i: int, stem: str) -> tuple[dict, dict]:
+    """One imported structure's rows (frame_rows), its info values checked and its key made."""
+    from ase import units
+
+    results = a.calc.results if a.calc is not None else {}
+    if "energy" not in results or "forces" not in results:
+        raise MLFFDError(f"{where} has no energy and forces")
+    if not all(np.isfinite(v).all() for v in (a.positions, results["energy"], results["forces"])):
+        raise MLFFDError(f"{where} has NaN or infinite positions or labels")
+    stress = results.get("stress")
+    if "virial" in a.info:  # extxyz's other stress label (ASE leaves it in info): virial = -stress * V
+        if not a.pbc.all() or abs(a.get_volume()) < 1e-9:
+            raise MLFFDError(f"{where}: a virial needs a cell periodic in all three directions")
+        try:
+            from_virial = _voigt(-np.asarray(a.info["virial"], dtype=np.float64).reshape(3, 3) / a.get_volume())
+        except (TypeError, ValueError):
+            raise MLFFDError(f"{where}: info virial is not 9 numbers") from None
+        if stress is not None and not np.allclose(_voigt(stress), from_virial, rtol=1e-4, atol=1e-8):
+            raise MLFFDError(f"{where}: its stress and its virial disagree (virial = -stress * volume); keep one")
+        stress = from_virial if stress is None else stress
+    info = {}
+    for name, kind, default in (("seed", int, 0), ("temperature", float, 0.0)):
+        value = a.info.get(name, default)
+        try:
+            number = float(value)
+            if isinstance(value, bool) or (kind is int and not number.is_integer()):
+                raise ValueError
+            info[name] = kind(number)
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise MLFFDError(f"{where}: info {name}={str(value)!r} is not {what}; fix or remove it") from None
+    key = a.info.get("key")
+    if key is None:
+        # the file's name alone would collide for two files of that name from different folders:
+        # the content decides too (so importing the same file again adds nothing)
+        digest = hashlib.sha256(np.ascontiguousarray(a.numbers, dtype="<i8").tobytes())
+        for v in (a.positions, a.cell.array, results["energy"], results["forces"]):
+            digest.update(np.ascontiguousarray(v, dtype="<f8").tobytes())
+        key = f"import/{stem}/{i}/{digest.hexdigest()[:12]}"
+    vel = a.get_velocities()
+    has_vel = vel is not None and np.any(vel != 0)
+    return frame_rows(a, sampler=str(a.info.get("sampler", "import"))[:SAMPLER_LEN], temperature=info["temperature"],
+                      seed=info["seed"], key=str(key), velocities=vel * units.fs if has_vel else None, stress=stress,
+                      where=where)

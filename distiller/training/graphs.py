@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import NeighbourList
+from mlffd.neighbours import NeighbourList, check_overlap
 
 Graph = Dict[str, torch.Tensor]
 
@@ -26,6 +26,11 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
     if frame.get("forces") is None:
         raise MLFFDError(f"frame {frame.get('key', '?')} has no forces")
     edge_index, edge_vec = neighbours.graph(frame["positions"], frame["cell"], frame["pbc"])
+    if len(edge_vec):  # a structure the calculator refuses is no training data either
+        try:
+            check_overlap(float(np.sqrt(np.einsum("ij,ij->i", edge_vec, edge_vec).min())))
+        except MLFFDError as exc:
+            raise MLFFDError(f"frame {frame.get('key', '?')!r}: {exc}") from None
     n = len(numbers)
     stress = frame.get("stress")
     atom_energies = frame.get("atom_energies")
