@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="freeze a trained student to one deployable TorchScript .pt")
     p.add_argument("source", help="run folder of `mlffd train` (uses best.pt) or a checkpoint file")
-    p.add_argument("-o", "--out", default="model.pt")
+    p.add_argument("-o", "--out", help="the model file (default model.pt; without -o an existing model.pt of "
+                                      "another run is not replaced)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the device the frozen graph is saved on)")
     p.add_argument("--no-ops", action="store_true", help="keep the pure-PyTorch reference kernels")
@@ -22,9 +23,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from mlffd.export.freeze import export_checkpoint
 
-    meta = export_checkpoint(args.source, args.out, args.dtype, args.device, use_ops=not args.no_ops)
+    out = args.out or "model.pt"
+    meta = export_checkpoint(args.source, out, args.dtype, args.device, use_ops=not args.no_ops,
+                             replace_other_run=args.out is not None)
     ops = ", ".join(meta["ops"]) or "none (reference kernels)"
-    print(f"wrote {args.out}: elements {' '.join(meta['elements'])}, cutoff {meta['cutoff']} A, "
+    print(f"wrote {out}: elements {' '.join(meta['elements'])}, cutoff {meta['cutoff']} A, "
           f"{meta['num_interactions']} interaction(s), {meta['dtype']}, {meta['n_parameters']} parameters, custom ops: {ops}")
     return 0
 

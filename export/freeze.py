@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from e3nn.util.jit import compile as e3nn_compile
 
 from mlffd import __version__
+from mlffd.data.atomic import remove_stale_temps, temp_path
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import build_model
 from mlffd.model.student import StudentPotential
@@ -52,6 +54,9 @@ def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", 
     has them: the built-in StudentPotential) and save it."""
     if dtype not in DTYPES:
         raise MLFFDError(f"dtype must be float32 or float64, not {dtype!r}")
+    from mlffd.export.load import check_device
+
+    check_device(device, present=False)  # a name torch knows; presence after the ops' own checks
     ops_libraries = []
     model = model.to(DTYPES[dtype]).eval()
     for parameter in model.parameters():  # the frozen graph differentiates w.r.t. edges only
@@ -92,17 +97,28 @@ def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }
+    check_device(device)
     path = Path(path)
     _check_overwritable(path)
-    scripted = e3nn_compile(model.to(device))
-    path.parent.mkdir(parents=True, exist_ok=True)
     # saved next to `path` and renamed over it: a failed save never leaves half a model behind
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
+    # (and the temporary of an export killed outright goes at the next export)
+    tmp = str(temp_path(path))
+    try:  # an unwritable -o is found before the scripting, and said in one line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        open(tmp, "wb").close()
+    except OSError as exc:
+        raise MLFFDError(f"cannot write {path}: {exc.strerror or exc}; choose a writable -o") from None
     try:
-        torch.jit.save(
-            scripted, tmp, _extra_files={METADATA_JSON: json.dumps(meta, indent=1), METADATA_TXT: metadata_text(meta)}
-        )
-        os.replace(tmp, path)
+        scripted = e3nn_compile(model.to(device))
+        try:
+            torch.jit.save(scripted, tmp, _extra_files={METADATA_JSON: json.dumps(meta, indent=1),
+                                                        METADATA_TXT: metadata_text(meta)})
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:  # torch says "open file failed with strerror: ..."
+            reason = re.search(r"strerror: ([^\n]+)", str(exc))
+            reason = reason.group(1).strip() if reason else getattr(exc, "strerror", None) or type(exc).__name__
+            raise MLFFDError(f"cannot write {path}: {reason}; choose a writable -o (and space on its disk)") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -125,9 +141,28 @@ def _check_overwritable(path: Path) -> None:
                          "refusing to overwrite it: choose another -o") from None
 
 
+def _check_same_run(path: Path, payload: dict) -> None:
+    from mlffd.export.contract import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except MLFFDError:
+        return  # not a model: _check_overwritable refuses it with its own message
+    teacher = payload.get("teacher") or {}
+    old_teacher = meta.get("teacher") or {}
+    if old_teacher != teacher or meta.get("dataset_fingerprint", "") != payload.get("dataset_fingerprint", ""):
+        raise MLFFDError(f"{path} holds a model of another run (teacher {old_teacher.get('name')!r}, dataset "
+                         f"{meta.get('dataset_fingerprint') or '?'}); give -o {path} to replace it, or another -o")
+
+
 def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64", device: str = "cpu",
-                      use_ops: bool = True) -> dict:
+                      use_ops: bool = True, replace_other_run: bool = True) -> dict:
+    """Freeze a run's best.pt to `out`. With replace_other_run False (`mlffd export` without -o),
+    an existing model exported from another run (another teacher or dataset) is refused rather than
+    replaced."""
     payload = load_checkpoint(source)
+    if not replace_other_run and Path(out).is_file():
+        _check_same_run(Path(out), payload)
     model = build_student(payload, dtype)
     extra = {"validation_metrics": payload.get("metrics", {}),
              "training_temperatures_k": payload.get("training_temperatures_k", [])}

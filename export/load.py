@@ -10,15 +10,22 @@ from mlffd.errors import MLFFDError
 from mlffd.export.contract import read_metadata
 
 
-def load_frozen(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
-    meta = read_metadata(path)
+def check_device(device: str, present: bool = True) -> None:
+    """A device mlffd knows: cpu or cuda[:N]; with `present`, one this machine has."""
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except (RuntimeError, TypeError):
         raise MLFFDError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    on_cuda = device.startswith("cuda")
-    if on_cuda and not torch.cuda.is_available():
+    if kind not in ("cpu", "cuda"):
+        raise MLFFDError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    if present and kind == "cuda" and not torch.cuda.is_available():
         raise MLFFDError("device cuda requested but this torch has no CUDA device")
+
+
+def load_frozen(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
+    meta = read_metadata(path)
+    check_device(device)
+    on_cuda = device.startswith("cuda")
     if meta["ops"]:
         from mlffd.export import ops
 

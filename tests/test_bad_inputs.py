@@ -229,6 +229,8 @@ CLI_CASES = {
                                    ["holds a run on a different dataset; choose another --out"]),
     "train resume other settings": (["train", "{w}/data.h5", "--out", "{w}/run", "--preset", "small", "--epochs", "1"],
                                     ["was started with other settings"]),
+    "train into a read-only folder": (["train", "{w}/data.h5", "--out", "/sys/mlffd_run", "--epochs", "1"],
+                                      ["cannot write the run folder /sys/mlffd_run", "choose a writable --out"]),
     "export missing run": (["export", "{w}/missing_run", "-o", "{w}/new.pt"], ["no checkpoint at"]),
     "export text as checkpoint": (["export", "{w}/text.txt", "-o", "{w}/new.pt"],
                                   ["not a readable checkpoint", "give the run folder of `mlffd train`"]),
@@ -237,6 +239,17 @@ CLI_CASES = {
                                 ["exists and is not an mlffd model", "refusing to overwrite it: choose another -o"]),
     "export over the checkpoint": (["export", "{w}/run", "-o", "{w}/run/best.pt"], ["refusing to overwrite it"]),
     "export to a directory": (["export", "{w}/run", "-o", "{w}/adir"], ["is a directory; give a file name"]),
+    "export without -o over another run's model": (["export", "{w}/run"],
+                                                   ["model.pt holds a model of another run (teacher 'random'",
+                                                    "give -o model.pt to replace it, or another -o"]),
+    "export unknown device": (["export", "{w}/run", "-o", "{w}/new.pt", "--device", "tpu"],
+                              ["unknown device 'tpu'; use cpu, cuda or cuda:N"]),
+    "export into a read-only folder": (["export", "{w}/run", "-o", "/sys/mlffd.pt"],
+                                       ["cannot write /sys/mlffd.pt: Permission denied; choose a writable -o"]),
+    "data export to stdout": (["data", "export", "{w}/data.h5", "-"],
+                              ["writes extended XYZ, not to '-'", "ending in .extxyz"]),
+    "data export to an .h5 name": (["data", "export", "{w}/data.h5", "{w}/copy.h5"],
+                                   ["writes extended XYZ, not to", "copy.h5", "copy the .h5 file"]),
     "export bad dtype": (["export", "{w}/run", "--dtype", "float16"], ["argument --dtype: invalid choice: 'float16'"]),
     "validate plain TorchScript": (["validate", "{w}/plain.pt", "--teacher", "emt", "--data", "{w}/data.h5",
                                     "--report", "{w}/rep"], ["not an mlffd model"]),
@@ -342,6 +355,55 @@ def test_dataset(case, untouched):
         call(untouched.root)
     message = str(info.value)
     assert expected in message and "\n" not in message, message
+
+
+def test_train_into_a_folder_in_use(untouched, capsys):
+    """A second `mlffd train` into a run folder that another one holds is refused (both used to
+    exit 0, leaving one run's model beside both runs' metrics rows)."""
+    from mlffd.training.runfolder import run_folder
+
+    with run_folder(untouched.root / "run"):  # what the first training holds while it runs
+        rc = main(["train", str(untouched.root / "data.h5"), "--out", str(untouched.root / "run"),
+                   "--preset", "tiny", "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("mlffd train: error: ") and "\n" not in err, err
+    assert "is in use by another training" in err and "choose another --out" in err, err
+
+
+def test_metrics_json_is_strict(tmp_path, capsys):
+    """Teacher forces all zero make r2 and rel_mae undefined: null in metrics.json, not NaN/Infinity."""
+    import json
+
+    frames = []
+    for k in range(3):
+        atoms = bulk("Cu", "fcc", 3.6 + 0.01 * k, cubic=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 - 0.1 * k, forces=np.zeros((4, 3)))
+        frames.append(atoms)
+    with DatasetWriter(tmp_path / "zero.h5", "emt", "ase-emt") as w:
+        for k, atoms in enumerate(frames):
+            w.append(atoms, sampler="rattle", temperature=0.0, seed=k, key=f"z/{k}")
+    assert main(["train", str(tmp_path / "zero.h5"), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--epochs", "1", "--quiet"]) == 0
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+    assert summary["validation"]["r2"] is None
+    json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} printed"))
+
+
+@pytest.mark.parametrize("command", ["data export", "export"])
+def test_killed_export_temp_is_removed(command, untouched, tmp_path):
+    """A temporary file left by an export killed outright goes at the next export of that target."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / ("frames.extxyz" if command == "data export" else "model.pt")
+    stale, alive = tmp_path / f".{out.name}.{dead.pid}.tmp", tmp_path / f".{out.name}.1.tmp"  # pid 1 runs
+    stale.write_text("half")
+    alive.write_text("busy")
+    source = untouched.root / ("data.h5" if command == "data export" else "run")
+    argv = ["data", "export", str(source), str(out)] if command == "data export" else ["export", str(source), "-o",
+                                                                                        str(out), "--no-ops"]
+    assert main(argv) == 0
+    assert out.exists() and not stale.exists() and alive.exists()
 
 
 def test_import_same_name_other_folder(tmp_path):

@@ -45,6 +45,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mlffd.data.atomic import remove_stale_temps, temp_path
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import check_cell, check_numbers, check_overlap, shortest_distance
 
@@ -708,12 +709,17 @@ def export_extxyz(path: str | os.PathLike, out: str | os.PathLike) -> int:
     if out.exists() and (out.resolve() == Path(path).resolve() or h5py.is_hdf5(str(out))):
         raise MLFFDError(f"{out} is an HDF5 dataset; refusing to overwrite it with extended XYZ (choose another "
                          "output file, e.g. frames.extxyz)")
+    # nor text under a name that says otherwise: '-' is no stdout here, and .h5 files are datasets
+    if str(out) == "-" or out.suffix.lower() in (".h5", ".hdf5"):
+        raise MLFFDError(f"data export writes extended XYZ, not to {str(out)!r}: give a file name ending in .extxyz "
+                         "or .xyz (to copy a dataset, copy the .h5 file)")
     images = [ds.to_atoms(i) for i in range(len(ds))]
     meta = ds.metadata
     for a in images:
         a.info["teacher"] = meta["teacher_name"]
         a.info["teacher_version"] = meta["teacher_version"]
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    remove_stale_temps(out)  # left by an export killed outright
+    tmp = temp_path(out)
     try:  # written next to `out` and renamed over it, so a failure leaves no half-written file
         ase.io.write(str(tmp), images, format="extxyz")
         os.replace(tmp, out)
