@@ -101,6 +101,21 @@ def write_data(atoms, path, type_elements, title: str = "written by mlffd (mlffd
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def deck_path(path: str | Path, workdir: str | Path) -> str:
+    """`path` as one word a LAMMPS deck run in `workdir` reads: the absolute path when it is plain
+    ASCII without blanks or quotes, else a link in `workdir` to it (LAMMPS splits a path at a space
+    into more pair_coeff words, and substitutes some UTF-8 bytes of a name)."""
+    path = Path(path).resolve()
+    text = str(path)
+    if text.isascii() and not any(c.isspace() or c in "\"'#$&" for c in text):
+        return text
+    link = Path(workdir) / f"mlffd_model{path.suffix if path.suffix.isascii() else ''}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(path)
+    return link.name  # LAMMPS runs in workdir
+
+
 def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None = None,
                pair_style: str = "mlffd", extra: str = "", processors: str | None = None,
                workdir: str | Path | None = None, timeout: float = 300, pair_coeff: str | None = None,
@@ -118,7 +133,7 @@ def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None 
     workdir = Path(tempfile.mkdtemp(prefix="mlffd_lmp_") if own else workdir)
     write_data(atoms, workdir / "data.lmp", type_elements, atom_ids=atom_ids)
     # LAMMPS runs in `workdir`: the model path must not depend on the caller's directory
-    pair_coeff = pair_coeff or f"pair_coeff * * {Path(model).resolve()} {' '.join(type_elements)}"
+    pair_coeff = pair_coeff or f"pair_coeff * * {deck_path(model, workdir)} {' '.join(type_elements)}"
     key = "id" if atom_ids else "x y z"
     deck = f"""
 units metal
@@ -144,7 +159,7 @@ print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g)
     cmd = [str(lmp_binary()), "-in", "in.test", "-log", "log.lammps", "-screen", "screen.txt"]
     if nprocs > 1:
         cmd = [mpirun_binary(), "-np", str(nprocs)] + cmd
-    proc = subprocess.run(cmd, cwd=workdir, env=lammps_env(), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=workdir, env=lammps_env(), capture_output=True, text=True, errors="replace",
                           timeout=timeout)
     log = (workdir / "log.lammps").read_text() if (workdir / "log.lammps").exists() else ""
     if proc.returncode != 0 or "MLFFD_RESULT" not in log:

@@ -406,6 +406,34 @@ def test_killed_export_temp_is_removed(command, untouched, tmp_path):
     assert out.exists() and not stale.exists() and alive.exists()
 
 
+def test_info_into_a_closed_pipe(untouched):
+    """`mlffd info model.pt | head -3`: the reader leaves early; no BrokenPipeError traceback."""
+    import sys
+
+    proc = subprocess.run(f"'{sys.executable}' -m mlffd.cli info '{untouched.root / 'model.pt'}' | true",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.lammps
+@pytest.mark.parametrize("name", ["my model.pt", "modèle.pt"])
+def test_bench_lammps_model_path(name, untouched, tmp_path):
+    """A model path with a space or non-ASCII letters reaches pair_coeff as one word (it used to
+    read as 3 elements, or end in a UnicodeDecodeError)."""
+    import json
+
+    from mlffd.lammps_plugin import plugin_path
+
+    if not Path(plugin_path()).is_file():
+        pytest.skip("pair_style mlffd not built")
+    shutil.copy(untouched.root / "model.pt", tmp_path / name)
+    assert main(["bench", str(tmp_path / name), "--engines", "lammps", "--sizes", "8", "--steps", "2",
+                 "--repeats", "1", "--warmup", "1", "--long-steps", "0", "--out", str(tmp_path / "b")]) == 0
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    student = [r for r in rows if r["model"] == "student"]
+    assert student and all(r.get("ms_per_step") for r in student), student
+
+
 def test_import_same_name_other_folder(tmp_path):
     """Two files of one name from two folders: all frames of both go in (keys used to collide on
     the file name and the second import added nothing); importing a file again adds nothing."""

@@ -204,7 +204,7 @@ def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdi
            str(lmp_binary()), "-in", "in.bench", "-log", "log.lammps", "-screen", "screen.txt"]
     try:
         proc = subprocess.run(cmd, cwd=workdir, env=lammps_env(threads=threads), capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"LAMMPS timed out after {timeout:.0f} s"}
     log = (workdir / "log.lammps").read_text() if (workdir / "log.lammps").exists() else ""
@@ -366,12 +366,13 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
             plugin, plugin_why = _plugin() if ok else (None, where)
             pot_dir = None
             if ok:
-                from mlffd.lammps_plugin.runner import lammps_dir
+                from mlffd.lammps_plugin.runner import deck_path, lammps_dir
 
                 pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
             jobs = []
             if plugin:
-                jobs.append(("student", ["pair_style mlffd", f"pair_coeff * * {model_path} {' '.join(elements)}"],
+                # {model}: the model as the run's folder sees it (deck_path: spaces, non-ASCII names)
+                jobs.append(("student", ["pair_style mlffd", f"pair_coeff * * {{model}} {' '.join(elements)}"],
                              plugin, None))
             else:
                 jobs.append(("student", None, None, plugin_why if ok else where))
@@ -391,8 +392,10 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
                         add(_row("lammps", model_name, len(atoms), skipped=skip))
                         continue
                     tag = f"lammps_{model_name.replace(':', '_')}_{len(atoms)}"
+                    (work / tag).mkdir(parents=True, exist_ok=True)
+                    lines = [ln.replace("{model}", deck_path(model_path, work / tag)) for ln in pair_lines]
                     types = elements if model_name == "student" else sorted(set(atoms.get_chemical_symbols()))
-                    res = run_lammps_md(atoms, pair_lines, types, work / tag, out_dir / "logs" / f"{tag}.log",
+                    res = run_lammps_md(atoms, lines, types, work / tag, out_dir / "logs" / f"{tag}.log",
                                         steps=int(steps), repeats=int(repeats), warmup=max(1, int(warmup)),
                                         long_steps=int(long_steps or 0) if n == smallest else 0, threads=int(threads),
                                         timestep_fs=float(timestep), temperature=float(temperature), seed=int(seed),
