@@ -155,7 +155,6 @@ def run(args) -> int:
     from mlffd.data.generate import generate_dataset
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
-    from mlffd.training.runfolder import run_folder, strict_metrics
     from mlffd.validate import bench, validate
     from mlffd.export.freeze import export_checkpoint
 
@@ -189,8 +188,7 @@ def run(args) -> int:
     config = TrainConfig.from_dict(settings)
     trainer = Trainer(str(out / "data" / "train.h5"), str(out / "run"), config, [str(out / "data" / "test.h5")])
     if trainer.progress() < 1.0 or not (out / "run" / "metrics.json").exists():
-        with run_folder(out / "run", option="--out"):
-            strict_metrics(out / "run", trainer.run())
+        trainer.run()
     stage("train")
 
     model = out / "model.pt"

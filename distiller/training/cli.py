@@ -36,11 +36,9 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    from mlffd.training.runfolder import run_folder, strict_metrics
     from mlffd.training.trainer import Trainer
 
     trainer = Trainer(args.data, args.out, config_from_args(args), args.test)  # refusals before any write
-    with run_folder(args.out):
-        summary = strict_metrics(args.out, trainer.run(quiet=args.quiet))
+    summary = trainer.run(quiet=args.quiet)
     print(json.dumps(summary, indent=2, allow_nan=False))
     return 0

@@ -1,15 +1,14 @@
 """The run folder of `mlffd train`: one writer at a time, writable, and strict JSON results.
 
-The trainer itself writes the folder; these helpers wrap it for every caller (`mlffd train`,
-`mlffd distill`): two trainings into one folder at once would leave one run's model beside both
-runs' metrics rows, so the second is refused while the first holds the folder's lock.
+`Trainer.run` holds the folder for every caller (`mlffd train`, `mlffd distill`, the Python API):
+two trainings into one folder at once would leave one run's model beside both runs' metrics rows,
+so the second is refused while the first holds the folder's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import math
 import os
 import tempfile
@@ -54,13 +53,3 @@ def finite_json(value):
     if isinstance(value, (list, tuple)):
         return [finite_json(v) for v in value]
     return value
-
-
-def strict_metrics(folder: str | os.PathLike, summary: dict) -> dict:
-    """Rewrite the run's metrics.json as strict JSON (atomically) and return the summary likewise."""
-    summary = finite_json(summary)
-    path = Path(folder) / "metrics.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
-    os.replace(tmp, path)
-    return summary

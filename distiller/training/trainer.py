@@ -26,6 +26,7 @@ from mlffd.model.registry import build_model, make_config
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, predict
 from mlffd.training.metrics import force_metrics, frame_metrics
+from mlffd.training.runfolder import finite_json, run_folder
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -315,7 +316,12 @@ class Trainer:
         return self.cfg.lr * (self.cfg.min_lr_ratio + (1.0 - self.cfg.min_lr_ratio) * cosine)
 
     def run(self, quiet: bool = False) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Train to the end of the schedule (resuming the folder's checkpoint), holding the run
+        folder's lock throughout: a second training into the same folder is refused."""
+        with run_folder(self.out):
+            return self._run(quiet)
+
+    def _run(self, quiet: bool) -> dict:
         resumed = self._resume()
         self.cfg.save(self.out / "config.yaml")
         metrics_csv = self.out / "metrics.csv"
@@ -382,5 +388,6 @@ class Trainer:
         from mlffd.training.metrics import parity_plot
 
         parity_plot({k: v["pairs"] for k, v in results.items()}, self.out / "parity.png")
-        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        summary = finite_json(summary)
+        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
         return summary
