@@ -308,3 +308,27 @@ def test_distill_recipe_suits_the_structure(tmp_path):
     assert choose_recipe("random", "si") == "random"
     with pytest.raises(MLFFDError, match="needs a structure periodic in x, y and z.*--recipe random"):
         choose_recipe("fidelity", str(water))
+
+
+def test_relax_samples_around_the_teachers_minimum(tmp_path):
+    """`relax=True` centres the frames on the teacher's relaxed structure (EMT's Cu cell is smaller
+    than the built-in a = 3.615 A, which holds about 2 GPa of tension under EMT), under keys of their own."""
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import generate_dataset
+
+    def rattles(name, relax):
+        path = tmp_path / f"{name}.h5"
+        generate_dataset(path, "emt", ["cu"], 6, temperatures=[30.0], md_fraction=0.0, relax=relax, progress=False,
+                         log=lambda *_: None)
+        ds = open_dataset(path)
+        frames = [ds.frame(i) for i in range(len(ds))]
+        return ds.keys(), [f for f in frames if f["sampler"] == "rattle"]
+
+    keys, given = rattles("given", False)
+    relaxed_keys, relaxed = rattles("relaxed", True)
+    assert all(k.startswith("cu/") for k in keys) and all(k.startswith("cu@relaxed/") for k in relaxed_keys)
+    pressure = lambda frames: np.mean([f["stress"][:3].mean() for f in frames])  # noqa: E731 (tension > 0, eV/A^3)
+    assert pressure(given) > 0.01  # in tension: the built-in lattice is not EMT's
+    assert abs(pressure(relaxed)) < 0.1 * pressure(given)
+    volume = lambda f: abs(np.linalg.det(f["cell"]))  # noqa: E731
+    assert volume(relaxed[0]) < volume(given[0])

@@ -36,6 +36,7 @@ def _generate(args) -> int:
         pair_fraction=args.pair_fraction,
         fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
                    "interstitial": args.interstitial_fraction},
+        relax=args.relax,
         device=args.device,
         teacher_options=options,
         progress=not args.no_progress,
@@ -91,6 +92,9 @@ def register(subparsers) -> None:
                    help="share of frames with one extra atom at the emptiest spot (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
+    p.add_argument("--relax", action="store_true",
+                   help="sample around each structure relaxed by the teacher (ions, and the cell when periodic), "
+                        "not around the structure as given")
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint", help="local checkpoint for an Orb teacher")
     p.add_argument("--teacher-option", action="append", metavar="KEY=VALUE",

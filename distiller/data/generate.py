@@ -30,7 +30,7 @@ from mlffd.data.sampling import (
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
                      "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
-from mlffd.data.systems import load_systems, validate_atoms
+from mlffd.data.systems import System, load_systems, validate_atoms
 from mlffd.errors import MLFFDError
 
 
@@ -58,6 +58,24 @@ def check_output_writable(out: Path) -> None:
             raise MLFFDError(f"output directory is not writable: {parent}")
 
 
+RELAXED_SUFFIX = "@relaxed"
+RELAX_FMAX = 0.005  # eV/A: well below the forces of the gentlest (30 K) rattle around the minimum
+
+
+def relaxed_image(atoms, calc, where: str, log=print):
+    """`atoms` relaxed by the teacher: ions, and the cell too when periodic in x, y and z."""
+    from mlffd.relax import relax
+
+    periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+    result = relax(atoms, calc, fmax=RELAX_FMAX, cell="full" if periodic else "fixed")
+    if result.failure:
+        raise MLFFDError(f"{where}: relaxing it with the teacher failed ({result.failure}); check the structure")
+    if not result.converged:
+        log(f"warning: {where}: the teacher's relaxation did not reach {RELAX_FMAX} eV/A in {result.steps} steps; "
+            "sampling around the last structure")
+    return result.atoms
+
+
 def generate_dataset(
     out: str | os.PathLike,
     teacher: str,
@@ -70,6 +88,7 @@ def generate_dataset(
     vacancy_fraction: float = 0.0,
     pair_fraction: float = 0.0,
     fractions: dict | None = None,
+    relax: bool = False,
     device: str = "cpu",
     teacher_options: dict | None = None,
     calculator=None,
@@ -80,6 +99,9 @@ def generate_dataset(
 
     `calculator` may be an already loaded teacher (from `load_teacher(teacher)`) to save the load;
     `fractions` the shares of the volume, elastic and interstitial samplers (mlffd.data.sampling).
+    `relax`: sample around each structure relaxed by the teacher (ions, and the cell when periodic in
+    x, y and z) instead of around the structure as given, so that near-equilibrium frames sit at the
+    teacher's own minimum; such frames are keyed `<system>@relaxed/...`.
     """
     from mlffd.teachers.registry import load_teacher, teacher_elements
 
@@ -88,6 +110,8 @@ def generate_dataset(
         raise MLFFDError(f"--md-stride must be at least 1, got {md_stride}")
     covered = teacher_elements(teacher)  # also rejects an unknown teacher name
     syss = load_systems(list(systems))
+    if relax:  # own keys: a resumed file never mixes frames around two different centres
+        syss = [System(f"{s.name}{RELAXED_SUFFIX}", s.images, s.source) for s in syss]
     for s in syss:
         for i, a in enumerate(s.images):
             validate_atoms(a, f"system {s.source}" + (f" (structure {i})" if len(s.images) > 1 else ""),
@@ -127,6 +151,9 @@ def generate_dataset(
         if getattr(calc, "teacher_name", teacher) != teacher:
             raise MLFFDError(f"calculator is teacher {calc.teacher_name!r}, not {teacher!r}")
     version = getattr(calc, "teacher_version", "unknown")
+    if relax:
+        for s in syss:
+            s.images = [relaxed_image(a, calc, s.source, log) for a in s.images]
 
     written = 0
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The crystal a property suite works on, and the relaxations every property starts from.
+"""The crystal a property suite works on, and the equilibrium (mlffd.relax) every property starts from.
 
 Each model (teacher or student) relaxes the same starting crystal to its OWN equilibrium; every
 property is then computed at that model's equilibrium, as a user of that model would compute it.
@@ -14,12 +14,12 @@ from ase import Atoms
 from ase.data import chemical_symbols, covalent_radii
 
 from mlffd.errors import MLFFDError
+from mlffd.relax import relax
 
 # Relaxations: forces in eV/A (for cell filters also the cell's generalised forces).
 EQUILIBRIUM_FMAX = 1e-3
 IONS_FMAX = 5e-4  # ions in a strained or compressed cell (elastic constants, EOS)
 DEFECT_FMAX = 0.01  # vacancies and surfaces: energies converge long before the forces
-MAX_STEPS = 300
 
 
 @dataclass
@@ -95,43 +95,6 @@ def pair_distances(atoms: Atoms, r_max: float) -> np.ndarray:
     return np.linalg.norm(vec, axis=1)
 
 
-@dataclass
-class Relaxed:
-    atoms: Atoms  # the relaxed structure, calculator detached
-    energy: float  # eV
-    converged: bool
-    steps: int
-    stress: np.ndarray | None = None  # eV/A^3, ASE Voigt order, periodic cells only
-    failure: str | None = None  # the calculator refused a structure on the way (atoms collapsed)
-
-
-def relax(atoms: Atoms, calc, *, fmax: float, cell: str = "fixed", steps: int = MAX_STEPS) -> Relaxed:
-    """BFGS relaxation of the ions, and of the cell when `cell` is `hydrostatic` (shape kept),
-    `full` (shape and volume) or `shape` (shape at constant volume)."""
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import BFGS
-
-    work = atoms.copy()
-    work.calc = calc
-    if cell == "fixed":
-        target = work
-    elif cell in ("hydrostatic", "full", "shape"):
-        target = FrechetCellFilter(work, hydrostatic_strain=cell == "hydrostatic", constant_volume=cell == "shape")
-    else:
-        raise ValueError(f"unknown cell mode {cell!r}")
-    optimizer = BFGS(target, logfile=None)
-    failure = None
-    stress = None
-    try:
-        converged = bool(optimizer.run(fmax=fmax, steps=steps))
-        energy = float(work.get_potential_energy())
-        if np.all(work.pbc):
-            stress = np.array(work.get_stress(voigt=True))
-    except MLFFDError as exc:  # e.g. atoms pushed on top of each other by a wrong potential
-        converged, energy, failure = False, float("nan"), str(exc)
-    out = work.copy()
-    out.calc = None
-    return Relaxed(out, energy, converged, optimizer.nsteps, stress, failure)
 
 
 @dataclass

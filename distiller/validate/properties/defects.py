@@ -14,7 +14,8 @@ import math
 import numpy as np
 from ase.units import J, m
 
-from mlffd.validate.properties.crystal import DEFECT_FMAX, Equilibrium, perpendicular_widths, relax, repeats_for_width
+from mlffd.relax import relax
+from mlffd.validate.properties.crystal import DEFECT_FMAX, Equilibrium, perpendicular_widths, repeats_for_width
 
 SYMMETRY_BREAK_A = 0.02  # seeded displacement so a relaxation can leave a symmetric saddle
 EV_PER_A2_IN_J_PER_M2 = 1.0 / (J / m**2)

@@ -11,7 +11,8 @@ import numpy as np
 from ase.units import GPa
 
 from mlffd.errors import MLFFDError
-from mlffd.validate.properties.crystal import IONS_FMAX, Crystal, Equilibrium, relax
+from mlffd.relax import relax
+from mlffd.validate.properties.crystal import IONS_FMAX, Crystal, Equilibrium
 
 EOS_SPAN = 0.06  # +-6 % in volume
 EOS_POINTS = 11
