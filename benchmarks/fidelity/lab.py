@@ -65,18 +65,27 @@ def make_pool(system: str, lab: Path, teacher: str) -> None:
                      temperatures=test.pop("temperatures"), calculator=calc, md_fraction=0.0, **test)
 
 
-def select_frames(pool, selection: dict) -> list[int]:
+def select_frames(pool, selection: dict, structure: str) -> list[int]:
     """Indices of the pool frames a recipe trains on. `selection` maps a sampler name, optionally
     with temperatures (`rattle@30,100`), to a count; within a kind the order is a fixed hash of the
     frame key, so a recipe always takes the same frames and a larger count takes a superset.
+    Frames around the structure as given are meant, unless the name starts with `relaxed/` (the
+    pool parts made with `relax: true`, around the teacher's relaxed structure).
     Displaced pairs (`pair`) are taken two by two."""
+    from mlffd.data.generate import RELAXED_SUFFIX
+
     keys = pool.keys()
     kinds = [(f["sampler"], f["temperature"]) for f in (pool.frame(i) for i in range(len(pool)))]
     chosen: list[int] = []
     for name, count in selection.items():
-        sampler, _, temps = name.partition("@")
+        centre, _, kind = name.rpartition("/")
+        if centre not in ("", "relaxed"):
+            sys.exit(f"lab: frame selection {name!r}: only `relaxed/` may prefix a sampler")
+        prefix = structure + (RELAXED_SUFFIX if centre else "") + "/"
+        sampler, _, temps = kind.partition("@")
         wanted = {float(t) for t in temps.split(",")} if temps else None
-        members = [i for i, (s, t) in enumerate(kinds) if s == sampler and (wanted is None or t in wanted)]
+        members = [i for i, (s, t) in enumerate(kinds)
+                   if s == sampler and (wanted is None or t in wanted) and keys[i].startswith(prefix)]
         if sampler == "pair":  # both frames of a pair, ordered by the pair's key
             members = [i for i in members if keys[i].endswith("a")]
             count = count // 2
@@ -120,7 +129,7 @@ def run_recipe(system: str, name: str, lab: Path, seed: int, teacher: str, keep:
     work = lab / "runs" / f"{name}-s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     pool = open_dataset(lab / "pool.h5")
-    indices = select_frames(pool, recipe["frames"])
+    indices = select_frames(pool, recipe["frames"], spec["structure"])
     write_subset(lab / "pool.h5", indices, work / "train.h5")
 
     settings = {**recipe.get("train", {}), "seed": seed, "epochs": recipe.get("epochs"),
