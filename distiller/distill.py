@@ -34,14 +34,16 @@ HOT_TEMPERATURES = [2000.0, 2500.0]
 
 @dataclass(frozen=True)
 class Part:
-    """One `mlffd generate` plan of a recipe: its frames per 15 minutes of budget, temperatures and
-    sampler shares (mlffd.data.sampling; rattles and strains take the rest)."""
+    """One `mlffd generate` plan of a recipe: its frames per 15 minutes of budget, temperatures,
+    sampler shares (mlffd.data.sampling; rattles and strains take the rest) and whether it samples
+    around the teacher's relaxed structure (`relax`) or the structure as given."""
 
     frames: int
     temperatures: tuple = tuple(TRAIN_TEMPERATURES)
     md_fraction: float = 0.0
     vacancy_fraction: float = 0.0
     fractions: dict = field(default_factory=dict)
+    relax: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,14 @@ RECIPES = {
                             fractions={"volume": 0.15, "elastic": 0.2, "interstitial": 0.05}),),
                       note="the random plan's kinds plus volumes, elastic strains, vacancies and interstitials"),
     "fidelity": Recipe(
-        (Part(160, md_fraction=0.15),
-         Part(80, temperatures=tuple(NEAR_EQUILIBRIUM_TEMPERATURES)),
-         Part(108, vacancy_fraction=1 / 3, fractions={"elastic": 0.44, "volume": 0.22}),
-         Part(24, temperatures=tuple(HOT_TEMPERATURES), md_fraction=1.0)),
+        (Part(160, md_fraction=0.15, relax=True),
+         Part(80, temperatures=tuple(NEAR_EQUILIBRIUM_TEMPERATURES), relax=True),
+         Part(108, vacancy_fraction=1 / 3, fractions={"elastic": 0.44, "volume": 0.22}, relax=True),
+         Part(24, temperatures=tuple(HOT_TEMPERATURES), md_fraction=1.0, relax=True)),
         train={"relative_force_floor": 0.2, "stress_weight": 10.0},
-        note="the random plan plus near-equilibrium rattles and strains, clean elastic strains, vacancies, "
-             "volumes and teacher MD above the working temperatures; relative force errors, stress weight 10"),
+        note="around the teacher's relaxed crystal: the random plan plus near-equilibrium rattles and strains, "
+             "clean elastic strains, vacancies, volumes and teacher MD above the working temperatures; relative "
+             "force errors, stress weight 10"),
 }
 DEFAULT_RECIPE = "fidelity"
 # Recipes whose samplers strain or scale the cell (volumes, elastic strains) need a 3D-periodic
@@ -177,7 +180,7 @@ def run(args) -> int:
         generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
                          temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
                          md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
-                         fractions=part.fractions)
+                         fractions=part.fractions, relax=part.relax)
     generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
                      temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
     stage("generate")
