@@ -66,10 +66,10 @@ RECIPES = {
          Part(80, temperatures=tuple(NEAR_EQUILIBRIUM_TEMPERATURES), relax=True),
          Part(108, vacancy_fraction=1 / 3, fractions={"elastic": 0.44, "volume": 0.22}, relax=True),
          Part(24, temperatures=tuple(HOT_TEMPERATURES), md_fraction=1.0, relax=True)),
-        train={"relative_force_floor": 0.2, "stress_weight": 10.0},
+        train={"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0},
         note="around the teacher's relaxed crystal: the random plan plus near-equilibrium rattles and strains, "
              "clean elastic strains, vacancies, volumes and teacher MD above the working temperatures; relative "
-             "force errors, stress weight 10"),
+             "force errors, stress weight 10, energy weight 300"),
 }
 DEFAULT_RECIPE = "fidelity"
 # Recipes whose samplers strain or scale the cell (volumes, elastic strains) need a 3D-periodic
