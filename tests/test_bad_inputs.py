@@ -417,15 +417,11 @@ def test_info_into_a_closed_pipe(untouched):
 
 @pytest.mark.lammps
 @pytest.mark.parametrize("name", ["my model.pt", "modèle.pt"])
-def test_bench_lammps_model_path(name, untouched, tmp_path):
+def test_bench_lammps_model_path(name, untouched, tmp_path, plugin):
     """A model path with a space or non-ASCII letters reaches pair_coeff as one word (it used to
     read as 3 elements, or end in a UnicodeDecodeError)."""
     import json
 
-    from mlffd.lammps_plugin import plugin_path
-
-    if not Path(plugin_path()).is_file():
-        pytest.skip("pair_style mlffd not built")
     shutil.copy(untouched.root / "model.pt", tmp_path / name)
     assert main(["bench", str(tmp_path / name), "--engines", "lammps", "--sizes", "8", "--steps", "2",
                  "--repeats", "1", "--warmup", "1", "--long-steps", "0", "--out", str(tmp_path / "b")]) == 0
