@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
-from mlffd.neighbours import MIN_DISTANCE, VerletList, check_numbers, check_overlap  # noqa: F401 (re-exported)
+from mlffd.neighbours import VerletList, check_numbers, check_overlap
 from mlffd.export.load import load_frozen
 # What ASE's compare_atoms looks at besides cell and pbc: Atoms.arrays keys.
 STATE_ARRAYS = tuple(k for k in all_changes if k not in ("cell", "pbc"))
