@@ -10,6 +10,10 @@ and appends one row per seed to `benchmarks/results/fidelity/<system>.json`, the
     python benchmarks/fidelity/lab.py pool si --dir lab/si                 # label the pool (minutes)
     python benchmarks/fidelity/lab.py run si default --dir lab/si --seeds 0,1
     python benchmarks/fidelity/lab.py table si                             # re-render the table
+    python benchmarks/fidelity/lab.py revalidate si phonons --dir lab/si   # a property's rows again
+
+`revalidate` reruns validate's named properties on every kept model (runs/<recipe>-s<seed>/model.pt)
+and replaces those rows of each table row: for when what a property row measures changes.
 
 Heavy steps run one at a time: two jobs on the 2 cores slow each other far more than 2x, and the
 recipes are priced in training minutes.
@@ -146,27 +150,63 @@ def run_recipe(system: str, name: str, lab: Path, seed: int, teacher: str, keep:
                       verbose=False, **VALIDATE)
     validate_s = time.perf_counter() - started
 
-    table = {r["property"]: r for r in report["table"]}
     row = {
         "recipe": name, "seed": seed, "frames": len(indices), "epochs": summary["epochs"],
         "train_minutes": round(train_s / 60.0, 2), "validate_minutes": round(validate_s / 60.0, 2),
         "n_parameters": meta.get("n_parameters"), "teacher_calls": report["teacher_calls"]["calls"],
         "held_out_force_mae": summary[f"test:{lab / 'test.h5'}"]["mae"],
-        "deviations": {k: r["deviation"] for k, r in table.items() if r["deviation"] is not None},
-        "values": {k: [r["teacher"], r["student"]] for k, r in table.items()
-                   if isinstance(r["teacher"], float) and isinstance(r["student"], float)},
-        "stable": {k: r["student"] for k, r in table.items() if k.endswith(": stable")},
-        "unstable": [k for k, r in table.items() if k.endswith(": stable") and r["ok"] is False],
+        **table_fields(report["table"]),
         "command": f"python benchmarks/fidelity/lab.py run {system} {name} --dir {lab} --seeds {seed}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    row["targets_missed"] = [k for k, limit in spec["targets"].items()
-                             if k in row["deviations"] and abs(row["deviations"][k]) > limit] + row["unstable"]
+    row["targets_missed"] = targets_missed(row, spec["targets"])
     (work / "row.json").write_text(json.dumps(row, indent=2))
     if not keep:  # the report stays (plots); the heavy parts go
         shutil.rmtree(work / "run", ignore_errors=True)
         (work / "train.h5").unlink(missing_ok=True)
     return row
+
+
+def table_fields(table: list[dict]) -> dict:
+    """What a row keeps of validate's table: deviations, teacher/student values, MD stability."""
+    rows = {r["property"]: r for r in table}
+    return {
+        "deviations": {k: r["deviation"] for k, r in rows.items() if r["deviation"] is not None},
+        "values": {k: [r["teacher"], r["student"]] for k, r in rows.items()
+                   if isinstance(r["teacher"], float) and isinstance(r["student"], float)},
+        "stable": {k: r["student"] for k, r in rows.items() if k.endswith(": stable")},
+        "unstable": [k for k, r in rows.items() if k.endswith(": stable") and r["ok"] is False],
+    }
+
+
+def targets_missed(row: dict, targets: dict) -> list[str]:
+    return [k for k, limit in targets.items()
+            if k in row["deviations"] and abs(row["deviations"][k]) > limit] + row["unstable"]
+
+
+def revalidate(system: str, properties: list[str], lab: Path, teacher: str) -> None:
+    """Validate's `properties` again on every kept model of the system's rows; their table rows
+    replace the row's old ones (other rows stay as measured)."""
+    from mlffd.validate import validate
+
+    spec = load_recipes(system)
+    path = RESULTS / f"{system}.json"
+    rows = json.loads(path.read_text())
+    for row in rows:
+        work = lab / "runs" / f"{row['recipe']}-s{row['seed']}"
+        if not (work / "model.pt").exists():
+            print(f"lab: {work} has no model.pt; row kept as measured", flush=True)
+            continue
+        report = validate(str(work / "model.pt"), teacher, work / "revalidate", system=spec["structure"],
+                          verbose=False, **{**VALIDATE, "properties": properties})
+        fresh = table_fields(report["table"])
+        for key in ("deviations", "values", "stable"):
+            row[key] = {**row[key], **fresh[key]}
+        row["targets_missed"] = targets_missed(row, spec["targets"])
+        row.setdefault("revalidated", {}).update({p: time.strftime("%Y-%m-%d") for p in properties})
+        path.write_text(json.dumps(rows, indent=1))
+        print(json.dumps({k: row[k] for k in ("recipe", "seed", "targets_missed")}), flush=True)
+    render(system)
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -229,13 +269,15 @@ def render(system: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for cmd in ("pool", "run", "table"):
+    for cmd in ("pool", "run", "table", "revalidate"):
         q = sub.add_parser(cmd)
         q.add_argument("system")
         if cmd == "run":
             q.add_argument("recipe")
             q.add_argument("--seeds", default="0,1")
             q.add_argument("--keep", action="store_true", help="keep the training run and its data subset")
+        if cmd == "revalidate":
+            q.add_argument("properties", help="validate's properties to measure again, comma-separated")
         if cmd != "table":
             q.add_argument("--dir", required=True, type=Path, help="lab folder of the system (pool, runs)")
             q.add_argument("--teacher", default="sevennet-0")
@@ -248,6 +290,8 @@ def main(argv=None) -> int:
             append_row(args.system, row)
             print(json.dumps({k: row[k] for k in ("recipe", "seed", "epochs", "train_minutes", "targets_missed")}),
                   flush=True)
+    elif args.cmd == "revalidate":
+        revalidate(args.system, args.properties.split(","), args.dir, args.teacher)
     else:
         render(args.system)
     return 0

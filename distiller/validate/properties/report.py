@@ -95,7 +95,8 @@ def _phonon_plot(path: Path, ph: dict) -> None:
     ax.set_xlim(x[0], x[-1])
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_ylabel("frequency (THz)")
-    ax.set_title(f"Phonons: max |Δν| {ph['max_abs_dev_THz']:.3f} THz, mean {ph['mean_abs_dev_THz']:.3f} THz")
+    ax.set_title(f"Phonons at the supercell's q-points: max |Δν| {ph['max_abs_dev_THz']:.3f} THz, "
+                 f"mean {ph['mean_abs_dev_THz']:.3f}; along the path max {ph['path_max_abs_dev_THz']:.3f}")
     ax.legend(fontsize=8, loc="lower right")
     ax_dos.set_xlabel("DOS")
     ax_dos.set_xticks([])
