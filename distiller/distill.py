@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mlffd.errors import MLFFDError
 
 # Held out: the test set is sampled at a temperature the training data never saw.
@@ -78,11 +80,46 @@ PERIODIC_ONLY = {"physics", "fidelity"}
 FALLBACK_RECIPE = "random"
 
 
+@dataclass(frozen=True)
+class Stages:
+    """What distill will run on a system, decided before the first teacher call: the recipe, the
+    crystal that validate and bench take (None when the structure is not 3D-periodic) and the
+    stages skipped, each with its reason."""
+
+    recipe: str
+    crystal: str | None
+    skipped: dict
+
+
+def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
+    """Every stage's needs checked up front, so that a structure is never refused by a later stage
+    after minutes of teacher calls and training: the file reads, the teacher covers its elements,
+    the recipe suits it, and validate and bench accept it (or are skipped, saying why)."""
+    from mlffd.data.systems import BUILTIN_SYSTEMS, load_system
+    from mlffd.validate.benchmark import unit_cell
+    from mlffd.validate.properties.crystal import load_crystal
+    from mlffd.validate.reference import reference_elements
+
+    images = load_system(system).images
+    elements = sorted({s for a in images for s in a.get_chemical_symbols()})
+    covered = reference_elements(teacher)
+    if covered is not None and set(elements) - covered:
+        raise MLFFDError(f"teacher {teacher} does not cover element(s) {', '.join(sorted(set(elements) - covered))} "
+                         f"of {system}")
+    name = choose_recipe(recipe, system)
+    if not all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in images):
+        reason = f"{system} is not periodic in x, y and z (the property suite and the bench need a crystal)"
+        return Stages(name, None, {"validate": reason, "bench": reason})
+    spec = system.split(":")[0]
+    crystal = spec if spec.lower() in BUILTIN_SYSTEMS else system
+    load_crystal(crystal)
+    unit_cell(elements, crystal)
+    return Stages(name, crystal, {})
+
+
 def choose_recipe(name: str | None, system: str) -> str:
     """The recipe to run: the one asked for, or the default that suits the structure; a recipe the
     structure cannot take is refused before any teacher call."""
-    import numpy as np
-
     from mlffd.data.systems import load_system
 
     periodic = all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in load_system(system).images)
@@ -165,7 +202,8 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise MLFFDError(f"--out {out} exists and is not a directory; give an output folder (new or to resume)")
     (out / "data").mkdir(parents=True, exist_ok=True)
-    recipe_name = choose_recipe(args.recipe, args.system)
+    stages = check_stages(args.system, args.teacher, args.recipe)
+    recipe_name = stages.recipe
     recipe = RECIPES[recipe_name]
     steps = plan(args.budget, args.frames, recipe)
     timings = {}
@@ -176,6 +214,8 @@ def run(args) -> int:
         print(f"[distill] {name} done ({timings[name]:.0f} s)", flush=True)
 
     print(f"[distill] plan: {json.dumps({**steps, 'recipe': recipe_name})}", flush=True)
+    for name, reason in stages.skipped.items():
+        print(f"[distill] {name} will be skipped: {reason}", flush=True)
     for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
         generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
                          temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
@@ -198,64 +238,71 @@ def run(args) -> int:
     meta = export_checkpoint(out / "run", model, dtype=args.dtype)
     stage("export")
 
-    from mlffd.data.systems import BUILTIN_SYSTEMS
+    report, result = None, {}
+    if stages.crystal is not None:
+        report = validate(str(model), args.teacher, out / "report", system=stages.crystal,
+                          data=out / "data" / "test.h5", budget_minutes=steps["validate_minutes"],
+                          temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
+        stage("validate")
+        result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
+                       long_steps=None, long_steps_ase=None, system=stages.crystal)
+        stage("bench")
 
-    crystal = args.system.split(":")[0] if args.system.split(":")[0].lower() in BUILTIN_SYSTEMS else args.system
-    report = validate(str(model), args.teacher, out / "report", system=crystal, data=out / "data" / "test.h5",
-                      budget_minutes=steps["validate_minutes"], temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
-    stage("validate")
-    result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
-                   long_steps=None, long_steps_ase=None)
-    stage("bench")
-
-    _write_deck(out, model, meta["elements"], args.system)
-    frames = report["frames"]
-    summary = {
-        "model": str(model),
-        "forces_r2": frames["forces"]["r2"],
-        "forces_mae_ev_per_a": frames["forces"]["mae"],
-        "forces_rel_mae": frames["forces"]["rel_mae"],
-        "energy_mae_ev_per_atom": frames["energy"]["mae_per_atom"],
-        "properties": report["table"],
-        "goals_met": sum(r["ok"] is True for r in report["table"]),
-        "goals_missed": sum(r["ok"] is False for r in report["table"]),
-        "teacher_calls_validate": report["teacher_calls"]["calls"],
-        "speedup_vs_teacher": result.get("speedup_vs_teacher", {}),
-        "report": str(out / "report" / "report.md"),
-        "bench": str(out / "bench" / "bench.md"),
-        "lammps_deck": str(out / "in.lammps"),
-        "stage_seconds": timings,
-    }
+    deck = _write_deck(out, model, meta["elements"], args.system)
+    summary = {"model": str(model), **_held_out(report, out / "run", out / "data" / "test.h5"),
+               "properties": report["table"] if report else [],
+               "goals_met": sum(r["ok"] is True for r in report["table"]) if report else None,
+               "goals_missed": sum(r["ok"] is False for r in report["table"]) if report else None,
+               "teacher_calls_validate": report["teacher_calls"]["calls"] if report else 0,
+               "speedup_vs_teacher": result.get("speedup_vs_teacher", {}),
+               "report": str(out / "report" / "report.md") if report else None,
+               "bench": str(out / "bench" / "bench.md") if result else None,
+               "lammps_deck": str(deck) if deck else None,
+               "skipped": stages.skipped,
+               "stage_seconds": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(_summary_text(summary))
     return 0
 
 
-def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> None:
+def _held_out(report: dict | None, run: Path, test: Path) -> dict:
+    """Force and energy errors on the held-out frames: validate's, else the training run's own."""
+    if report is not None:
+        forces, energy = report["frames"]["forces"], report["frames"]["energy"]["mae_per_atom"]
+    else:
+        forces = json.loads((run / "metrics.json").read_text())[f"test:{test}"]
+        energy = forces["energy_mae_per_atom"]
+    return {"forces_r2": forces["r2"], "forces_mae_ev_per_a": forces["mae"], "forces_rel_mae": forces["rel_mae"],
+            "energy_mae_ev_per_atom": energy}
+
+
+def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Path | None:
+    """A LAMMPS deck and data file for a 3D-periodic structure (None for anything else)."""
     from ase.io import write
 
     from mlffd.data.systems import load_system
 
-    try:
-        atoms = load_system(system).images[0].repeat((2, 2, 2))
-    except (AttributeError, MLFFDError):
-        return
-    write(out / "system.data", atoms, format="lammps-data", specorder=elements, masses=True)
+    atoms = load_system(system).images[0]
+    if not (np.all(atoms.pbc) and atoms.cell.rank == 3):
+        return None
+    write(out / "system.data", atoms.repeat((2, 2, 2)), format="lammps-data", specorder=elements, masses=True)
     (out / "in.lammps").write_text(lammps_deck(model, elements, system))
+    return out / "in.lammps"
 
 
 def _summary_text(s: dict) -> str:
     from mlffd.validate.properties.report import table_markdown
 
     speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
+    if s["properties"]:
+        properties = ["student vs teacher, property by property (each computed the same way for both):", "",
+                      table_markdown(s["properties"]), "", f"goals met: {s['goals_met']}, missed: {s['goals_missed']}"]
+    else:
+        properties = [f"{stage} skipped: {reason}" for stage, reason in s["skipped"].items()]
     return "\n".join([
         "",
         "== mlffd distill: summary ==",
-        "student vs teacher, property by property (each computed the same way for both):",
-        "",
-        table_markdown(s["properties"]),
-        "",
-        f"goals met: {s['goals_met']}, missed: {s['goals_missed']}",
+        *properties,
         f"force R^2 vs teacher (held-out, unseen T): {s['forces_r2']:.4f}   "
         f"MAE {s['forces_mae_ev_per_a']:.4f} eV/A ({100 * s['forces_rel_mae']:.1f}% of mean |F|)",
         f"energy MAE: {1000 * s['energy_mae_ev_per_atom']:.2f} meV/atom",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -308,6 +309,50 @@ def test_distill_recipe_suits_the_structure(tmp_path):
     assert choose_recipe("random", "si") == "random"
     with pytest.raises(MLFFDError, match="needs a structure periodic in x, y and z.*--recipe random"):
         choose_recipe("fidelity", str(water))
+
+
+def test_distill_checks_every_stage_before_the_first_teacher_call(tmp_path):
+    """A structure file runs every stage on itself (validate and bench take the user's crystal, not
+    a built-in); a molecule skips the crystal stages, saying why, up front; elements the teacher
+    does not cover are refused before anything runs."""
+    from ase.build import molecule
+    from ase.io import write
+
+    from mlffd.distill import check_stages
+
+    mgo = tmp_path / "MgO.cif"
+    write(mgo, bulk("MgO", "rocksalt", a=4.21))
+    water = tmp_path / "water.xyz"
+    write(water, molecule("H2O"))
+    stages = check_stages(str(mgo), "sevennet-0", None)
+    assert (stages.recipe, stages.crystal, stages.skipped) == ("fidelity", str(mgo), {})
+    assert check_stages("si:2x2x2", "sevennet-0", None).crystal == "si"
+    molecule_stages = check_stages(str(water), "sevennet-0", None)
+    assert molecule_stages.crystal is None and molecule_stages.recipe == "random"
+    assert set(molecule_stages.skipped) == {"validate", "bench"}
+    assert all("not periodic in x, y and z" in reason for reason in molecule_stages.skipped.values())
+    with pytest.raises(MLFFDError, match=r"teacher emt does not cover element\(s\) Mg of .*MgO.cif"):
+        check_stages(str(mgo), "emt", None)
+
+
+@pytest.mark.slow
+def test_distill_runs_a_structure_file_end_to_end(tmp_path):
+    """`mlffd distill --system FILE` with no other flag that matters: a CIF the project does not
+    ship (L1_2 Cu3Au, which EMT covers) goes through generate, train, export, validate and bench,
+    each on the file's crystal."""
+    from ase.io import write
+
+    cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
+    cu3au[0].symbol = "Au"
+    path = tmp_path / "Cu3Au.cif"
+    write(path, cu3au)
+    out = tmp_path / "out"
+    assert main(["distill", "--system", str(path), "--teacher", "emt", "--budget", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["properties"] and summary["skipped"] == {}
+    bench = json.loads((out / "bench" / "bench.json").read_text())
+    assert str(path) in json.dumps(bench["meta"]["system"])
+    assert (out / "in.lammps").exists()
 
 
 def test_relax_samples_around_the_teachers_minimum(tmp_path):
