@@ -25,13 +25,17 @@ def models(tmp_path_factory):
 
 @pytest.mark.parametrize("system,natoms,expect", [("si", 8, 8), ("si", 64, 64), ("si", 512, 512),
                                                    ("si", 4096, 4096), ("cu", 64, 64), ("cu", 500, 500),
-                                                   ("sio2", 100, 99)])
+                                                   ("sio2", 64, 72), ("sio2", 100, 108), ("sio2", 512, 540)])
 def test_replicate_sizes(system, natoms, expect):
-    from mlffd.validate.benchmark import replicate, unit_cell
+    """The nearest count a compact supercell has: quartz's 9-atom cell gives 2x2x2 (72 atoms) for 64,
+    not the 1x7x1 rod of 63."""
+    from mlffd.validate.benchmark import MAX_ASPECT, replicate, unit_cell
 
     elements = {"si": ["Si"], "cu": ["Cu"], "sio2": ["Si", "O"]}[system]
     atoms, reps = replicate(unit_cell(elements), natoms)
     assert len(atoms) == expect
+    sides = atoms.cell.lengths()
+    assert sides.max() / sides.min() <= MAX_ASPECT
 
 
 def _check_schema(result, out):

@@ -82,22 +82,25 @@ def unit_cell(elements, system: str | None = None):
     return atoms
 
 
+MAX_ASPECT = 2.0  # longest over shortest side of a bench supercell
+
+
 def replicate(unit, natoms: int):
-    """`unit` repeated na x nb x nc times with na*nb*nc*len(unit) closest to `natoms` (then the
-    most cubic shape)."""
+    """`unit` repeated na x nb x nc times with na*nb*nc*len(unit) closest to `natoms` among the shapes
+    no side of which is more than MAX_ASPECT times another (then the most cubic); a size only a slab
+    or a rod would hit exactly (7 quartz cells: 1x7x1) takes the nearest count a compact shape has."""
     n_cell = len(unit)
     target = max(1, round(natoms / n_cell))
     lengths = unit.cell.lengths()
     best = None
-    limit = int(np.ceil(target)) + 1
-    for a in range(1, limit + 1):
-        for b in range(1, limit // a + 2):
-            c = max(1, round(target / (a * b)))
-            n = a * b * c
-            dims = lengths * np.array([a, b, c])
-            key = (abs(n - target), float(dims.max() / dims.min()))
-            if best is None or key < best[0]:
-                best = (key, (a, b, c))
+    for a in range(1, 2 * target + 1):
+        for b in range(1, 2 * target // a + 1):
+            for c in range(1, 2 * target // (a * b) + 1):
+                dims = lengths * np.array([a, b, c])
+                aspect = float(dims.max() / dims.min())
+                key = (aspect > MAX_ASPECT, abs(a * b * c - target), aspect)
+                if best is None or key < best[0]:
+                    best = (key, (a, b, c))
     atoms = unit.repeat(best[1])
     return atoms, best[1]
 
