@@ -96,7 +96,8 @@ def _phonon_plot(path: Path, ph: dict) -> None:
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_ylabel("frequency (THz)")
     ax.set_title(f"Phonons at the supercell's q-points: max |Δν| {ph['max_abs_dev_THz']:.3f} THz, "
-                 f"mean {ph['mean_abs_dev_THz']:.3f}; along the path max {ph['path_max_abs_dev_THz']:.3f}")
+                 f"mean {ph['mean_abs_dev_THz']:.3f}\nalong the path (interpolated): max {ph['path_max_abs_dev_THz']:.3f} THz",
+                 fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax_dos.set_xlabel("DOS")
     ax_dos.set_xticks([])
