@@ -7,7 +7,7 @@ from ase.build import bulk
 
 from mlffd.model.student import StudentConfig, StudentPotential
 from mlffd.neighbours import neighbour_graph
-from mlffd.training.graphs import add_edge_geometry, collate, frame_to_graph, predict
+from mlffd.training.graphs import collate, frame_to_graph, predict
 from mlffd.neighbours import NeighbourList
 
 
@@ -127,36 +127,6 @@ def test_tiny_model_overfits_a_handful_of_frames():
         value.backward()
         optimizer.step()
     assert float(loss().detach()) < first / 100
-
-
-@pytest.mark.parametrize("num_interactions, lmax, products", [(1, 2, None), (2, 3, 24)])
-def test_training_from_the_edge_geometry_equals_autograd(num_interactions, lmax, products):
-    """Training's path (forces from the precomputed edge geometry, one order of differentiation
-    fewer) gives `compute`'s energies, forces and virials, and the same gradient of a loss on them."""
-    model = make_model(num_interactions, lmax=lmax, products=products, seed=4)
-    graphs = []
-    for seed in range(2):
-        atoms = structure(seed)
-        frame = {"positions": atoms.positions, "numbers": atoms.numbers, "cell": atoms.cell.array, "pbc": atoms.pbc,
-                 "energy": 0.0, "forces": np.zeros((len(atoms), 3)), "stress": np.zeros(6)}
-        graphs.append(frame_to_graph(frame, {14: 0, 8: 1}, NeighbourList(model.cutoff)))
-    autograd_batch = collate(graphs, torch.float64)
-    assert not add_edge_geometry(model, graphs, torch.float64, max_bytes=1000)  # too large: left to autograd
-    assert add_edge_geometry(model, graphs, torch.float64)
-    geometry_batch = collate(graphs, torch.float64)
-    assert any(k.startswith("geometry/") for k in geometry_batch) and not any(k.startswith("geometry/") for k in autograd_batch)
-    params = list(model.parameters())
-    results = []
-    for batch in (autograd_batch, geometry_batch):
-        pred = predict(model, batch, create_graph=True)
-        loss = (pred["forces"] ** 2).sum() + (pred["virial"] ** 2).sum() + (pred["energy"] ** 2).sum()
-        results.append((pred, torch.autograd.grad(loss, params)))
-    (a, grad_a), (b, grad_b) = results
-    for key in ("energy", "atom_energy", "forces", "virial"):
-        torch.testing.assert_close(b[key], a[key], rtol=1e-10, atol=1e-12)
-    for ga, gb in zip(grad_a, grad_b):
-        torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-12)
-    assert max(float(g.abs().max()) for g in grad_a) > 1e-3  # the loss reaches the weights
 
 
 @pytest.mark.parametrize("use_ops", [False, True])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from e3nn import o3
@@ -99,18 +99,9 @@ class Interaction(nn.Module):
     def forward(
         self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor
     ) -> torch.Tensor:
-        return self.node_update(h, self.atomic_basis(h, radial, sh, centre, neighbour))
-
-    def atomic_basis(
-        self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor
-    ) -> torch.Tensor:
-        """A_i [N, C, M]: the layer's only dependence on the edges."""
-        return self.conv(radial, h, sh, centre, neighbour) * self.inv_avg_num_neighbors
-
-    def node_update(self, h: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        """The next node states (or atomic energies) from the states and the atomic basis."""
         n_nodes = h.shape[0]
         c, p = self.channels, self.products
+        basis = self.conv(radial, h, sh, centre, neighbour) * self.inv_avg_num_neighbors  # [N, C, M]
         # e3nn's flat layout: one block per l, channel-major within the block.
         flat = torch.cat(
             [basis[:, :, l * l : (l + 1) * (l + 1)].reshape(n_nodes, c * (2 * l + 1)) for l in range(self.lmax + 1)],
@@ -186,81 +177,4 @@ class StudentPotential(EdgePotential):
         for interaction in self.interactions:
             h = interaction(h, radial[:, t], sh, centre, neighbour)
             t += 1
-        return self._readout(h, species)
-
-    def _readout(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
-
-    # -- training: forces without differentiating twice through the edge features -------------
-    @torch.jit.unused
-    def edge_geometry(self, edge_vec: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The parameter-free per-edge terms and their derivatives: spherical harmonics Y [E, M] and
-        dY/dr_ij [E, M, 3], the radial basis b [E, K] and db/dr, the envelope u [E] and du/dr, the
-        unit vectors [E, 3]. Training computes them once per frame (its edges never move)."""
-        vec = edge_vec.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            sh = self.spherical_harmonics(vec)
-            sh_grad = torch.stack([torch.autograd.grad(sh[:, m].sum(), vec, retain_graph=True)[0]
-                                   for m in range(sh.shape[1])], dim=1)
-            length = torch.linalg.vector_norm(vec.detach(), dim=1).requires_grad_(True)
-            basis = self.basis(length)
-            basis_grad = torch.stack([torch.autograd.grad(basis[:, k].sum(), length, retain_graph=True)[0]
-                                      for k in range(basis.shape[1])], dim=1)
-            envelope = self.envelope(length)
-            envelope_grad = torch.autograd.grad(envelope.sum(), length)[0]
-        return {"sh": sh.detach(), "sh_grad": sh_grad, "radial_basis": basis.detach(), "radial_basis_grad": basis_grad,
-                "envelope": envelope.detach(), "envelope_grad": envelope_grad,
-                "edge_unit": (vec / length.unsqueeze(1)).detach()}
-
-    @torch.jit.unused
-    def atom_energy_and_edge_grad(self, geometry: Dict[str, torch.Tensor], species: torch.Tensor,
-                                  edge_index: torch.Tensor, create_graph: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-node energies and dE/dr_ij from `edge_geometry`, equal to atom_energy and its autograd
-        gradient. E depends on r_ij only through each layer's atomic basis A^t of the centre atom, so
-
-            dE/dr_ij = sum_t sum_cm dE/dA^t_i[c, m] h^(t-1)_j[c] d(R^t_ij[l(m), c] Y_ij[m]) / dr_ij / <n>
-
-        with dE/dA^t from one backward pass over the node updates, dR/dr from a forward-mode pass through
-        the radial MLP and dY/dr precomputed: one order of differentiation fewer for the loss to go through."""
-        centre, neighbour = edge_index[0], edge_index[1]
-        first, act, last = self.radial[0], self.radial[1], self.radial[2]
-        hidden = first(geometry["radial_basis"])
-        hidden_grad = geometry["radial_basis_grad"] @ first.weight.t()
-        sig = torch.sigmoid(hidden)
-        mlp = last(act(hidden))
-        mlp_grad = (hidden_grad * sig * (1.0 + hidden * (1.0 - sig))) @ last.weight.t()  # silu' = s (1 + z (1 - s))
-        envelope = geometry["envelope"].unsqueeze(1)
-        shape = (-1, self.num_interactions, self.lmax + 1, self.channels)
-        radial = (mlp * envelope).view(shape)
-        radial_grad = (mlp_grad * envelope + mlp * geometry["envelope_grad"].unsqueeze(1)).view(shape)
-        sh = geometry["sh"]
-        h = self.embedding.index_select(0, species)
-        states, bases = [], []
-        for t, interaction in enumerate(self.interactions):
-            basis = interaction.atomic_basis(h, radial[:, t], sh, centre, neighbour)
-            states.append(h)
-            bases.append(basis)
-            h = interaction.node_update(h, basis)
-        atom_energy = self._readout(h, species)
-        basis_grads = torch.autograd.grad(atom_energy.sum(), bases, create_graph=create_graph)
-        l_of_m = kernels.sh_degree_index(self.lmax, sh.device)
-        edge_grad = torch.zeros_like(geometry["edge_unit"])
-        for t, interaction in enumerate(self.interactions):
-            # q[e, c, m] = dE/dA^t_i[c, m] h_j[c] / <n>
-            q = basis_grads[t].index_select(0, centre) * states[t].index_select(0, neighbour).unsqueeze(2)
-            q = q * interaction.inv_avg_num_neighbors
-            r_t = radial[:, t].index_select(1, l_of_m).transpose(1, 2)  # [E, C, M]
-            dr_t = radial_grad[:, t].index_select(1, l_of_m).transpose(1, 2)
-            along = ((q * dr_t).sum(1) * sh).sum(1)  # d/d|r| part, along the unit vector
-            edge_grad = edge_grad + along.unsqueeze(1) * geometry["edge_unit"]
-            edge_grad = edge_grad + ((q * r_t).sum(1).unsqueeze(2) * geometry["sh_grad"]).sum(1)
-        return atom_energy, edge_grad
-
-    @torch.jit.unused
-    def compute_from_geometry(self, geometry: Dict[str, torch.Tensor], edge_vec: torch.Tensor, species: torch.Tensor,
-                              edge_index: torch.Tensor, create_graph: bool) -> Dict[str, torch.Tensor]:
-        """`compute` for training (every node local) from precomputed `edge_geometry`."""
-        atom_energy, edge_grad = self.atom_energy_and_edge_grad(geometry, species, edge_index, create_graph)
-        forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec, edge_index, species.shape[0])
-        return {"energy": atom_energy.sum(), "atom_energy": atom_energy, "forces": forces, "virial": virial,
-                "atom_virial": atom_virial}

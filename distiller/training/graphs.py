@@ -11,10 +11,6 @@ from mlffd.errors import MLFFDError
 from mlffd.neighbours import NeighbourList, check_overlap
 
 Graph = Dict[str, torch.Tensor]
-GEOMETRY_PREFIX = "geometry/"  # per-edge terms a model precomputes for training (add_edge_geometry)
-# Above this the precomputed geometry (~60-90 numbers per edge) would crowd memory: training then
-# differentiates through the forces instead (the same numbers, slower).
-GEOMETRY_MAX_BYTES = 4 * 2**30
 
 
 def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: NeighbourList,
@@ -77,8 +73,6 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
     }
     for key in ("edge_vec", "forces", "atom_energy", "frame_weight", "force_weight"):
         out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
-    for key in [k for k in graphs[0] if k.startswith(GEOMETRY_PREFIX)]:
-        out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
     out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
     out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)
     return out
@@ -88,34 +82,12 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
 _VOIGT_TO_MATRIX = [0, 3, 4, 3, 1, 5, 4, 5, 2]
 
 
-def add_edge_geometry(model, graphs: List[Graph], dtype: torch.dtype, max_bytes: float = GEOMETRY_MAX_BYTES) -> bool:
-    """Each graph gains the model's parameter-free edge terms (`geometry/...`), computed once, when the
-    model offers them (`edge_geometry`) and they fit in `max_bytes`; `predict` then takes the model's
-    `compute_from_geometry`. Returns whether they were added."""
-    if not hasattr(model, "edge_geometry") or not graphs:
-        return False
-    probe = model.edge_geometry(graphs[0]["edge_vec"][:1])
-    per_edge = sum(v[0].numel() for v in probe.values()) * torch.finfo(dtype).bits // 8
-    if per_edge * sum(len(g["edge_vec"]) for g in graphs) > max_bytes:
-        return False
-    for g in graphs:
-        for key, value in model.edge_geometry(g["edge_vec"]).items():
-            g[GEOMETRY_PREFIX + key] = value.to(dtype)
-    return True
-
-
 def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
-    """Energies, forces and virials per frame of a batched graph, summed per frame: by the model's
-    `compute_from_geometry` when the graph carries its edge geometry (the same numbers, one order of
-    differentiation fewer), else by its own `compute` (the code the frozen model runs)."""
+    """Energies, forces and virials per frame of a batched graph, by the model's own `compute`
+    (the code the frozen model runs), summed per frame."""
+    edge_vec = graph["edge_vec"].detach().requires_grad_(True)
     n_nodes = len(graph["species"])
-    geometry = {k[len(GEOMETRY_PREFIX):]: v for k, v in graph.items() if k.startswith(GEOMETRY_PREFIX)}
-    if geometry:
-        out = model.compute_from_geometry(geometry, graph["edge_vec"], graph["species"], graph["edge_index"],
-                                          create_graph)
-    else:
-        edge_vec = graph["edge_vec"].detach().requires_grad_(True)
-        out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph)
+    out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph)
     n_frames = len(graph["n_atoms"])
     dtype = out["atom_energy"].dtype
     energy = torch.zeros(n_frames, dtype=dtype).index_add(0, graph["batch"], out["atom_energy"])

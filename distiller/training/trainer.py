@@ -24,7 +24,7 @@ from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import build_model, make_config
 from mlffd.training.config import TrainConfig
-from mlffd.training.graphs import Graph, add_edge_geometry, build_graphs, collate, predict
+from mlffd.training.graphs import Graph, build_graphs, collate, predict
 from mlffd.training.metrics import force_metrics, frame_metrics
 from mlffd.training.runfolder import finite_json, run_folder
 
@@ -175,12 +175,14 @@ class Trainer:
         if config.relative_force_floor is not None:
             set_relative_force_weights(self.train_graphs, config.relative_force_floor)
         self.train_units = pair_units([frames[i]["key"] for i in train_idx])
-        test_graphs = {}
+        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
+        self.test_batches = {}
         for path in test_paths or []:
             test_frames = open_dataset(path).frames()
-            test_graphs[path] = build_graphs(test_frames, self.elements, settings["cutoff"])
-            for g, f in zip(test_graphs[path], test_frames):
+            test_graphs = build_graphs(test_frames, self.elements, settings["cutoff"])
+            for g, f in zip(test_graphs, test_frames):
                 g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
+            self.test_batches[path] = self._batches(test_graphs, shuffle=False)
         stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
         self.model_config = make_config({"elements": self.elements, **settings, **stats})
         warm = self._warm_start_payload(config.init_from, settings) if config.init_from else None
@@ -190,12 +192,6 @@ class Trainer:
         self.model = build_model(self.model_config.to_dict()).to(self.dtype)
         if warm is not None:
             self.model.load_state_dict(warm["model"])
-        all_graphs = graphs + [g for group in test_graphs.values() for g in group]
-        if hasattr(self.model, "edge_geometry") and not add_edge_geometry(self.model, all_graphs, self.dtype):
-            print(f"training: {sum(len(g['edge_vec']) for g in all_graphs)} edges are too many to keep their "
-                  "geometry in memory; differentiating through the forces instead (same numbers, slower)", flush=True)
-        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
-        self.test_batches = {path: self._batches(group, shuffle=False) for path, group in test_graphs.items()}
         self.ema = copy.deepcopy(self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
