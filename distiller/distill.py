@@ -107,7 +107,7 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
         raise MLFFDError(f"teacher {teacher} does not cover element(s) {', '.join(sorted(set(elements) - covered))} "
                          f"of {system}")
     name = choose_recipe(recipe, system)
-    if not all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in images):
+    if not periodic_3d(images):
         reason = f"{system} is not periodic in x, y and z (the property suite and the bench need a crystal)"
         return Stages(name, None, {"validate": reason, "bench": reason})
     spec = system.split(":")[0]
@@ -117,12 +117,18 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     return Stages(name, crystal, {})
 
 
+def periodic_3d(images) -> bool:
+    """Every image periodic in x, y and z with a full cell: what straining recipes, the property
+    suite, the bench and a LAMMPS deck need."""
+    return all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in images)
+
+
 def choose_recipe(name: str | None, system: str) -> str:
     """The recipe to run: the one asked for, or the default that suits the structure; a recipe the
     structure cannot take is refused before any teacher call."""
     from mlffd.data.systems import load_system
 
-    periodic = all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in load_system(system).images)
+    periodic = periodic_3d(load_system(system).images)
     if name is None:
         return DEFAULT_RECIPE if periodic else FALLBACK_RECIPE
     if name in PERIODIC_ONLY and not periodic:
@@ -248,7 +254,7 @@ def run(args) -> int:
                        long_steps=None, long_steps_ase=None, system=stages.crystal)
         stage("bench")
 
-    deck = _write_deck(out, model, meta["elements"], args.system)
+    deck = _write_deck(out, model, meta["elements"], args.system) if stages.crystal is not None else None
     summary = {"model": str(model), **_held_out(report, out / "run", out / "data" / "test.h5"),
                "properties": report["table"] if report else [],
                "goals_met": sum(r["ok"] is True for r in report["table"]) if report else None,
@@ -276,16 +282,14 @@ def _held_out(report: dict | None, run: Path, test: Path) -> dict:
             "energy_mae_ev_per_atom": energy}
 
 
-def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Path | None:
-    """A LAMMPS deck and data file for a 3D-periodic structure (None for anything else)."""
+def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Path:
+    """A LAMMPS deck and data file for a 3D-periodic structure."""
     from ase.io import write
 
     from mlffd.data.systems import load_system
 
-    atoms = load_system(system).images[0]
-    if not (np.all(atoms.pbc) and atoms.cell.rank == 3):
-        return None
-    write(out / "system.data", atoms.repeat((2, 2, 2)), format="lammps-data", specorder=elements, masses=True)
+    atoms = load_system(system).images[0].repeat((2, 2, 2))
+    write(out / "system.data", atoms, format="lammps-data", specorder=elements, masses=True)
     (out / "in.lammps").write_text(lammps_deck(model, elements, system))
     return out / "in.lammps"
 
