@@ -315,3 +315,51 @@ def test_displaced_pair_labels_are_the_teachers_hessian_vector_product():
     central = (forces(midpoint + h * direction) - forces(midpoint - h * direction)) / (2 * h)
     assert np.abs(pair_hvp).max() > 0.1  # a real signal, eV/A^2
     assert np.abs(pair_hvp - central).max() < 1e-3 * np.abs(central).max() + 1e-6
+
+
+@pytest.mark.parametrize("preset", ["fast", "small"])
+def test_padded_edges_give_the_edge_lists_loss_and_gradient(tmp_path, preset):
+    """Training lays a batch's edges out atom by atom for dense kernels (graphs.pad_edges); the loss
+    and its gradient must be the edge list's, to float64 rounding, with atoms of unequal neighbour
+    counts (a vacancy and a slab's surface beside a rattled crystal) so that padding happens."""
+    from ase.build import fcc111
+
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.graphs import predict
+    from mlffd.training.trainer import Trainer, loss_fn
+
+    rng = np.random.default_rng(1)
+    vacancy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    del vacancy[5]
+    slab = fcc111("Cu", (2, 2, 4), a=3.6, vacuum=4.0, periodic=True)
+    with DatasetWriter(tmp_path / "mixed.h5", "emt", "ase-emt") as writer:
+        for i, atoms in enumerate([bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2)), vacancy, slab] * 2):
+            atoms = atoms.copy()
+            atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+            atoms.calc = EMT()
+            atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+            writer.append(atoms, sampler="rattle", temperature=300.0, seed=i, key=f"m/{i}")
+    cfg = TrainConfig.from_dict({"preset": preset, "dtype": "float64", "batch_size": 6,
+                                 "energy_weight": 300.0, "stress_weight": 10.0, "relative_force_floor": 0.2})
+    trainer = Trainer(str(tmp_path / "mixed.h5"), str(tmp_path / "run"), cfg)
+    assert trainer.pad_cutoff == cfg.cutoff
+    padded = trainer._batches(trainer.train_graphs, shuffle=False)[0]
+    trainer.pad_cutoff = None
+    edge_list = trainer._batches(trainer.train_graphs, shuffle=False)[0]
+    degree = torch.bincount(edge_list["edge_index"][0], minlength=len(edge_list["species"]))
+    k = int(padded["neighbours_per_atom"])
+    assert k == int(degree.max()) > int(degree.min())
+    assert padded["edge_index"].shape[1] == k * len(padded["species"]) > edge_list["edge_index"].shape[1]
+
+    params = list(trainer.model.parameters())
+    results = []
+    for batch in (edge_list, padded):
+        pred = predict(trainer.model, batch, create_graph=True)
+        loss = loss_fn(pred, batch, cfg)
+        results.append((pred, loss, torch.autograd.grad(loss, params)))
+    (pred_a, loss_a, grad_a), (pred_b, loss_b, grad_b) = results
+    for key in ("energy", "forces", "virial"):
+        torch.testing.assert_close(pred_b[key], pred_a[key], rtol=1e-10, atol=1e-10)
+    assert loss_b.item() == pytest.approx(loss_a.item(), rel=1e-10)
+    for a, b in zip(grad_a, grad_b):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

@@ -32,6 +32,22 @@ def conv_scatter(
     return out.index_add_(0, centre, messages)
 
 
+def conv_padded(radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, neighbour: torch.Tensor,
+                neighbours_per_atom: int) -> torch.Tensor:
+    """conv_scatter_h for edges laid out atom by atom, K = neighbours_per_atom per atom (edge i*K + s is
+    atom i's s-th; padding edges carry zero radial weight; mlffd.training.graphs.pad_edges): one batched
+    matmul per degree over each atom's K neighbours, [N, C, K] x [N, K, 2l+1], instead of [E, C, M]
+    messages and a scatter. What training computes with: about half the time of a step
+    (benchmarks/NOTES.md, issue 29). Returns [n_nodes, C, (lmax+1)^2]."""
+    n_nodes, k = h.shape[0], neighbours_per_atom
+    neighbour_h = h.index_select(0, neighbour).view(n_nodes, k, -1)
+    sh = sh.view(n_nodes, k, -1)
+    # unbind, not radial[:, l]: a slice's backward writes a zero tensor of radial's full size per degree
+    blocks = [torch.bmm((r.reshape(n_nodes, k, -1) * neighbour_h).transpose(1, 2), sh[:, :, l * l:(l + 1) * (l + 1)])
+              for l, r in enumerate(radial.unbind(1))]
+    return torch.cat(blocks, dim=2)
+
+
 # --- references of the fused export ops (export/ops/csrc/fused_edge.cpp) ------------------------------
 
 def conv_scatter_h(

@@ -34,19 +34,33 @@ class EdgePotential(nn.Module):
     `elements`, `cutoff`, `num_interactions` and `to_dict()`, and an `atomic_energies` buffer
     (whose dtype is the model's)."""
 
+    # Whether `atom_energy_padded` is implemented: training then lays a batch's edges out atom by atom,
+    # the same number per atom (mlffd.training.graphs.pad_edges), for dense per-atom kernels.
+    padded_edges = False
+
     def atom_energy(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Per-node energies [N] (eV)."""
         raise NotImplementedError
 
+    def atom_energy_padded(
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int
+    ) -> torch.Tensor:
+        """atom_energy of edges laid out atom by atom, `neighbours_per_atom` per atom (edge i*K + s is
+        atom i's s-th), the padding edges from an atom to itself past the cutoff: the same numbers."""
+        raise NotImplementedError
+
     def compute(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, n_local: int,
-        create_graph: bool,
+        create_graph: bool, neighbours_per_atom: int = 0,
     ) -> Dict[str, torch.Tensor]:
         """Energy of the first `n_local` nodes (the rest are ghosts), and the forces, virial and
         per-atom virial of that energy. `edge_vec` is a leaf that requires grad. Training calls this
-        on a batch of frames (all nodes local, create_graph=True so the loss can reach the weights);
-        the frozen forward calls it on one structure."""
-        atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
+        on a batch of frames (all nodes local, create_graph=True so the loss can reach the weights;
+        edges padded when the student has `padded_edges`); the frozen forward calls it on one structure."""
+        if neighbours_per_atom > 0:
+            atom_energy = self.atom_energy_padded(edge_vec, species, edge_index, neighbours_per_atom)[:n_local]
+        else:
+            atom_energy = self.atom_energy(edge_vec, species, edge_index)[:n_local]
         energy = atom_energy.sum()
         edge_grad = energy_gradient(energy, edge_vec, create_graph)
         forces, virial, atom_virial = self.forces_and_virial(edge_grad, edge_vec.detach(), edge_index,

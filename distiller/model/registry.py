@@ -8,7 +8,8 @@ warm starts, export and `mlffd info` build any registered student the same way:
 
 A student follows the frozen-model contract (docs/artifact.md): `forward(...)` returns energy,
 atom_energy, forces, virial and atom_virial; `atom_energy(edge_vec, species, edge_index)` gives the
-per-node energies training differentiates; `config` has `elements`, `cutoff`, `num_interactions` and
+per-node energies training differentiates (and, optionally, `atom_energy_padded` for training's padded
+edge layout: see mlffd.model.potential.EdgePotential); `config` has `elements`, `cutoff`, `num_interactions` and
 `to_dict()`. The config class takes the settings of TrainConfig.model_settings() and the fitted
 statistics (atomic_energies, energy_scale, avg_num_neighbors) and ignores what it has no field for.
 """

@@ -71,7 +71,9 @@ class ConvScatter(nn.Module):
         self.lmax = lmax
 
     def forward(self, radial: torch.Tensor, h: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor,
-                neighbour: torch.Tensor) -> torch.Tensor:
+                neighbour: torch.Tensor, neighbours_per_atom: int) -> torch.Tensor:
+        if neighbours_per_atom > 0:  # training's padded layout (EdgePotential.atom_energy_padded)
+            return kernels.conv_padded(radial, h, sh, neighbour, neighbours_per_atom)
         weights = radial * h.index_select(0, neighbour).unsqueeze(1)  # [E, lmax+1, C]
         return kernels.conv_scatter(weights, sh, centre, h.shape[0], self.lmax)
 
@@ -97,11 +99,12 @@ class Interaction(nn.Module):
         )
 
     def forward(
-        self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor
+        self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
+        neighbours_per_atom: int,
     ) -> torch.Tensor:
         n_nodes = h.shape[0]
         c, p = self.channels, self.products
-        basis = self.conv(radial, h, sh, centre, neighbour) * self.inv_avg_num_neighbors  # [N, C, M]
+        basis = self.conv(radial, h, sh, centre, neighbour, neighbours_per_atom) * self.inv_avg_num_neighbors  # [N, C, M]
         # e3nn's flat layout: one block per l, channel-major within the block.
         flat = torch.cat(
             [basis[:, :, l * l : (l + 1) * (l + 1)].reshape(n_nodes, c * (2 * l + 1)) for l in range(self.lmax + 1)],
@@ -162,10 +165,14 @@ class StudentPotential(EdgePotential):
         self.register_buffer("atomic_energies", torch.tensor(shifts, dtype=torch.get_default_dtype()))
         self.energy_scale = float(config.energy_scale)
 
+    padded_edges = True
+
     def atom_energy(
-        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int = 0
     ) -> torch.Tensor:
-        """Per-node energies [N] from edge vectors r_ij = x_j - x_i (+ shift)."""
+        """Per-node energies [N] from edge vectors r_ij = x_j - x_i (+ shift); edges in the padded
+        layout when neighbours_per_atom > 0 (a padding edge lies past the cutoff: its radial weight,
+        envelope included, is exactly zero)."""
         centre = edge_index[0]
         neighbour = edge_index[1]
         length = torch.linalg.vector_norm(edge_vec, dim=1)
@@ -175,6 +182,11 @@ class StudentPotential(EdgePotential):
         h = self.embedding.index_select(0, species)
         t = 0
         for interaction in self.interactions:
-            h = interaction(h, radial[:, t], sh, centre, neighbour)
+            h = interaction(h, radial[:, t], sh, centre, neighbour, neighbours_per_atom)
             t += 1
         return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
+
+    def atom_energy_padded(
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int
+    ) -> torch.Tensor:
+        return self.atom_energy(edge_vec, species, edge_index, neighbours_per_atom)

@@ -78,16 +78,41 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
     return out
 
 
+def pad_edges(batch: Graph, cutoff: float) -> Graph:
+    """The batch with its edges laid out atom by atom, K per atom, K the most any atom has: edge
+    i*K + s is atom i's s-th, and each atom's remaining slots hold padding edges to itself at twice
+    the cutoff, where every term of the student vanishes (EdgePotential.atom_energy_padded). Adds
+    `neighbours_per_atom` (K). The same energies, forces and virials as the edge list."""
+    centre, neighbour = batch["edge_index"]
+    n_nodes = len(batch["species"])
+    if len(centre) == 0:
+        return batch
+    order = torch.sort(centre, stable=True).indices
+    centre, neighbour = centre[order], neighbour[order]
+    degree = torch.bincount(centre, minlength=n_nodes)
+    k = int(degree.max())
+    slot = torch.arange(len(centre)) - (torch.cumsum(degree, 0) - degree).index_select(0, centre)
+    position = centre * k + slot
+    atoms = torch.arange(n_nodes).repeat_interleave(k)
+    edge_index = torch.stack([atoms, atoms.clone()])
+    edge_index[1, position] = neighbour
+    edge_vec = batch["edge_vec"].new_zeros((n_nodes * k, 3))
+    edge_vec[:, 0] = 2.0 * cutoff
+    edge_vec[position] = batch["edge_vec"][order]
+    return dict(batch, edge_index=edge_index, edge_vec=edge_vec, neighbours_per_atom=torch.tensor(k))
+
+
 # Voigt (xx yy zz xy xz yz) -> row-major symmetric 3x3
 _VOIGT_TO_MATRIX = [0, 3, 4, 3, 1, 5, 4, 5, 2]
 
 
 def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
-    """Energies, forces and virials per frame of a batched graph, by the model's own `compute`
-    (the code the frozen model runs), summed per frame."""
+    """Energies, forces and virials per frame of a batched graph (edges padded or not), by the
+    model's own `compute` (the code the frozen model runs), summed per frame."""
     edge_vec = graph["edge_vec"].detach().requires_grad_(True)
     n_nodes = len(graph["species"])
-    out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph)
+    neighbours_per_atom = int(graph["neighbours_per_atom"]) if "neighbours_per_atom" in graph else 0
+    out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph, neighbours_per_atom)
     n_frames = len(graph["n_atoms"])
     dtype = out["atom_energy"].dtype
     energy = torch.zeros(n_frames, dtype=dtype).index_add(0, graph["batch"], out["atom_energy"])

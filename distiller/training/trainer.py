@@ -24,7 +24,7 @@ from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import build_model, make_config
 from mlffd.training.config import TrainConfig
-from mlffd.training.graphs import Graph, build_graphs, collate, predict
+from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
 from mlffd.training.metrics import force_metrics, frame_metrics
 from mlffd.training.runfolder import finite_json, run_folder
 
@@ -175,14 +175,6 @@ class Trainer:
         if config.relative_force_floor is not None:
             set_relative_force_weights(self.train_graphs, config.relative_force_floor)
         self.train_units = pair_units([frames[i]["key"] for i in train_idx])
-        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
-        self.test_batches = {}
-        for path in test_paths or []:
-            test_frames = open_dataset(path).frames()
-            test_graphs = build_graphs(test_frames, self.elements, settings["cutoff"])
-            for g, f in zip(test_graphs, test_frames):
-                g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
-            self.test_batches[path] = self._batches(test_graphs, shuffle=False)
         stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
         self.model_config = make_config({"elements": self.elements, **settings, **stats})
         warm = self._warm_start_payload(config.init_from, settings) if config.init_from else None
@@ -193,6 +185,16 @@ class Trainer:
         if warm is not None:
             self.model.load_state_dict(warm["model"])
         self.ema = copy.deepcopy(self.model)
+        # dense per-atom kernels where the student has them (the same numbers, half the time)
+        self.pad_cutoff = settings["cutoff"] if getattr(self.model, "padded_edges", False) else None
+        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
+        self.test_batches = {}
+        for path in test_paths or []:
+            test_frames = open_dataset(path).frames()
+            test_graphs = build_graphs(test_frames, self.elements, settings["cutoff"])
+            for g, f in zip(test_graphs, test_frames):
+                g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
+            self.test_batches[path] = self._batches(test_graphs, shuffle=False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
         self.elapsed = 0.0
@@ -244,7 +246,7 @@ class Trainer:
                 starts = np.cumsum([0] + [len(g["species"]) for g in members])
                 batch["pair_a"] = torch.cat([torch.arange(starts[a], starts[a + 1]) for a, _ in pairs])
                 batch["pair_b"] = torch.cat([torch.arange(starts[b], starts[b + 1]) for _, b in pairs])
-            batches.append(batch)
+            batches.append(batch if self.pad_cutoff is None else pad_edges(batch, self.pad_cutoff))
         return batches
 
     # -- persistence -------------------------------------------------------------------------
