@@ -376,3 +376,31 @@ def test_relax_samples_around_the_teachers_minimum(tmp_path):
     assert abs(pressure(relaxed)) < 0.1 * pressure(given)
     volume = lambda f: abs(np.linalg.det(f["cell"]))  # noqa: E731
     assert volume(relaxed[0]) < volume(given[0])
+
+
+def test_relaxed_strain_frames_are_strained_cells_with_the_teachers_relaxed_ions(tmp_path):
+    """relaxed_strain: each frame's cell is the image's under one Voigt component (or a volume change,
+    every seventh), and its ions sit where the teacher's forces vanish (relaxed in that cell)."""
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import RELAX_FMAX, generate_dataset
+    from mlffd.data.systems import load_system
+
+    path = tmp_path / "rs.h5"
+    generate_dataset(path, "emt", ["cu"], 7, temperatures=[300.0], md_fraction=0.0,
+                     fractions={"relaxed_strain": 1.0}, progress=False, log=lambda *a: None)
+    image = load_system("cu").images[0]
+    frames = open_dataset(path).frames()
+    assert len(frames) == 7 and {f["sampler"] for f in frames} == {"relaxed_strain"}
+    kinds = []
+    for f in frames:
+        strain = np.linalg.solve(image.cell[:], f["cell"]) - np.eye(3)
+        strain = 0.5 * (strain + strain.T)
+        assert np.abs(f["forces"]).max() < RELAX_FMAX * 1.01
+        off = np.abs(strain - np.diag(np.diag(strain)))
+        diag = np.diag(strain)
+        if np.allclose(diag, diag[0]) and off.max() < 1e-12 and abs(diag[0]) > 1e-9:
+            kinds.append("volume")
+        else:
+            assert np.count_nonzero(np.abs(strain) > 1e-12) in (1, 2)  # one normal or one shear component
+            kinds.append("voigt")
+    assert kinds.count("volume") == 1

@@ -35,7 +35,7 @@ def _generate(args) -> int:
         vacancy_fraction=args.vacancy_fraction,
         pair_fraction=args.pair_fraction,
         fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
-                   "interstitial": args.interstitial_fraction},
+                   "interstitial": args.interstitial_fraction, "relaxed_strain": args.relaxed_strain_fraction},
         relax=args.relax,
         device=args.device,
         teacher_options=options,
@@ -90,6 +90,9 @@ def register(subparsers) -> None:
                    help="share of single-component strains up to 3 %% normal / 5 %% shear, unrattled (default 0)")
     p.add_argument("--interstitial-fraction", type=float, default=0.0,
                    help="share of frames with one extra atom at the emptiest spot (default 0)")
+    p.add_argument("--relaxed-strain-fraction", type=float, default=0.0,
+                   help="share of strained cells (one component, or the volume by up to 6 %%) whose ions the "
+                        "teacher relaxes: relaxed-ion elastic and EOS labels, 10-100 teacher calls each (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
     p.add_argument("--relax", action="store_true",

@@ -26,6 +26,7 @@ from mlffd.data.sampling import (
     sample_vacancy,
     sample_volume,
     atoms_to_state,
+    strained_to_relax,
 )
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
@@ -73,6 +74,19 @@ def relaxed_image(atoms, calc, where: str, log=print):
     if not result.converged:
         log(f"warning: {where}: the teacher's relaxation did not reach {RELAX_FMAX} eV/A in {result.steps} steps; "
             "sampling around the last structure")
+    return result.atoms
+
+
+def relaxed_strain_frame(atoms, calc, where: str, log=print):
+    """A relaxed_strain frame: the ions of a strained cell relaxed by the teacher, the cell kept."""
+    from mlffd.relax import relax
+
+    result = relax(atoms, calc, fmax=RELAX_FMAX, cell="fixed")
+    if result.failure:
+        raise MLFFDError(f"{where}: relaxing the strained cell with the teacher failed ({result.failure})")
+    if not result.converged:
+        log(f"warning: {where}: the teacher's relaxation did not reach {RELAX_FMAX} eV/A in {result.steps} steps; "
+            "keeping the last structure (its labels are the teacher's all the same)")
     return result.atoms
 
 
@@ -180,6 +194,9 @@ def generate_dataset(
                     atoms = sample_md(image, r, calc, prev, md_stride)
                 elif r.sampler == "pair":
                     atoms = sample_pair(image, r, seed)
+                    atoms.calc = calc
+                elif r.sampler == "relaxed_strain":
+                    atoms = relaxed_strain_frame(strained_to_relax(image, r), calc, r.key, log)
                     atoms.calc = calc
                 else:
                     atoms = ONE_SHOT_SAMPLERS[r.sampler](image, r)

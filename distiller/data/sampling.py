@@ -17,6 +17,10 @@ Samplers (teacher calls per frame):
                above: the equation of state (--volume-fraction);
 - elastic (1): one Voigt strain component (cycling through the six), up to 3 % normal or 5 %
                shear, no rattle: clean stress-strain and internal-strain labels (--elastic-fraction);
+- relaxed_strain (10-100): one Voigt strain component as elastic or, every seventh frame, the
+               volume changed by up to +-6 %, then the ions relaxed by the teacher in that cell:
+               the relaxed-ion stress-strain and E(V) that the elastic constants and the equation
+               of state measure (--relaxed-strain-fraction);
 - md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps;
 - pair    (1 each): a rattled frame (key ...a) and its copy displaced by PAIR_STEP RMS per atom
                along a random direction (key ...b): the teacher's force difference is a
@@ -34,11 +38,12 @@ from ase import Atoms, units
 from mlffd.data.systems import MIN_DISTANCE, System, min_distance
 from mlffd.errors import MLFFDError
 
-SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial")
+SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial", "relaxed_strain")
 # Samplers whose share is given by `fractions` (the others have their own arguments).
-EXTRA_SAMPLERS = ("volume", "elastic", "interstitial")
+EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain")
 VOLUME_SPAN = 0.10
 ELASTIC_MAX = (0.03, 0.05)  # normal, shear
+RELAXED_VOLUME_SPAN = 0.06  # what validate's equation of state spans
 PAIR_STEP = 0.01  # Angstrom, RMS displacement per atom between the two frames of a pair
 
 
@@ -217,11 +222,8 @@ def sample_volume(image: Atoms, recipe: Recipe) -> Atoms:
     return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
 
 
-def sample_elastic(image: Atoms, recipe: Recipe) -> Atoms:
-    rng = np.random.default_rng(recipe.seed)
-    if not np.all(image.pbc) or image.cell.rank < 3:
-        raise MLFFDError(f"{recipe.key}: elastic frames need a cell periodic in x, y and z")
-    component = recipe.index % 6
+def _voigt_strained(image: Atoms, component: int, rng: np.random.Generator) -> Atoms:
+    """`image` under one Voigt strain component (0-5), up to ELASTIC_MAX, atoms scaled with the cell."""
     magnitude = rng.uniform(0.002, ELASTIC_MAX[component >= 3]) * rng.choice([-1.0, 1.0])
     eps = np.zeros((3, 3))
     if component < 3:
@@ -232,6 +234,30 @@ def sample_elastic(image: Atoms, recipe: Recipe) -> Atoms:
     atoms = image.copy()
     atoms.set_cell(image.cell[:] @ (np.eye(3) + eps), scale_atoms=True)
     return atoms
+
+
+def sample_elastic(image: Atoms, recipe: Recipe) -> Atoms:
+    rng = np.random.default_rng(recipe.seed)
+    if not np.all(image.pbc) or image.cell.rank < 3:
+        raise MLFFDError(f"{recipe.key}: elastic frames need a cell periodic in x, y and z")
+    return _voigt_strained(image, recipe.index % 6, rng)
+
+
+def strained_to_relax(image: Atoms, recipe: Recipe) -> Atoms:
+    """The start of a relaxed_strain frame: a Voigt strain component (cycling through the six) or,
+    every seventh frame, a volume change, with a 0.01 A rattle so that the teacher's relaxation
+    (mlffd.data.generate) is not held on a symmetric saddle."""
+    rng = np.random.default_rng(recipe.seed)
+    if not np.all(image.pbc) or image.cell.rank < 3:
+        raise MLFFDError(f"{recipe.key}: relaxed_strain frames need a cell periodic in x, y and z")
+    component = recipe.index % 7
+    if component < 6:
+        atoms = _voigt_strained(image, component, rng)
+    else:
+        atoms = image.copy()
+        scale = (1.0 + rng.uniform(-RELAXED_VOLUME_SPAN, RELAXED_VOLUME_SPAN)) ** (1.0 / 3.0)
+        atoms.set_cell(image.cell[:] * scale, scale_atoms=True)
+    return _rattled(atoms, 0.01, rng, recipe.key)
 
 
 def sample_interstitial(image: Atoms, recipe: Recipe) -> Atoms:
