@@ -222,19 +222,21 @@ def run(args) -> int:
     print(f"[distill] plan: {json.dumps({**steps, 'recipe': recipe_name})}", flush=True)
     for name, reason in stages.skipped.items():
         print(f"[distill] {name} will be skipped: {reason}", flush=True)
-    for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
-        generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
-                         temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
-                         md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
-                         fractions=part.fractions, relax=part.relax)
-    generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
-                     temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0)
-    stage("generate")
-
     settings = {**recipe.train, "time_budget_minutes": steps["train_minutes"], "epochs": None, "seed": args.seed}
     if args.preset:
         settings["preset"] = args.preset
     config = TrainConfig.from_dict(settings)
+    # a structure file's cell is repeated until the student's cutoff fits in it (built-ins have theirs)
+    for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
+        generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
+                         temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
+                         md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
+                         fractions=part.fractions, relax=part.relax, supercell_width=config.cutoff)
+    generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
+                     temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0,
+                     supercell_width=config.cutoff)
+    stage("generate")
+
     trainer = Trainer(str(out / "data" / "train.h5"), str(out / "run"), config, [str(out / "data" / "test.h5")])
     if trainer.progress() < 1.0 or not (out / "run" / "metrics.json").exists():
         trainer.run()

@@ -404,3 +404,34 @@ def test_relaxed_strain_frames_are_strained_cells_with_the_teachers_relaxed_ions
             assert np.count_nonzero(np.abs(strain) > 1e-12) in (1, 2)  # one normal or one shear component
             kinds.append("voigt")
     assert kinds.count("volume") == 1
+
+
+def test_a_structure_files_small_cell_is_repeated_until_the_cutoff_fits(tmp_path):
+    """A user's file with a cell narrower than the student's cutoff (rock-salt conventional cell,
+    4.2 A) is sampled as a supercell in which no atom sees its own image (2x2x2 for 5 A), under a
+    name of its own; a slab's open direction is never repeated; built-ins keep their supercell."""
+    import ase.io
+    from ase.build import bulk, fcc111
+
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import generate_dataset
+    from mlffd.data.systems import load_system, periodic_widths, supercell_repeats, with_supercells
+
+    rocksalt = bulk("Cu", "fcc", a=4.2, cubic=True)
+    path = tmp_path / "CuX.cif"
+    ase.io.write(path, rocksalt)
+    lines = []
+    generate_dataset(tmp_path / "d.h5", "emt", [str(path)], 2, temperatures=[300.0], md_fraction=0.0,
+                     supercell_width=5.0, progress=False, log=lines.append)
+    frames = open_dataset(tmp_path / "d.h5").frames()
+    assert all(len(f["numbers"]) == 32 for f in frames)
+    assert all(f["key"].startswith("CuX_2x2x2/") for f in frames)
+    assert any("repeated 2x2x2 (4 -> 32 atoms)" in line and "5 A" in line for line in lines)
+
+    slab = fcc111("Cu", (1, 1, 3), a=3.6, vacuum=5.0)  # periodic in x and y only
+    assert set(periodic_widths(slab)) == {0, 1}
+    assert supercell_repeats(slab, 5.0)[2] == 1 and min(supercell_repeats(slab, 5.0)[:2]) >= 2
+    triclinic = bulk("Cu", "fcc", a=3.6)  # primitive fcc: widths a/sqrt(3) = 2.08 A
+    assert supercell_repeats(triclinic, 5.0) == (3, 3, 3)
+    builtin = load_system("cu")
+    assert with_supercells(builtin, 50.0) == (builtin, None)

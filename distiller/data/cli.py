@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+
+from mlffd.errors import MLFFDError
 
 
 def _teacher_options(pairs) -> dict:
-    from mlffd.errors import MLFFDError
-
     out = {}
     for item in pairs or []:
         if "=" not in item:
@@ -15,6 +16,17 @@ def _teacher_options(pairs) -> dict:
         k, v = item.split("=", 1)
         out[k.strip()] = v
     return out
+
+
+def _supercell_width(value: float | None) -> float | None:
+    """--supercell-width: unset, the default student's cutoff; 0, structures as given."""
+    from mlffd.training.config import TrainConfig
+
+    if value is None:
+        return TrainConfig().cutoff
+    if not math.isfinite(value) or value < 0:
+        raise MLFFDError(f"--supercell-width must be a width in A >= 0 (0: structures as given), got {value}")
+    return value or None
 
 
 def _generate(args) -> int:
@@ -37,6 +49,7 @@ def _generate(args) -> int:
         fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
                    "interstitial": args.interstitial_fraction, "relaxed_strain": args.relaxed_strain_fraction},
         relax=args.relax,
+        supercell_width=_supercell_width(args.supercell_width),
         device=args.device,
         teacher_options=options,
         progress=not args.no_progress,
@@ -95,6 +108,10 @@ def register(subparsers) -> None:
                         "teacher relaxes: relaxed-ion elastic and EOS labels, 10-100 teacher calls each (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
+    p.add_argument("--supercell-width", type=float, default=None, metavar="A",
+                   help="repeat structures read from a file until every periodic width is at least this "
+                        "(default: the student's default cutoff, 5 A: no atom sees its own image; 0: as given; "
+                        "built-ins keep their supercell)")
     p.add_argument("--relax", action="store_true",
                    help="sample around each structure relaxed by the teacher (ions, and the cell when periodic), "
                         "not around the structure as given")

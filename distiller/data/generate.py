@@ -31,7 +31,7 @@ from mlffd.data.sampling import (
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
                      "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
-from mlffd.data.systems import System, load_systems, validate_atoms
+from mlffd.data.systems import System, load_systems, validate_atoms, with_supercells
 from mlffd.errors import MLFFDError
 
 
@@ -103,6 +103,7 @@ def generate_dataset(
     pair_fraction: float = 0.0,
     fractions: dict | None = None,
     relax: bool = False,
+    supercell_width: float | None = None,
     device: str = "cpu",
     teacher_options: dict | None = None,
     calculator=None,
@@ -116,6 +117,9 @@ def generate_dataset(
     `relax`: sample around each structure relaxed by the teacher (ions, and the cell when periodic in
     x, y and z) instead of around the structure as given, so that near-equilibrium frames sit at the
     teacher's own minimum; such frames are keyed `<system>@relaxed/...`.
+    `supercell_width`: structures read from a file are repeated until every periodic width is at
+    least this many A (give the student's cutoff; mlffd.data.systems.with_supercells); built-ins
+    keep their own supercell; None: every structure as given.
     """
     from mlffd.teachers.registry import load_teacher, teacher_elements
 
@@ -124,8 +128,14 @@ def generate_dataset(
         raise MLFFDError(f"--md-stride must be at least 1, got {md_stride}")
     covered = teacher_elements(teacher)  # also rejects an unknown teacher name
     syss = load_systems(list(systems))
+    if supercell_width is not None:
+        chosen = [with_supercells(s, supercell_width) for s in syss]
+        syss = [s for s, _ in chosen]
+        for _, line in chosen:
+            if line:
+                log(line)
     if relax:  # own keys: a resumed file never mixes frames around two different centres
-        syss = [System(f"{s.name}{RELAXED_SUFFIX}", s.images, s.source) for s in syss]
+        syss = [System(f"{s.name}{RELAXED_SUFFIX}", s.images, s.source, s.from_file) for s in syss]
     for s in syss:
         for i, a in enumerate(s.images):
             validate_atoms(a, f"system {s.source}" + (f" (structure {i})" if len(s.images) > 1 else ""),

@@ -110,6 +110,7 @@ class System:
     name: str  # used in frame keys
     images: list[Atoms]
     source: str
+    from_file: bool = False  # a user's structure file (built-ins come with their own supercell)
 
     @property
     def symbols(self) -> set[str]:
@@ -201,7 +202,50 @@ def load_system(spec: str) -> System:
         validate_atoms(a, f"{spec} (structure {i})")
         b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
         clean.append(b)
-    return System(name=_safe_name(path.stem), images=clean, source=str(path))
+    return System(name=_safe_name(path.stem), images=clean, source=str(path), from_file=True)
+
+
+def periodic_widths(atoms: Atoms) -> dict[int, float]:
+    """Width of the cell along each periodic direction i: the distance of cell vector i from the
+    span of the other periodic vectors (between opposite faces in 3D); open directions are left out."""
+    periodic = [i for i in range(3) if atoms.pbc[i]]
+    widths = {}
+    for i in periodic:
+        vector = np.asarray(atoms.cell[i], dtype=float)
+        others = np.array([atoms.cell[j] for j in periodic if j != i], dtype=float).reshape(-1, 3)
+        if len(others):
+            coef, *_ = np.linalg.lstsq(others.T, vector, rcond=None)
+            vector = vector - others.T @ coef
+        widths[i] = float(np.linalg.norm(vector))
+    return widths
+
+
+def supercell_repeats(atoms: Atoms, min_width: float) -> tuple[int, int, int]:
+    """The fewest repeats along each periodic direction that make every periodic width at least
+    `min_width`: with the student's cutoff, no atom then sees its own periodic image."""
+    repeats = [1, 1, 1]
+    for i, width in periodic_widths(atoms).items():
+        repeats[i] = max(1, int(np.ceil(min_width / width - 1e-9)))
+    return tuple(repeats)
+
+
+def with_supercells(system: System, min_width: float) -> tuple[System, str | None]:
+    """A structure file's images repeated by `supercell_repeats` (built-ins keep their own
+    supercell), and a line saying what was chosen (None when nothing was repeated). A repeated
+    system is renamed (`<name>_2x2x2`, or `<name>_w5` when the images' repeats differ), so its frame
+    keys never meet those of the cell as given."""
+    if not system.from_file:
+        return system, None
+    repeats = [supercell_repeats(a, min_width) for a in system.images]
+    if all(r == (1, 1, 1) for r in repeats):
+        return system, None
+    images = [a.repeat(r) for a, r in zip(system.images, repeats)]
+    tag = "x".join(map(str, repeats[0])) if len(set(repeats)) == 1 else f"w{min_width:g}"
+    chosen = ", ".join(f"{'x'.join(map(str, r))} ({len(a)} -> {len(b)} atoms)"
+                       for r, a, b in zip(repeats, system.images, images))
+    line = (f"system {system.source}: repeated {chosen} so that every periodic width is at least "
+            f"{min_width:g} A (the student's cutoff)")
+    return System(f"{system.name}_{tag}", images, system.source, from_file=True), line
 
 
 def load_systems(specs: list[str]) -> list[System]:
