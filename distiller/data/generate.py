@@ -63,31 +63,24 @@ RELAXED_SUFFIX = "@relaxed"
 RELAX_FMAX = 0.005  # eV/A: well below the forces of the gentlest (30 K) rattle around the minimum
 
 
-def relaxed_image(atoms, calc, where: str, log=print):
-    """`atoms` relaxed by the teacher: ions, and the cell too when periodic in x, y and z."""
+def teacher_relaxed(atoms, calc, where: str, cell: str, log=print):
+    """`atoms` relaxed by the teacher (mlffd.relax.relax `cell` mode); refused with the teacher's
+    reason when it fails, the last structure kept (and said) when it does not converge."""
     from mlffd.relax import relax
 
-    periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
-    result = relax(atoms, calc, fmax=RELAX_FMAX, cell="full" if periodic else "fixed")
+    result = relax(atoms, calc, fmax=RELAX_FMAX, cell=cell)
     if result.failure:
         raise MLFFDError(f"{where}: relaxing it with the teacher failed ({result.failure}); check the structure")
     if not result.converged:
         log(f"warning: {where}: the teacher's relaxation did not reach {RELAX_FMAX} eV/A in {result.steps} steps; "
-            "sampling around the last structure")
+            "keeping the last structure")
     return result.atoms
 
 
-def relaxed_strain_frame(atoms, calc, where: str, log=print):
-    """A relaxed_strain frame: the ions of a strained cell relaxed by the teacher, the cell kept."""
-    from mlffd.relax import relax
-
-    result = relax(atoms, calc, fmax=RELAX_FMAX, cell="fixed")
-    if result.failure:
-        raise MLFFDError(f"{where}: relaxing the strained cell with the teacher failed ({result.failure})")
-    if not result.converged:
-        log(f"warning: {where}: the teacher's relaxation did not reach {RELAX_FMAX} eV/A in {result.steps} steps; "
-            "keeping the last structure (its labels are the teacher's all the same)")
-    return result.atoms
+def relaxed_image(atoms, calc, where: str, log=print):
+    """The centre of `relax=True` sampling: ions, and the cell too when periodic in x, y and z."""
+    periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+    return teacher_relaxed(atoms, calc, where, "full" if periodic else "fixed", log)
 
 
 def generate_dataset(
@@ -206,7 +199,7 @@ def generate_dataset(
                     atoms = sample_pair(image, r, seed)
                     atoms.calc = calc
                 elif r.sampler == "relaxed_strain":
-                    atoms = relaxed_strain_frame(strained_to_relax(image, r), calc, r.key, log)
+                    atoms = teacher_relaxed(strained_to_relax(image, r), calc, r.key, "fixed", log)
                     atoms.calc = calc
                 else:
                     atoms = ONE_SHOT_SAMPLERS[r.sampler](image, r)
