@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
@@ -107,7 +106,7 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
         raise MLFFDError(f"teacher {teacher} does not cover element(s) {', '.join(sorted(set(elements) - covered))} "
                          f"of {system}")
     name = choose_recipe(recipe, system)
-    if not periodic_3d(images):
+    if not all(periodic_3d(a) for a in images):
         reason = f"{system} is not periodic in x, y and z (the property suite and the bench need a crystal)"
         return Stages(name, None, {"validate": reason, "bench": reason})
     spec = system.split(":")[0]
@@ -117,18 +116,12 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     return Stages(name, crystal, {})
 
 
-def periodic_3d(images) -> bool:
-    """Every image periodic in x, y and z with a full cell: what straining recipes, the property
-    suite, the bench and a LAMMPS deck need."""
-    return all(bool(np.all(a.pbc)) and a.cell.rank == 3 for a in images)
-
-
 def choose_recipe(name: str | None, system: str) -> str:
     """The recipe to run: the one asked for, or the default that suits the structure; a recipe the
     structure cannot take is refused before any teacher call."""
     from mlffd.data.systems import load_system
 
-    periodic = periodic_3d(load_system(system).images)
+    periodic = all(periodic_3d(a) for a in load_system(system).images)
     if name is None:
         return DEFAULT_RECIPE if periodic else FALLBACK_RECIPE
     if name in PERIODIC_ONLY and not periodic:

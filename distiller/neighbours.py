@@ -73,6 +73,12 @@ def check_cell(cell, pbc) -> None:
         )
 
 
+def periodic_3d(atoms) -> bool:
+    """Periodic in x, y and z with a full cell: a crystal (what stress, strains, the property suite,
+    the bench and a LAMMPS deck need)."""
+    return bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+
+
 class NeighbourList:
     """Reusable full neighbour list; `compute` returns (edge_index [2,E], edge_shift [E,3])."""
 

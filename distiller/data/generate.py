@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mlffd.data.dataset import DatasetWriter, open_dataset
 from mlffd.data.sampling import (
     MDState,
@@ -33,6 +31,7 @@ ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy"
                      "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
 from mlffd.data.systems import System, load_systems, validate_atoms, with_supercells
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -79,8 +78,7 @@ def teacher_relaxed(atoms, calc, where: str, cell: str, log=print):
 
 def relaxed_image(atoms, calc, where: str, log=print):
     """The centre of `relax=True` sampling: ions, and the cell too when periodic in x, y and z."""
-    periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
-    return teacher_relaxed(atoms, calc, where, "full" if periodic else "fixed", log)
+    return teacher_relaxed(atoms, calc, where, "full" if periodic_3d(atoms) else "fixed", log)
 
 
 def generate_dataset(
@@ -207,7 +205,7 @@ def generate_dataset(
                 # labels of the final positions (cached by the calculator after MD)
                 atoms.get_potential_energy()
                 atoms.get_forces()
-                if np.all(atoms.pbc) and atoms.cell.rank == 3:
+                if periodic_3d(atoms):
                     atoms.get_stress()
                 if r.sampler == "md":
                     state = atoms_to_state(atoms)

@@ -36,6 +36,7 @@ import numpy as np
 from ase import Atoms, units
 
 from mlffd.data.systems import MIN_DISTANCE, System, min_distance
+from mlffd.neighbours import periodic_3d
 from mlffd.errors import MLFFDError
 
 SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial", "relaxed_strain")
@@ -182,7 +183,7 @@ def sample_rattle(image: Atoms, recipe: Recipe) -> Atoms:
 
 def sample_strain(image: Atoms, recipe: Recipe) -> Atoms:
     rng = np.random.default_rng(recipe.seed)
-    if not np.all(image.pbc) or image.cell.rank < 3:
+    if not periodic_3d(image):
         # no cell to strain: fall back to a rattle (recorded as sampler "strain" for the plan)
         return _rattled(image, rattle_sigma(recipe.temperature), rng, recipe.key)
     emax = strain_max(recipe.temperature)
@@ -214,7 +215,7 @@ def sample_vacancy(image: Atoms, recipe: Recipe) -> Atoms:
 
 def sample_volume(image: Atoms, recipe: Recipe) -> Atoms:
     rng = np.random.default_rng(recipe.seed)
-    if not np.all(image.pbc) or image.cell.rank < 3:
+    if not periodic_3d(image):
         raise MLFFDError(f"{recipe.key}: volume frames need a cell periodic in x, y and z")
     atoms = image.copy()
     scale = (1.0 + rng.uniform(-VOLUME_SPAN, VOLUME_SPAN)) ** (1.0 / 3.0)
@@ -238,7 +239,7 @@ def _voigt_strained(image: Atoms, component: int, rng: np.random.Generator) -> A
 
 def sample_elastic(image: Atoms, recipe: Recipe) -> Atoms:
     rng = np.random.default_rng(recipe.seed)
-    if not np.all(image.pbc) or image.cell.rank < 3:
+    if not periodic_3d(image):
         raise MLFFDError(f"{recipe.key}: elastic frames need a cell periodic in x, y and z")
     return _voigt_strained(image, recipe.index % 6, rng)
 
@@ -248,7 +249,7 @@ def strained_to_relax(image: Atoms, recipe: Recipe) -> Atoms:
     every seventh frame, a volume change, with a 0.01 A rattle so that the teacher's relaxation
     (mlffd.data.generate) is not held on a symmetric saddle."""
     rng = np.random.default_rng(recipe.seed)
-    if not np.all(image.pbc) or image.cell.rank < 3:
+    if not periodic_3d(image):
         raise MLFFDError(f"{recipe.key}: relaxed_strain frames need a cell periodic in x, y and z")
     component = recipe.index % 7
     if component < 6:

@@ -22,6 +22,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 
 # Elements covered by each model's trained species list (read from the checkpoints once).
 _SEVENNET0_ELEMENTS = (
@@ -92,7 +93,7 @@ class TeacherCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self.check_elements(atoms.get_chemical_symbols())
-        periodic = bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
+        periodic = periodic_3d(atoms)
         props = ["energy", "forces"] + (["stress"] if periodic else [])
         inner_atoms = atoms.copy()
         inner_atoms.calc = None

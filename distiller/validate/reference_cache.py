@@ -28,6 +28,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 
 
 def default_cache_dir() -> Path:
@@ -56,10 +57,6 @@ def structure_key(atoms) -> str:
     h.update(np.ascontiguousarray(atoms.cell.array, dtype="<f8").tobytes())
     h.update(np.ascontiguousarray(atoms.pbc, dtype="u1").tobytes())
     return h.hexdigest()
-
-
-def _periodic(atoms) -> bool:
-    return bool(np.all(atoms.pbc)) and atoms.cell.rank == 3
 
 
 class CachedReference(Calculator):
@@ -147,7 +144,7 @@ class CachedReference(Calculator):
         start = time.perf_counter()
         energy = float(labelled.get_potential_energy())
         forces = np.asarray(labelled.get_forces(), dtype=np.float64)
-        stress = np.asarray(labelled.get_stress(voigt=True), dtype=np.float64) if _periodic(labelled) else None
+        stress = np.asarray(labelled.get_stress(voigt=True), dtype=np.float64) if periodic_3d(labelled) else None
         self.call_seconds += time.perf_counter() - start
         self.call_atoms += len(atoms)
         self.calls += 1

@@ -14,6 +14,7 @@ from ase import Atoms
 from ase.data import chemical_symbols, covalent_radii
 
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 from mlffd.relax import relax
 
 # Relaxations: forces in eV/A (for cell filters also the cell's generalised forces).
@@ -57,7 +58,7 @@ def load_crystal(spec: str) -> Crystal:
         return Crystal(name, unit, primitive, name in _CUBIC_BUILTINS, f"built-in {name}")
     system = load_system(spec)
     unit = system.images[0]
-    if not np.all(unit.pbc) or unit.cell.rank < 3:
+    if not periodic_3d(unit):
         raise MLFFDError(f"{spec}: the property suite needs a crystal (periodic in x, y and z)")
     return Crystal(system.name, unit, unit.copy(), _looks_cubic(unit), system.source)
 
