@@ -231,6 +231,35 @@ def test_per_atom_energy_and_sampler_weights_enter_the_loss_as_stated(tmp_path):
     assert tripled == pytest.approx(3.0 * with_atoms, rel=1e-9)
 
 
+def test_sampler_force_weights_scale_the_force_term_of_their_frames_only(tmp_path):
+    """sampler_force_weights multiply the force weight (after relative force errors) of the frames
+    their sampler made, and leave every other frame and every other term alone."""
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer, split_indices
+
+    rng = np.random.default_rng(0)
+    kinds = ["rattle", "relaxed_strain"] * 4
+    with DatasetWriter(tmp_path / "two.h5", "emt", "ase-emt") as writer:
+        for i, kind in enumerate(kinds):
+            atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+            atoms.positions += rng.normal(0, 0.08 if kind == "rattle" else 0.01, atoms.positions.shape)
+            atoms.calc = EMT()
+            atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+            writer.append(atoms, sampler=kind, temperature=300.0, seed=i, key=f"t/{i}")
+
+    def trainer(name, **changes):
+        cfg = TrainConfig.from_dict({"preset": "tiny", "epochs": 1, "relative_force_floor": 0.1, **changes})
+        return Trainer(str(tmp_path / "two.h5"), str(tmp_path / name), cfg), cfg
+
+    (plain, cfg), (scaled, _) = trainer("a"), trainer("b", sampler_force_weights={"relaxed_strain": 0.25})
+    train_kinds = [kinds[i] for i in split_indices(len(kinds), cfg.valid_fraction, cfg.seed)[0]]
+    assert set(train_kinds) == {"rattle", "relaxed_strain"}
+    for kind, a, b in zip(train_kinds, plain.train_graphs, scaled.train_graphs):
+        factor = 0.25 if kind == "relaxed_strain" else 1.0
+        assert float(b["force_weight"]) == pytest.approx(factor * float(a["force_weight"]), rel=1e-12)
+        assert float(b["frame_weight"]) == float(a["frame_weight"]) == 1.0
+
+
 def test_products_widen_the_invariants_only(tmp_path):
     """`products` sets the invariant products per degree: the mixing and the update MLP grow, the
     edge path (radial network, channels) does not; a bad value is refused in one line."""
@@ -266,6 +295,9 @@ def test_label_options_the_data_cannot_serve_are_refused(tmp_path):
     result = run_train(str(data), "--out", str(tmp_path / "r3"), "--epochs", "1", "--config",
                        str(_config(tmp_path, "sampler_weights: {rattle: -1}\n")))
     assert result.returncode != 0 and "must be a number >= 0" in result.stderr
+    result = run_train(str(data), "--out", str(tmp_path / "r4"), "--epochs", "1", "--config",
+                       str(_config(tmp_path, "sampler_force_weights: {md: 0.5}\n")))
+    assert result.returncode != 0 and "sampler_force_weights names md" in result.stderr
 
 
 def _config(tmp_path, text):

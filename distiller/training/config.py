@@ -62,6 +62,10 @@ class TrainConfig:
     # Loss weight of each frame by the sampler that made it (mlffd.data.sampling.SAMPLERS, e.g.
     # {"elastic": 5, "md": 0.5}); samplers not named weigh 1. Multiplies every term of the frame.
     sampler_weights: dict = field(default_factory=dict)
+    # The force term alone, by sampler (multiplies sampler_weights and the relative force weight): e.g.
+    # {"relaxed_strain": 0.1} keeps a relaxed cell's energy and stress while its near-zero forces, which
+    # relative force errors weigh ~25-60x a hot frame's, stop crowding out the rest.
+    sampler_force_weights: dict = field(default_factory=dict)
     # Relative force errors: when set (eV/A), each frame's force term is weighted by
     # (<|F|^2> of the training data + floor^2) / (<|F|^2> of the frame + floor^2), so a near-equilibrium
     # frame's small forces count as much as a hot frame's large ones; None: plain mean squared error.
@@ -105,11 +109,13 @@ class TrainConfig:
         floor = self.relative_force_floor
         if floor is not None and not (_finite_at_least(floor, 0.0) and floor > 0):
             raise MLFFDError(f"relative_force_floor must be a number > 0 (eV/A) or null, got {floor!r}")
-        if not isinstance(self.sampler_weights, dict):
-            raise MLFFDError(f"sampler_weights must map sampler names to weights, got {self.sampler_weights!r}")
-        for name, value in self.sampler_weights.items():
-            if not _finite_at_least(value, 0.0):
-                raise MLFFDError(f"sampler_weights[{name!r}] must be a number >= 0, got {value!r}")
+        for key in ("sampler_weights", "sampler_force_weights"):
+            weights = getattr(self, key)
+            if not isinstance(weights, dict):
+                raise MLFFDError(f"{key} must map sampler names to weights, got {weights!r}")
+            for name, value in weights.items():
+                if not _finite_at_least(value, 0.0):
+                    raise MLFFDError(f"{key}[{name!r}] must be a number >= 0, got {value!r}")
         if self.products is not None and not (isinstance(self.products, int) and self.products >= 1):
             raise MLFFDError(f"products must be a whole number >= 1 or null, got {self.products!r}")
         for key in ("cutoff", "lr", "batch_size"):

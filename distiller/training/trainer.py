@@ -174,6 +174,8 @@ class Trainer:
         self.train_graphs = [graphs[i] for i in train_idx]
         if config.relative_force_floor is not None:
             set_relative_force_weights(self.train_graphs, config.relative_force_floor)
+        for g, i in zip(self.train_graphs, train_idx):
+            g["force_weight"] = g["force_weight"] * float(config.sampler_force_weights.get(frames[i]["sampler"], 1.0))
         self.train_units = pair_units([frames[i]["key"] for i in train_idx])
         stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
         self.model_config = make_config({"elements": self.elements, **settings, **stats})
@@ -204,10 +206,11 @@ class Trainer:
     def _check_label_options(self, frames: List[dict], train_idx: np.ndarray, data_path: str) -> None:
         """Options that need labels or frame kinds the training split lacks are refused, not ignored."""
         samplers = {frames[i]["sampler"] for i in train_idx}
-        missing = sorted(set(self.cfg.sampler_weights) - samplers)
-        if missing:
-            raise MLFFDError(f"sampler_weights names {', '.join(missing)}, which no training frame of {data_path} "
-                             f"has (its samplers: {', '.join(sorted(samplers))})")
+        for key in ("sampler_weights", "sampler_force_weights"):
+            missing = sorted(set(getattr(self.cfg, key)) - samplers)
+            if missing:
+                raise MLFFDError(f"{key} names {', '.join(missing)}, which no training frame of {data_path} "
+                                 f"has (its samplers: {', '.join(sorted(samplers))})")
         if self.cfg.atom_energy_weight > 0 and not any(frames[i]["atom_energies"] is not None for i in train_idx):
             raise MLFFDError(f"atom_energy_weight is set but {data_path} has no per-atom energies (its teacher "
                              "did not report them); set it to 0")
