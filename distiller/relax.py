@@ -3,6 +3,7 @@ centres its samples (`relax=True`) and where every validated property starts."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,11 @@ def relax(atoms: Atoms, calc, *, fmax: float, cell: str = "fixed", steps: int = 
     failure = None
     stress = None
     try:
-        converged = bool(optimizer.run(fmax=fmax, steps=steps))
+        with warnings.catch_warnings():
+            # FrechetCellFilter's matrix log near the identity: scipy flags round-off of ~1e-12 as
+            # "inaccurate", a line per relaxation in every distill log that says nothing
+            warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
+            converged = bool(optimizer.run(fmax=fmax, steps=steps))
         energy = float(work.get_potential_energy())
         if np.all(work.pbc):
             stress = np.array(work.get_stress(voigt=True))
