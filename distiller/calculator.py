@@ -1,11 +1,16 @@
 """`MLFFDCalculator`: the ASE calculator for a frozen mlffd model (the one-line swap for a teacher).
 
     calc = MLFFDCalculator("model.pt")        # instead of calc = TeacherCalculator(...)
+
+Models exported with descriptor statistics also give each atom's uncertainty (`uncertainties`, and
+its largest over the frame, `uncertainty`): ~1 on the training atoms, growing where the student
+extrapolates. `uncertainty_threshold` warns (or raises, `on_uncertain="raise"`) above it.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -23,8 +28,13 @@ def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
+class UncertaintyWarning(UserWarning):
+    """A frame in which some atom's uncertainty is above the calculator's threshold."""
+
+
 class MLFFDCalculator(Calculator):
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "uncertainty",
+                              "uncertainties"]
 
     # Forces are the gradient of the model's energy, so autograd must be on even when the caller
     # runs under torch.no_grad() or torch.inference_mode() (and the model's weights and inputs must
@@ -32,10 +42,17 @@ class MLFFDCalculator(Calculator):
     @torch.inference_mode(False)
     @torch.enable_grad()
     def __init__(self, model_path: str, device: str = "cpu", threads: int | None = None, skin: float = 0.5,
-                 **kwargs):
+                 uncertainty_threshold: float | None = None, on_uncertain: str = "warn", **kwargs):
         super().__init__(**kwargs)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise MLFFDError(f"threads must be a positive integer (or None for torch's default), got {threads!r}")
+        if on_uncertain not in ("warn", "raise"):
+            raise MLFFDError(f"on_uncertain must be 'warn' or 'raise', got {on_uncertain!r}")
+        if uncertainty_threshold is not None and not (isinstance(uncertainty_threshold, (int, float))
+                                                      and np.isfinite(uncertainty_threshold)
+                                                      and uncertainty_threshold > 0):
+            raise MLFFDError(f"uncertainty_threshold must be a number > 0 (training atoms sit near 1), "
+                             f"got {uncertainty_threshold!r}")
         if threads:
             torch.set_num_threads(threads)
         self.model, self.metadata = load_frozen(model_path, device)
@@ -54,6 +71,11 @@ class MLFFDCalculator(Calculator):
         self._neighbours = VerletList(self.cutoff, skin)
         self._numbers: np.ndarray | None = None
         self._species: torch.Tensor | None = None
+        self.uncertainty_threshold, self.on_uncertain = uncertainty_threshold, on_uncertain
+        if uncertainty_threshold is not None and not self.metadata.get("uncertainty"):
+            raise MLFFDError(f"{model_path} carries no uncertainty (exported from a run trained before mlffd kept "
+                             "descriptor statistics): retrain and export it, or drop uncertainty_threshold")
+        self.calculations = 0  # numbers the frames in the threshold's message
 
     # copy.deepcopy and pickle: the TorchScript module and the neighbour list's C state cannot be
     # copied, so a copy loads the model again from its path (results and atoms travel).
@@ -135,3 +157,28 @@ class MLFFDCalculator(Calculator):
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
         elif "stress" in properties:
             raise MLFFDError("stress needs a cell periodic in all three directions")
+        self.calculations += 1
+        # models exported before the uncertainty existed return no such key, those without statistics an empty one
+        uncertainties = out.get("atom_uncertainty", torch.zeros(0)).detach().cpu().double().numpy()
+        if len(uncertainties) == len(atoms) and len(atoms):
+            self.results["uncertainties"] = uncertainties
+            self.results["uncertainty"] = float(uncertainties.max())
+            self._check_uncertainty(uncertainties, atoms)
+        elif "uncertainty" in properties or "uncertainties" in properties:
+            raise MLFFDError(f"{self.model_path} carries no uncertainty (exported from a run trained before mlffd "
+                             "kept descriptor statistics): retrain and export it")
+
+    def _check_uncertainty(self, uncertainties: np.ndarray, atoms) -> None:
+        if self.uncertainty_threshold is None or not len(atoms) or uncertainties.max() <= self.uncertainty_threshold:
+            return
+        worst = int(uncertainties.argmax())
+        train = self.metadata["uncertainty"]["train_quantiles"]
+        message = (f"{self.model_path}: frame {self.calculations} ({atoms.get_chemical_formula()}): atom {worst} "
+                   f"({atoms[worst].symbol}) has uncertainty {uncertainties[worst]:.3g} > threshold "
+                   f"{self.uncertainty_threshold:g} ({int((uncertainties > self.uncertainty_threshold).sum())} atoms "
+                   f"above; training atoms: median {train['median']:.2g}, max {train['max']:.3g}): the student "
+                   "is extrapolating here")
+        if self.on_uncertain == "raise":
+            self.reset()  # no results kept for this frame: asking again raises again
+            raise MLFFDError(message)
+        warnings.warn(message, UncertaintyWarning, stacklevel=2)

@@ -164,7 +164,15 @@ def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64
     if not replace_other_run and Path(out).is_file():
         _check_same_run(Path(out), payload)
     model = build_student(payload, dtype)
+    statistics = payload.get("descriptor_statistics")
+    uncertainty = {}
+    if statistics is not None:  # runs trained before mlffd had them export without an uncertainty
+        model.set_descriptor_statistics(statistics["mean"], statistics["precision"])
+        uncertainty = {"measure": "descriptor_mahalanobis", "dimension": int(len(statistics["mean"])),
+                       "training_atoms": statistics["training_atoms"],
+                       "train_quantiles": statistics["train_quantiles"]}
     extra = {"validation_metrics": payload.get("metrics", {}),
-             "training_temperatures_k": payload.get("training_temperatures_k", [])}
+             "training_temperatures_k": payload.get("training_temperatures_k", []),
+             "uncertainty": uncertainty}
     return freeze(model, out, dtype=dtype, device=device, use_ops=use_ops, teacher=payload.get("teacher"),
                   dataset_fingerprint=payload.get("dataset_fingerprint", ""), extra=extra)

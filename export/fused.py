@@ -120,6 +120,7 @@ class FusedStudentPotential(StudentPotential):
         sh: Optional[torch.Tensor] = None
         if self.lmax > 3:  # beyond the fused kernels' spherical harmonics: e3nn's, radial table, conv_scatter_h
             sh = self.spherical_harmonics(vec)
+        descriptor = h.new_zeros((0, 0))
         t = 0
         last = len(self.interactions) - 1
         for interaction in self.interactions:
@@ -134,9 +135,16 @@ class FusedStudentPotential(StudentPotential):
             if t == last:  # only the local atoms' energies are summed: skip the ghosts' last node update
                 h = h[:n_local]
                 basis = basis[:, :n_local]
-            h = torch.ops.mlffd.interaction_node(h, basis, interaction.mix_matrix, interaction.update[0].weight,
-                                                 interaction.update[0].bias, interaction.update[2].weight,
-                                                 interaction.update[2].bias, interaction.residual)
+            if t == last and self.descriptor_precision.numel() > 0:
+                # the hidden features (the descriptor) through an identity readout, then the energy readout
+                descriptor = torch.ops.mlffd.interaction_node(h, basis, interaction.mix_matrix,
+                                                              interaction.update[0].weight, interaction.update[0].bias,
+                                                              self.identity_readout, self.zero_readout_bias, False)
+                h = torch.nn.functional.linear(descriptor, interaction.update[2].weight, interaction.update[2].bias)
+            else:
+                h = torch.ops.mlffd.interaction_node(h, basis, interaction.mix_matrix, interaction.update[0].weight,
+                                                     interaction.update[0].bias, interaction.update[2].weight,
+                                                     interaction.update[2].bias, interaction.residual)
             t += 1
         atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species[:n_local])
         energy = atom_energy.sum()
@@ -148,6 +156,7 @@ class FusedStudentPotential(StudentPotential):
             "forces": out[0],
             "virial": out[1],
             "atom_virial": out[2],
+            "atom_uncertainty": self.atom_uncertainty(descriptor),
         }
 
 
@@ -160,6 +169,9 @@ def use_fused_ops(model: StudentPotential, n_intervals: int = RADIAL_TABLE_INTER
     for interaction in model.interactions:
         interaction.register_buffer("mix_matrix", mixing_matrices(interaction).to(dtype), persistent=False)
     model.register_buffer("radial_tables", tables, persistent=False)
+    hidden = model.interactions[-1].update[0].out_features
+    model.register_buffer("identity_readout", torch.eye(hidden, dtype=dtype), persistent=False)
+    model.register_buffer("zero_readout_bias", torch.zeros(hidden, dtype=dtype), persistent=False)
     if type(model) is StudentPotential:
         model.__class__ = FusedStudentPotential
     return model

@@ -33,11 +33,14 @@ def test_artifact_doc_lists_the_metadata_export_writes(tmp_path, emt_cu_student)
         meta, text = _metadata(model)
         assert [line.split()[0] for line in text.splitlines()] == documented_flat
         keys |= set(meta)
+        for table in ("radial_tables", "uncertainty"):  # the keys of these nested tables too
+            value = meta.get(table) or {}
+            keys |= set(value) | {k for v in value.values() if isinstance(v, dict) for k in v}
     undocumented = sorted(k for k in keys if f"`{k}`" not in doc and k not in documented_flat)
     assert not undocumented, f"docs/artifact.md does not describe these metadata keys: {undocumented}"
     named = set(re.findall(r"`([a-z_]+)`", doc.split("## Metadata", 1)[1].split("## Call", 1)[0]))
     stale = sorted(named - keys - {"radial_tables", "intervals", "max_error", "value", "derivative", "name",
-                                   "version"} - set(documented_flat))
+                                   "version", "descriptor_mahalanobis"} - set(documented_flat))
     assert not stale, f"docs/artifact.md describes metadata keys that export never writes: {stale}"
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from e3nn import o3
@@ -102,6 +102,21 @@ class Interaction(nn.Module):
         self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
         neighbours_per_atom: int,
     ) -> torch.Tensor:
+        return self.readout(h, self.hidden(h, radial, sh, centre, neighbour, neighbours_per_atom))
+
+    def readout(self, h: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The update MLP's last linear layer (+ the residual): new states, or atomic energies."""
+        out = self.update[2](hidden)
+        if self.residual:
+            return h + out
+        return out
+
+    def hidden(
+        self, h: torch.Tensor, radial: torch.Tensor, sh: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
+        neighbours_per_atom: int,
+    ) -> torch.Tensor:
+        """The update MLP's hidden layer [N, mlp_hidden]: in the last layer, the features whose linear
+        readout is the atom's energy (the student's descriptor)."""
         n_nodes = h.shape[0]
         c, p = self.channels, self.products
         basis = self.conv(radial, h, sh, centre, neighbour, neighbours_per_atom) * self.inv_avg_num_neighbors  # [N, C, M]
@@ -118,10 +133,7 @@ class Interaction(nn.Module):
             block = mixed[:, start : start + 2 * p * dim].reshape(n_nodes, 2 * p, dim)
             start += 2 * p * dim
             invariants.append((block[:, :p] * block[:, p:]).sum(-1) / math.sqrt(dim))
-        out = self.update(torch.cat(invariants, dim=1))
-        if self.residual:
-            return h + out
-        return out
+        return self.update[1](self.update[0](torch.cat(invariants, dim=1)))
 
 
 @register_architecture(DEFAULT_ARCHITECTURE, StudentConfig)
@@ -173,6 +185,12 @@ class StudentPotential(EdgePotential):
         """Per-node energies [N] from edge vectors r_ij = x_j - x_i (+ shift); edges in the padded
         layout when neighbours_per_atom > 0 (a padding edge lies past the cutoff: its radial weight,
         envelope included, is exactly zero)."""
+        return self.atom_energy_and_descriptor(edge_vec, species, edge_index, neighbours_per_atom)[0]
+
+    def atom_energy_and_descriptor(
+        self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-node energies [N] and descriptors [N, mlp_hidden]: the last layer's hidden features."""
         centre = edge_index[0]
         neighbour = edge_index[1]
         length = torch.linalg.vector_norm(edge_vec, dim=1)
@@ -180,11 +198,16 @@ class StudentPotential(EdgePotential):
         radial = self.radial(self.basis(length)) * self.envelope(length).unsqueeze(-1)
         radial = radial.view(-1, self.num_interactions, self.lmax + 1, self.channels)
         h = self.embedding.index_select(0, species)
+        descriptor = h
         t = 0
+        last = len(self.interactions) - 1
         for interaction in self.interactions:
-            h = interaction(h, radial[:, t], sh, centre, neighbour, neighbours_per_atom)
+            hidden = interaction.hidden(h, radial[:, t], sh, centre, neighbour, neighbours_per_atom)
+            if t == last:
+                descriptor = hidden
+            h = interaction.readout(h, hidden)
             t += 1
-        return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
+        return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species), descriptor
 
     def atom_energy_padded(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int

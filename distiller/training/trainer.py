@@ -106,6 +106,32 @@ def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> to
     return loss
 
 
+def descriptor_statistics(model, batches: List[Graph]) -> Optional[dict]:
+    """The training atoms' descriptor mean and precision (inverse covariance, a ridge of 1e-6 of
+    the mean variance against near-constant features), from which the frozen model's per-atom
+    uncertainty measures, and the quantiles of that uncertainty on the training atoms themselves
+    (~1 by construction: a threshold reads against them). None for a student without a descriptor."""
+    with torch.no_grad():
+        parts = []
+        for batch in batches:
+            k = int(batch["neighbours_per_atom"]) if "neighbours_per_atom" in batch else 0
+            parts.append(model.atom_energy_and_descriptor(batch["edge_vec"], batch["species"], batch["edge_index"],
+                                                          k)[1].double())
+        x = torch.cat(parts)
+        if x.shape[1] == 0 or x.shape[0] <= x.shape[1]:
+            return None
+        mean = x.mean(0)
+        covariance = torch.cov((x - mean).T)
+        ridge = 1e-6 * torch.trace(covariance) / len(covariance)
+        precision = torch.linalg.inv(covariance + ridge * torch.eye(len(covariance), dtype=torch.float64))
+        probe = copy.deepcopy(model).double()
+        probe.set_descriptor_statistics(mean, precision)
+        u = probe.atom_uncertainty(x)
+    return {"mean": mean, "precision": precision, "training_atoms": int(x.shape[0]),
+            "train_quantiles": {"median": float(u.median()), "p99": float(torch.quantile(u, 0.99)),
+                                "max": float(u.max())}}
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for p_ema, p in zip(ema.parameters(), model.parameters()):
@@ -384,6 +410,9 @@ class Trainer:
         best = torch.load(self.out / BEST, map_location="cpu", weights_only=False)
         model = build_model(best["model_config"]).to(self.dtype)
         model.load_state_dict(best["model"])
+        # what the exported model's uncertainty measures against: the training atoms under these weights
+        best["descriptor_statistics"] = descriptor_statistics(model, self._batches(self.train_graphs, shuffle=False))
+        self._save(BEST, best)
         summary = {"best_epoch": self.best["epoch"], "epochs": self.epoch, "elapsed_s": self.elapsed}
         results = {"validation": evaluate(model, self.valid_batches)}
         for path, batches in self.test_batches.items():

@@ -34,6 +34,7 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -95,6 +96,7 @@ PairMLFFD::PairMLFFD(LAMMPS *lmp) : Pair(lmp)
   owner_stamp = -1;
   owner_nlocal = owner_nall = -1;
   n_nodes = n_edges = n_centres = n_local_nodes = 0;
+  has_uncertainty = -1;    // not known until the first compute
 }
 
 /* ---------------------------------------------------------------------- */
@@ -635,6 +637,17 @@ void PairMLFFD::run_model(int eflag, int vflag)
     }
   }
 
+  // per-atom uncertainty (docs/artifact.md): empty, or absent from files exported before it existed
+  {
+    auto it = out.find(std::string("atom_uncertainty"));
+    has_uncertainty = it != out.end() && it->value().toTensor().numel() == nlocal;
+    if (has_uncertainty) {
+      torch::Tensor ut = get("atom_uncertainty", nlocal, 1);
+      const double *up = ut.data_ptr<double>();
+      for (int n = 0; n < nlocal; n++) uncertainty[atom_of_node[n]] = up[n];
+    }
+  }
+
   if (eflag_global) eng_vdwl += get("energy", 1, 1).data_ptr<double>()[0];
   if (eflag_atom) {
     torch::Tensor ae = get("atom_energy", nlocal, 1);
@@ -669,12 +682,31 @@ void PairMLFFD::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
   build_graph();
   if (impl->profile) impl->t_graph += wall_seconds() - t0;
+  if ((int) uncertainty.size() < atom->nmax) uncertainty.resize(atom->nmax);
+  std::fill(uncertainty.begin(), uncertainty.begin() + atom->nlocal, 0.0);
   if (n_local_nodes == 0) return;    // no atoms of mapped types here: no energy, no forces
   run_model(eflag, vflag);
   if (impl->profile) {
     impl->t_compute += wall_seconds() - t0;
     impl->ncalls++;
   }
+}
+
+/* ----------------------------------------------------------------------
+   per-atom quantities for `fix ID group pair N mlffd uncertainty 0`: each local atom's
+   uncertainty at the last compute (~1 on the training atoms; docs/artifact.md)
+------------------------------------------------------------------------- */
+
+void *PairMLFFD::extract_peratom(const char *name, int &ncol)
+{
+  if (strcmp(name, "uncertainty") != 0) return nullptr;
+  ncol = 0;
+  if (has_uncertainty == 0)
+    error->one(FLERR, "Pair style mlffd: model '{}' carries no uncertainty (exported before mlffd kept "
+               "descriptor statistics, or from an architecture without a descriptor): retrain and export it",
+               model_path);
+  if ((int) uncertainty.size() < atom->nmax) uncertainty.resize(atom->nmax, 0.0);    // before the first run
+  return uncertainty.data();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -685,6 +717,6 @@ double PairMLFFD::memory_usage()
   bytes += sizeof(int) * (node_of.capacity() + atom_of_node.capacity());
   bytes += sizeof(int64_t) *
       (edge_i.capacity() + edge_j.capacity() + edge_buf.capacity() + species_buf.capacity());
-  bytes += sizeof(double) * vec_d.capacity();
+  bytes += sizeof(double) * (vec_d.capacity() + uncertainty.capacity());
   return bytes;
 }

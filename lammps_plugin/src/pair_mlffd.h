@@ -34,6 +34,7 @@ class PairMLFFD : public Pair {
   void init_style() override;
   double init_one(int, int) override;
   double memory_usage() override;
+  void *extract_peratom(const char *, int &) override;
 
  protected:
   void allocate();
@@ -70,6 +71,11 @@ class PairMLFFD : public Pair {
   int ghost_centres;             // 1: ghosts up to L-1 hops out are centres (ghost neighbour lists)
   int n_nodes, n_edges, n_centres;
   int n_local_nodes;             // the first nodes: local atoms of mapped types (the model's n_local)
+
+  // per-atom uncertainty of the last compute (model output atom_uncertainty), for `fix pair`;
+  // 0 for atoms of NULL types; has_uncertainty: the model returned one (0: exported without)
+  std::vector<double> uncertainty;
+  int has_uncertainty;
 
   // LAMMPS atom -> local atom with the same tag (periodic image on this rank), -1 if owned elsewhere;
   // recomputed after each neighbour list build
