@@ -265,6 +265,21 @@ def test_physics_samplers_cover_volume_strain_and_defects():
         plan_recipes(systems, 10, [300], md_fraction=0.5, fractions={"volume": 0.6})
 
 
+def test_elastic_strains_are_log_uniform_so_half_sit_where_validate_takes_the_tangent():
+    """Clean and relaxed strains span 0.2 % to 3 % (normal) / 5 % (shear), log-uniform: half below
+    ~0.8 %, near validate's +-0.5 % central differences, not mostly at 1.5-3 % where the stress-strain
+    curve bends."""
+    from mlffd.data.sampling import ELASTIC_MAX, ELASTIC_MIN, _voigt_strained
+
+    image = bulk("Si", "diamond", a=5.43, cubic=True)
+    rng = np.random.default_rng(0)
+    for component, top in ((0, ELASTIC_MAX[0]), (4, ELASTIC_MAX[1])):
+        strains = np.array([np.abs(np.linalg.solve(image.cell[:], _voigt_strained(image, component, rng).cell[:])
+                                   - np.eye(3)).max() * (2 if component >= 3 else 1) for _ in range(400)])
+        assert ELASTIC_MIN - 1e-12 <= strains.min() and strains.max() <= top + 1e-12
+        assert np.median(strains) == pytest.approx(np.sqrt(ELASTIC_MIN * top), rel=0.15)
+
+
 def test_distill_recipes_plan_their_parts():
     """`mlffd distill --recipe`: physics plans every sampler the property suite leans on, random none of
     them; fidelity's parts add near-equilibrium and hot frames, never collide in their keys, and

@@ -15,8 +15,8 @@ Samplers (teacher calls per frame):
                points, then a rattle of half the sigma above (--interstitial-fraction);
 - volume  (1): the cell scaled isotropically to +-10 % volume, then a rattle of half the sigma
                above: the equation of state (--volume-fraction);
-- elastic (1): one Voigt strain component (cycling through the six), up to 3 % normal or 5 %
-               shear, no rattle: clean stress-strain and internal-strain labels (--elastic-fraction);
+- elastic (1): one Voigt strain component (cycling through the six), 0.2 % to 3 % normal or 5 %
+               shear (log-uniform), no rattle: clean stress-strain and internal-strain labels (--elastic-fraction);
 - relaxed_strain (10-100): one Voigt strain component as elastic or, every seventh frame, the
                volume changed by up to +-6 %, then the ions relaxed by the teacher in that cell:
                the relaxed-ion stress-strain and E(V) that the elastic constants and the equation
@@ -44,6 +44,10 @@ SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "i
 EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain")
 VOLUME_SPAN = 0.10
 ELASTIC_MAX = (0.03, 0.05)  # normal, shear
+# Log-uniform from ELASTIC_MIN: half the strains below ~0.8 %, where validate's +-0.5 % differences
+# take the tangent (uniform draws put most at 1.5-3 %, where the stress-strain curve already bends:
+# a student fitting them to 2 % missed C11's tangent by 6 %)
+ELASTIC_MIN = 0.002
 RELAXED_VOLUME_SPAN = 0.06  # what validate's equation of state spans
 PAIR_STEP = 0.01  # Angstrom, RMS displacement per atom between the two frames of a pair
 
@@ -224,8 +228,10 @@ def sample_volume(image: Atoms, recipe: Recipe) -> Atoms:
 
 
 def _voigt_strained(image: Atoms, component: int, rng: np.random.Generator) -> Atoms:
-    """`image` under one Voigt strain component (0-5), up to ELASTIC_MAX, atoms scaled with the cell."""
-    magnitude = rng.uniform(0.002, ELASTIC_MAX[component >= 3]) * rng.choice([-1.0, 1.0])
+    """`image` under one Voigt strain component (0-5), ELASTIC_MIN to ELASTIC_MAX (log-uniform), atoms
+    scaled with the cell."""
+    span = np.log([ELASTIC_MIN, ELASTIC_MAX[component >= 3]])
+    magnitude = np.exp(rng.uniform(*span)) * rng.choice([-1.0, 1.0])
     eps = np.zeros((3, 3))
     if component < 3:
         eps[component, component] = magnitude
