@@ -28,6 +28,11 @@ def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
+def _no_uncertainty(model_path: str) -> str:
+    return (f"{model_path} carries no uncertainty (exported from a run trained before mlffd kept descriptor "
+            "statistics): retrain and export it")
+
+
 class UncertaintyWarning(UserWarning):
     """A frame in which some atom's uncertainty is above the calculator's threshold."""
 
@@ -73,8 +78,7 @@ class MLFFDCalculator(Calculator):
         self._species: torch.Tensor | None = None
         self.uncertainty_threshold, self.on_uncertain = uncertainty_threshold, on_uncertain
         if uncertainty_threshold is not None and not self.metadata.get("uncertainty"):
-            raise MLFFDError(f"{model_path} carries no uncertainty (exported from a run trained before mlffd kept "
-                             "descriptor statistics): retrain and export it, or drop uncertainty_threshold")
+            raise MLFFDError(_no_uncertainty(model_path) + ", or drop uncertainty_threshold")
         self.calculations = 0  # numbers the frames in the threshold's message
 
     # copy.deepcopy and pickle: the TorchScript module and the neighbour list's C state cannot be
@@ -165,8 +169,7 @@ class MLFFDCalculator(Calculator):
             self.results["uncertainty"] = float(uncertainties.max())
             self._check_uncertainty(uncertainties, atoms)
         elif "uncertainty" in properties or "uncertainties" in properties:
-            raise MLFFDError(f"{self.model_path} carries no uncertainty (exported from a run trained before mlffd "
-                             "kept descriptor statistics): retrain and export it")
+            raise MLFFDError(_no_uncertainty(self.model_path))
 
     def _check_uncertainty(self, uncertainties: np.ndarray, atoms) -> None:
         if self.uncertainty_threshold is None or not len(atoms) or uncertainties.max() <= self.uncertainty_threshold:

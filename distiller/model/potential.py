@@ -34,6 +34,12 @@ def energy_gradient(energy: torch.Tensor, edge_vec: torch.Tensor, create_graph: 
     return edge_grad
 
 
+def descriptor_distance(descriptor: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Squared Mahalanobis distance of each row of `descriptor` [N, D] to `mean`, over D."""
+    centred = descriptor - mean
+    return (centred @ precision * centred).sum(1) / centred.shape[1]
+
+
 @compile_mode("script")
 class EdgePotential(nn.Module):
     """Base class of the students: subclasses define `atom_energy` and a `config` with
@@ -83,8 +89,7 @@ class EdgePotential(nn.Module):
         (~1 on the training atoms); an empty tensor when the model has no statistics."""
         if self.descriptor_precision.numel() == 0:
             return descriptor.new_zeros((0,))
-        centred = descriptor.detach() - self.descriptor_mean
-        return (centred @ self.descriptor_precision * centred).sum(1) / centred.shape[1]
+        return descriptor_distance(descriptor.detach(), self.descriptor_mean, self.descriptor_precision)
 
     def compute(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, n_local: int,

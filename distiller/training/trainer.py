@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
+from mlffd.model.potential import descriptor_distance
 from mlffd.model.registry import build_model, make_config
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
@@ -124,9 +125,7 @@ def descriptor_statistics(model, batches: List[Graph]) -> Optional[dict]:
         covariance = torch.cov((x - mean).T)
         ridge = 1e-6 * torch.trace(covariance) / len(covariance)
         precision = torch.linalg.inv(covariance + ridge * torch.eye(len(covariance), dtype=torch.float64))
-        probe = copy.deepcopy(model).double()
-        probe.set_descriptor_statistics(mean, precision)
-        u = probe.atom_uncertainty(x)
+        u = descriptor_distance(x, mean, precision)
     return {"mean": mean, "precision": precision, "training_atoms": int(x.shape[0]),
             "train_quantiles": {"median": float(u.median()), "p99": float(torch.quantile(u, 0.99)),
                                 "max": float(u.max())}}
