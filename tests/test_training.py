@@ -260,6 +260,48 @@ def test_sampler_force_weights_scale_the_force_term_of_their_frames_only(tmp_pat
         assert float(b["frame_weight"]) == float(a["frame_weight"]) == 1.0
 
 
+def test_relative_stress_floor_weighs_each_frame_by_its_own_stress(tmp_path):
+    """relative_stress_floor gives a small strain's stress the weight of a large one's: each frame's
+    stress weight is (<sigma^2> of all + floor^2) / (<sigma^2> of the frame + floor^2), sigma in GPa,
+    and the stress term of the loss is that weight times the plain one, frame by frame."""
+    from ase import units
+
+    from mlffd.errors import MLFFDError
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer, loss_fn
+    from mlffd.training.graphs import predict
+
+    strains = [0.002, 0.005, 0.01, 0.02, 0.03, 0.04, -0.01, -0.03]
+    with DatasetWriter(tmp_path / "strains.h5", "emt", "ase-emt") as writer:
+        for i, eps in enumerate(strains):
+            atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+            atoms.set_cell(atoms.cell * [1 + eps, 1, 1], scale_atoms=True)
+            atoms.calc = EMT()
+            atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+            writer.append(atoms, sampler="elastic", temperature=1.0, seed=i, key=f"e/{i}")
+
+    def trainer(name, **changes):
+        cfg = TrainConfig.from_dict({"preset": "tiny", "epochs": 1, "stress_weight": 1.0, **changes})
+        return Trainer(str(tmp_path / "strains.h5"), str(tmp_path / name), cfg), cfg
+
+    (plain, cfg), (relative, rcfg) = trainer("a"), trainer("b", relative_stress_floor=0.5)
+    sq = [float(torch.mean((g["virial"] / g["volume"] / units.GPa) ** 2)) for g in relative.train_graphs]
+    expected = [(np.mean(sq) + 0.25) / (x + 0.25) for x in sq]
+    weights = [float(g["stress_weight"]) for g in relative.train_graphs]
+    assert weights == pytest.approx(expected, rel=1e-9)
+    assert max(weights) > 5 * min(weights)  # the smallest strain counts far more than the largest
+    assert all(float(g["stress_weight"]) == 1.0 for g in plain.train_graphs)
+    # the stress term alone (energy and force weights 0): frame by frame, the weight times the plain term
+    for a, b in zip(plain.train_graphs, relative.train_graphs):
+        batch_a, batch_b = (t._batches([g], shuffle=False)[0] for t, g in ((plain, a), (relative, b)))
+        only_stress = TrainConfig.from_dict({"preset": "tiny", "energy_weight": 0.0, "force_weight": 0.0})
+        pred = predict(plain.model, batch_a, create_graph=False)
+        assert loss_fn(pred, batch_b, only_stress).item() == pytest.approx(
+            float(b["stress_weight"]) * loss_fn(pred, batch_a, only_stress).item(), rel=1e-6)
+    with pytest.raises(MLFFDError, match="relative_stress_floor must be a number > 0"):
+        TrainConfig.from_dict({"relative_stress_floor": 0.0}).validate()
+
+
 def test_products_widen_the_invariants_only(tmp_path):
     """`products` sets the invariant products per degree: the mixing and the update MLP grow, the
     edge path (radial network, channels) does not; a bad value is refused in one line."""

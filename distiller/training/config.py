@@ -70,6 +70,10 @@ class TrainConfig:
     # (<|F|^2> of the training data + floor^2) / (<|F|^2> of the frame + floor^2), so a near-equilibrium
     # frame's small forces count as much as a hot frame's large ones; None: plain mean squared error.
     relative_force_floor: Optional[float] = None
+    # Relative stress errors: when set (GPa), each periodic frame's stress term is weighted by
+    # (<sigma^2> of the training data + floor^2) / (<sigma^2> of the frame + floor^2), so a clean 0.3 %
+    # strain's stress, whose slope is the elastic constant, counts as much as a hot or compressed cell's.
+    relative_stress_floor: Optional[float] = None
     valid_fraction: float = 0.1
     # Warm start: a run folder or checkpoint whose weights and energy statistics the model starts
     # from (active learning retrains each round from the last); the architecture must match.
@@ -106,9 +110,10 @@ class TrainConfig:
         for key in ("energy_weight", "force_weight", "stress_weight", "hessian_weight", "atom_energy_weight"):
             if not _finite_at_least(getattr(self, key), 0.0):
                 raise MLFFDError(f"{key} must be a number >= 0, got {getattr(self, key)!r}")
-        floor = self.relative_force_floor
-        if floor is not None and not (_finite_at_least(floor, 0.0) and floor > 0):
-            raise MLFFDError(f"relative_force_floor must be a number > 0 (eV/A) or null, got {floor!r}")
+        for key, unit in (("relative_force_floor", "eV/A"), ("relative_stress_floor", "GPa")):
+            floor = getattr(self, key)
+            if floor is not None and not (_finite_at_least(floor, 0.0) and floor > 0):
+                raise MLFFDError(f"{key} must be a number > 0 ({unit}) or null, got {floor!r}")
         for key in ("sampler_weights", "sampler_force_weights"):
             weights = getattr(self, key)
             if not isinstance(weights, dict):

@@ -55,6 +55,7 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
         "has_atom_energy": torch.full((n,), atom_energies is not None),
         "frame_weight": torch.tensor([frame_weight], dtype=torch.float64),
         "force_weight": torch.ones(1, dtype=torch.float64),
+        "stress_weight": torch.ones(1, dtype=torch.float64),
     }
 
 
@@ -71,7 +72,7 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
         "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
         "has_atom_energy": torch.cat([g["has_atom_energy"] for g in graphs]),
     }
-    for key in ("edge_vec", "forces", "atom_energy", "frame_weight", "force_weight"):
+    for key in ("edge_vec", "forces", "atom_energy", "frame_weight", "force_weight", "stress_weight"):
         out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
     out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
     out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+from ase import units
 import torch
 from tqdm import tqdm
 
@@ -67,6 +68,18 @@ def set_relative_force_weights(graphs: List[Graph], floor: float) -> None:
         g["force_weight"] = torch.tensor([(overall + floor**2) / (sq + floor**2)], dtype=torch.float64)
 
 
+def set_relative_stress_weights(graphs: List[Graph], floor_gpa: float) -> None:
+    """Each periodic frame's stress weight: (<sigma^2> of all such frames + floor^2) / (<sigma^2> of the
+    frame + floor^2), sigma the teacher's stress tensor in GPa; graphs need `volume`."""
+    stressed = [g for g in graphs if bool(g["has_stress"].all())]
+    if not stressed:
+        return
+    sq = [float(torch.mean((g["virial"] / g["volume"] / units.GPa) ** 2)) for g in stressed]
+    overall = float(np.mean(sq))
+    for g, frame_sq in zip(stressed, sq):
+        g["stress_weight"] = torch.tensor([(overall + floor_gpa**2) / (frame_sq + floor_gpa**2)], dtype=torch.float64)
+
+
 def pair_units(keys: List[str]) -> List[List[int]]:
     """Indices grouped so that both frames of a displaced pair (keys ...a / ...b) stay together."""
     position = {k: i for i, k in enumerate(keys)}
@@ -95,7 +108,8 @@ def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> to
     mask = batch["has_stress"]
     if cfg.stress_weight > 0 and bool(mask.any()):
         diff = (pred["virial"][mask] - batch["virial"][mask]) / n_atoms[mask].view(-1, 1, 1)
-        loss = loss + cfg.stress_weight * torch.mean(frame_w[mask].view(-1, 1, 1) * diff**2)
+        stress_w = (frame_w * batch["stress_weight"])[mask]
+        loss = loss + cfg.stress_weight * torch.mean(stress_w.view(-1, 1, 1) * diff**2)
     atoms = batch["has_atom_energy"]
     if cfg.atom_energy_weight > 0 and bool(atoms.any()):
         diff = pred["atom_energy"][atoms] - batch["atom_energy"][atoms]
@@ -199,6 +213,8 @@ class Trainer:
         self.train_graphs = [graphs[i] for i in train_idx]
         if config.relative_force_floor is not None:
             set_relative_force_weights(self.train_graphs, config.relative_force_floor)
+        if config.relative_stress_floor is not None:
+            set_relative_stress_weights(self.train_graphs, config.relative_stress_floor)
         for g, i in zip(self.train_graphs, train_idx):
             g["force_weight"] = g["force_weight"] * float(config.sampler_force_weights.get(frames[i]["sampler"], 1.0))
         self.train_units = pair_units([frames[i]["key"] for i in train_idx])
