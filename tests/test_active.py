@@ -114,3 +114,62 @@ def test_bad_settings(tmp_path):
         active_learning(data, "emt", ["cu"], tmp_path / "x", ActiveSettings(committee=1), TrainConfig.from_dict(TRAIN))
     with pytest.raises(MLFFDError, match="labelled by 'emt', not 'sevennet-0'"):
         active_learning(data, "sevennet-0", ["cu"], tmp_path / "x", ActiveSettings(), TrainConfig.from_dict(TRAIN))
+
+
+def _lammps_dump(path, frames, element_column=True):
+    """A LAMMPS text dump (orthogonal box) of the frames, as `dump ... custom ... id element x y z` writes it."""
+    lines = []
+    for step, atoms in enumerate(frames):
+        lines += ["ITEM: TIMESTEP", str(step * 20), "ITEM: NUMBER OF ATOMS", str(len(atoms)), "ITEM: BOX BOUNDS pp pp pp"]
+        lines += [f"0.0 {atoms.cell[k, k]:.10f}" for k in range(3)]
+        lines.append("ITEM: ATOMS id element x y z" if element_column else "ITEM: ATOMS id type x y z")
+        for i, (symbol, (x, y, z)) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions)):
+            lines.append(f"{i + 1} {symbol if element_column else 1} {x:.10f} {y:.10f} {z:.10f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_students_own_uncertainty_picks_the_unfamiliar_frames_of_a_production_trajectory(tmp_path):
+    """--score uncertainty --trajectory: one student, candidates read from a file, the frames far from
+    the data (a compressed cell) labelled first; a given student (--model) and a LAMMPS dump of the
+    same frames make the same picks."""
+    from ase.io import write
+
+    from mlffd.errors import MLFFDError
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for i in range(8):
+        squeeze = 0.93 if i in (2, 5) else 1.0  # two frames 7 % compressed: never in the data
+        atoms = bulk("Cu", "fcc", a=3.59 * squeeze, cubic=True).repeat(2)
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        frames.append(atoms)
+    write(tmp_path / "prod.extxyz", frames)
+    settings = dict(rounds=1, score="uncertainty", sample_every=1, frames_per_round=2, min_separation=1)
+    data = _seed_data(tmp_path / "u.h5")
+    state = active_learning(data, "emt", [], tmp_path / "u", ActiveSettings(
+        **settings, trajectories=[str(tmp_path / "prod.extxyz")]), TrainConfig.from_dict(TRAIN),
+        calculator=EMT(), log=lambda _m: None)
+    first = state["rounds"][0]
+    assert first["candidates"] == 8 and first["selected"] == 2
+    assert sorted(int(k[-5:]) for k in first["keys"]) == [2, 5]
+    assert first["stop"] < first["max_score"]
+    ds = open_dataset(data)
+    assert len(ds) == 18 and ds.frame(17)["sampler"] == "active"
+    provenance = json.loads((tmp_path / "u" / "provenance.json").read_text())
+    assert all(p["uncertainty"] > first["stop"] for p in provenance.values())
+
+    model = tmp_path / "u" / "round00" / "member0.pt"
+    dump = _lammps_dump(tmp_path / "prod.lammpstrj", frames)
+    again = active_learning(_seed_data(tmp_path / "v.h5"), "emt", [], tmp_path / "v", ActiveSettings(
+        **settings, trajectories=[str(dump)], model=str(model)), TrainConfig.from_dict(TRAIN),
+        calculator=EMT(), log=lambda _m: None)
+    assert [k[-5:] for k in again["rounds"][0]["keys"]] == [k[-5:] for k in first["keys"]]
+    assert not (tmp_path / "v" / "round00").exists()  # the given student, none trained
+
+    typed = _lammps_dump(tmp_path / "typed.lammpstrj", frames, element_column=False)
+    with pytest.raises(MLFFDError, match="dump_modify ID element"):
+        active_learning(_seed_data(tmp_path / "w.h5"), "emt", [], tmp_path / "w", ActiveSettings(
+            **settings, trajectories=[str(typed)], model=str(model)), TrainConfig.from_dict(TRAIN))
+    with pytest.raises(MLFFDError, match="add score='uncertainty'"):
+        ActiveSettings(model=str(model)).check()
