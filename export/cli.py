@@ -1,4 +1,5 @@
-"""`mlffd export RUN_DIR|CHECKPOINT -o model.pt [--dtype float32|float64] [--device cpu|cuda] [--no-ops]`."""
+"""`mlffd export RUN_DIR|CHECKPOINT -o model.pt [--dtype float32|float64] [--device cpu|cuda] [--no-ops]
+[--no-uncertainty]`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the device the frozen graph is saved on)")
     p.add_argument("--no-ops", action="store_true", help="keep the pure-PyTorch reference kernels")
+    p.add_argument("--no-uncertainty", action="store_true",
+                   help="leave the per-atom uncertainty out of the model (its few %% of each step saved)")
     p.set_defaults(func=run)
     ops = subparsers.add_parser("ops", help="the custom op library (C++ kernels of the frozen graph)")
     ops.add_argument("action", choices=["build", "path", "check-cuda"],
@@ -25,7 +28,7 @@ def run(args) -> int:
 
     out = args.out or "model.pt"
     meta = export_checkpoint(args.source, out, args.dtype, args.device, use_ops=not args.no_ops,
-                             replace_other_run=args.out is not None)
+                             replace_other_run=args.out is not None, with_uncertainty=not args.no_uncertainty)
     ops = ", ".join(meta["ops"]) or "none (reference kernels)"
     print(f"wrote {out}: elements {' '.join(meta['elements'])}, cutoff {meta['cutoff']} A, "
           f"{meta['num_interactions']} interaction(s), {meta['dtype']}, {meta['n_parameters']} parameters, custom ops: {ops}")

@@ -156,15 +156,16 @@ def _check_same_run(path: Path, payload: dict) -> None:
 
 
 def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64", device: str = "cpu",
-                      use_ops: bool = True, replace_other_run: bool = True) -> dict:
+                      use_ops: bool = True, replace_other_run: bool = True, with_uncertainty: bool = True) -> dict:
     """Freeze a run's best.pt to `out`. With replace_other_run False (`mlffd export` without -o),
     an existing model exported from another run (another teacher or dataset) is refused rather than
-    replaced."""
+    replaced. with_uncertainty False leaves the per-atom uncertainty out (the graph without it: its
+    cost per step is gone, and the file says it carries none)."""
     payload = load_checkpoint(source)
     if not replace_other_run and Path(out).is_file():
         _check_same_run(Path(out), payload)
     model = build_student(payload, dtype)
-    statistics = payload.get("descriptor_statistics")
+    statistics = payload.get("descriptor_statistics") if with_uncertainty else None
     uncertainty = {}
     if statistics is not None:  # runs trained before mlffd had them export without an uncertainty
         model.set_descriptor_statistics(statistics["mean"], statistics["precision"])

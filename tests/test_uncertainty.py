@@ -46,6 +46,26 @@ def test_custom_ops_give_the_reference_uncertainty(emt_cu_student, tmp_path):
     np.testing.assert_allclose(uncertainties(fused, atoms), uncertainties(emt_cu_student, atoms), rtol=1e-8)
 
 
+def test_export_without_uncertainty_gives_the_same_energies_and_no_uncertainty(emt_cu_student, tmp_path):
+    """The off switch: `mlffd export --no-uncertainty` freezes the same student without the
+    statistics; its energies and forces are the ones with it, and it says it carries none."""
+    import subprocess
+    import sys
+
+    off = tmp_path / "off.pt"
+    done = subprocess.run([sys.executable, "-m", "mlffd.cli", "export", str(emt_cu_student.parent / "run"), "-o",
+                           str(off), "--no-uncertainty", "--no-ops"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not read_metadata(off).get("uncertainty")
+    atoms, reference = cu(a=3.5, rattle=0.08), cu(a=3.5, rattle=0.08)
+    atoms.calc, reference.calc = MLFFDCalculator(str(off)), MLFFDCalculator(str(emt_cu_student))
+    assert atoms.get_potential_energy() == pytest.approx(reference.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), rtol=1e-10, atol=1e-12)
+    assert "uncertainties" not in atoms.calc.results
+    with pytest.raises(MLFFDError, match="carries no uncertainty"):
+        atoms.calc.get_property("uncertainty", atoms)
+
+
 def test_a_model_without_statistics_loads_and_says_it_has_no_uncertainty(demo_model_factory):
     model = demo_model_factory(("Cu",))
     assert not read_metadata(model).get("uncertainty")
