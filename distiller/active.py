@@ -112,8 +112,9 @@ def train_committee(data: Path, out: Path, round_index: int, settings: ActiveSet
         model = run.parent / f"member{k}.pt"
         if not model.exists():  # exported last: a member with a .pt is finished (the data has grown since)
             previous = out / f"round{round_index - 1:02d}" / f"member{k}"
+            # each member warm-starts from its own run of the round before, else from the config's init_from
             config = TrainConfig.from_dict({**train_config.to_dict(), "seed": settings.seed + k,
-                                            "init_from": str(previous) if previous.is_dir() else None})
+                                            "init_from": str(previous) if previous.is_dir() else train_config.init_from})
             Trainer(str(data), str(run), config).run(quiet=quiet)
             export_checkpoint(run, model, dtype="float64", use_ops=False)
         models.append(model)
