@@ -1,13 +1,13 @@
 """Does the student's uncertainty rise before its MD runs away, and does `fix halt` stop it? (issue 31)
 
     python benchmarks/uncertainty_runaway.py MODEL.pt --out benchmarks/results/issue31/runaway \
-        [--temperature 2000] [--cells 2] [--ps 20] [--seed 0] [--halt 100]
+        [--temperature 2000] [--cells 2] [--ps 20] [--seed 0] [--halt 100] [--damp 0.05]
 
 Crystalline Si (the built-in 64-atom cell, hydrostatically relaxed by the student, --cells^3 of
-them: 512 atoms at 2) in LAMMPS with `pair_style mlffd`: velocities at 2T (seeded), Langevin at T (damp
-50 fs), 2 fs steps, the largest per-atom uncertainty (`fix pair ... mlffd uncertainty 0`, `compute
-reduce max`) and the temperature every 10 steps, the frames every 100 steps in a dump with elements
-(what `mlffd active --trajectory` reads).
+them: 512 atoms at 2) in LAMMPS with `pair_style mlffd`: velocities at 2T (seeded), Langevin at T
+(damping time --damp ps), 2 fs steps, the largest per-atom uncertainty (`fix pair ... mlffd
+uncertainty 0`, `compute reduce max`) and the temperature every 10 steps, the frames every 100 steps
+in a dump with elements (what `mlffd active --trajectory` reads).
 
 1. `watch`: runs until the temperature passes RUNAWAY_FACTOR x T (validate's runaway, `fix halt
    ... error continue`) or for --ps. Reports the runaway step and, for thresholds of 1, 10 and 100x
@@ -40,7 +40,7 @@ DUMP_EVERY = 100
 TIMESTEP_PS = 0.002
 
 
-def deck(model: Path, workdir: Path, temperature: float, steps: int, seed: int, stop: str) -> str:
+def deck(model: Path, workdir: Path, temperature: float, steps: int, seed: int, stop: str, damp: float) -> str:
     return f"""units metal
 atom_style atomic
 atom_modify map array
@@ -60,16 +60,16 @@ dump_modify d element Si sort id
 timestep {TIMESTEP_PS}
 velocity all create {2 * temperature} {seed + 1} dist gaussian mom yes
 fix nve all nve
-fix heat all langevin {temperature} {temperature} 0.05 {seed + 7}
+fix heat all langevin {temperature} {temperature} {damp} {seed + 7}
 {stop}
 run {steps}
 """
 
 
-def run(model: Path, atoms, workdir: Path, temperature: float, steps: int, seed: int, stop: str) -> dict:
+def run(model: Path, atoms, workdir: Path, temperature: float, steps: int, seed: int, stop: str, damp: float) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     write_data(atoms, workdir / "data.lmp", ["Si"])
-    (workdir / "in.lammps").write_text(deck(model, workdir, temperature, steps, seed, stop))
+    (workdir / "in.lammps").write_text(deck(model, workdir, temperature, steps, seed, stop, damp))
     proc = subprocess.run([str(lmp_binary()), "-in", "in.lammps", "-log", "log.lammps", "-screen", "none"],
                           cwd=workdir, env=lammps_env(), capture_output=True, text=True, errors="replace")
     log = (workdir / "log.lammps").read_text()
@@ -104,6 +104,7 @@ def main() -> int:
     ap.add_argument("--ps", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--halt", type=float, default=100.0, help="fix halt at this x the training atoms' largest")
+    ap.add_argument("--damp", type=float, default=0.05, help="Langevin damping time, ps (validate's production: 1)")
     args = ap.parse_args()
     out, model = Path(args.out), Path(args.model).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def main() -> int:
     steps = int(round(args.ps / TIMESTEP_PS))
     hot = RUNAWAY_FACTOR * args.temperature
     watch = run(model, atoms, out / "watch", args.temperature, steps, args.seed,
-                f"fix runaway all halt {THERMO_EVERY} v_temp > {hot:g} error continue message yes")
+                f"fix runaway all halt {THERMO_EVERY} v_temp > {hot:g} error continue message yes", args.damp)
     rows = watch["rows"]
     runaway = first_step_above(rows, 1, hot)
     leads = {}
@@ -124,7 +125,7 @@ def main() -> int:
                                "steps_before_runaway": None if step is None or runaway is None else runaway - step}
     threshold = args.halt * train_max
     halt = run(model, atoms, out / "halt", args.temperature, steps, args.seed,
-               f"fix stop all halt {THERMO_EVERY} v_umax > {threshold:g} error hard message yes")
+               f"fix stop all halt {THERMO_EVERY} v_umax > {threshold:g} error hard message yes", args.damp)
     result = {
         "model": str(args.model), "atoms": len(atoms), "temperature_K": args.temperature, "seed": args.seed,
         "timestep_ps": TIMESTEP_PS, "steps_asked": steps, "training_atoms_max_uncertainty": train_max,
@@ -134,7 +135,8 @@ def main() -> int:
         "halt": {"threshold": threshold, "rc": halt["rc"], "message": halt["halt_message"],
                  "last_step": int(halt["rows"][-1, 0]) if len(halt["rows"]) else None},
         "command": f"python benchmarks/uncertainty_runaway.py {args.model} --out {args.out} --temperature "
-                   f"{args.temperature:g} --cells {args.cells} --ps {args.ps:g} --seed {args.seed} --halt {args.halt:g}",
+                   f"{args.temperature:g} --cells {args.cells} --ps {args.ps:g} --seed {args.seed} --halt {args.halt:g} "
+                   f"--damp {args.damp:g}",
     }
     (out / "runaway.json").write_text(json.dumps(result, indent=1))
     plot(rows, train_max, runaway, threshold, out / "runaway.png")
