@@ -287,9 +287,9 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
         t0 = time.perf_counter()
         models = train_committee(data, out, r, settings, train_config)
         if settings.trajectories:
-            from mlffd.calculator import MLFFDCalculator
+            from mlffd.export.contract import read_metadata
 
-            elements = MLFFDCalculator(str(models[0])).elements
+            elements = read_metadata(models[0])["elements"]
             candidates = read_trajectories(settings.trajectories, elements, settings.sample_every)
             log(f"active: round {r}: {len(candidates)} candidate frames from {len(settings.trajectories)} trajectories")
         else:

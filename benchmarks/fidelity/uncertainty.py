@@ -66,16 +66,13 @@ def surface_frames(teacher_name: str, structure: str, n: int = 12) -> list[dict]
     """Rattled (100) and (111) slabs of the teacher's relaxed crystal, labelled by the teacher."""
     from ase.build import bulk, surface
 
-    from mlffd.data.systems import load_system
     from mlffd.relax import relax
     from mlffd.teachers.registry import load_teacher
 
-    teacher = load_teacher(teacher_name)
-    crystal = load_system(structure).images[0]
     if structure != "si":
         raise SystemExit("the surface set is built for diamond Si only")
-    relaxed = relax(crystal, teacher, fmax=1e-3, cell="hydrostatic").atoms
-    unit = bulk("Si", "diamond", a=relaxed.cell.lengths()[0] / round(relaxed.cell.lengths()[0] / 5.43), cubic=True)
+    teacher = load_teacher(teacher_name)
+    unit = relax(bulk("Si", "diamond", a=5.431, cubic=True), teacher, fmax=1e-3, cell="hydrostatic").atoms
     rng = np.random.default_rng(0)
     frames = []
     for k in range(n):

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from ase import units
 import torch
+from ase import units
 from tqdm import tqdm
 
 from mlffd.data.sampling import PAIR_STEP
@@ -59,25 +59,30 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
+def relative_weight(frame_sq: float, overall_sq: float, floor: float) -> torch.Tensor:
+    """A frame's weight under relative errors: (overall mean square + floor^2) / (its own + floor^2)."""
+    return torch.tensor([(overall_sq + floor**2) / (frame_sq + floor**2)], dtype=torch.float64)
+
+
 def set_relative_force_weights(graphs: List[Graph], floor: float) -> None:
-    """Each frame's force weight: (<|F|^2> of all frames + floor^2) / (<|F|^2> of the frame + floor^2)."""
+    """Each frame's force weight: relative_weight of its <|F|^2> against all frames' (per atom)."""
     frame_sq = [float(torch.mean(torch.sum(g["forces"] ** 2, dim=1))) for g in graphs]
     n_atoms = [len(g["species"]) for g in graphs]
     overall = float(np.average(frame_sq, weights=n_atoms))
     for g, sq in zip(graphs, frame_sq):
-        g["force_weight"] = torch.tensor([(overall + floor**2) / (sq + floor**2)], dtype=torch.float64)
+        g["force_weight"] = relative_weight(sq, overall, floor)
 
 
 def set_relative_stress_weights(graphs: List[Graph], floor_gpa: float) -> None:
-    """Each periodic frame's stress weight: (<sigma^2> of all such frames + floor^2) / (<sigma^2> of the
-    frame + floor^2), sigma the teacher's stress tensor in GPa; graphs need `volume`."""
+    """Each periodic frame's stress weight: relative_weight of its <sigma^2> against all such frames',
+    sigma the teacher's stress tensor in GPa; graphs need `volume`."""
     stressed = [g for g in graphs if bool(g["has_stress"].all())]
     if not stressed:
         return
     sq = [float(torch.mean((g["virial"] / g["volume"] / units.GPa) ** 2)) for g in stressed]
     overall = float(np.mean(sq))
     for g, frame_sq in zip(stressed, sq):
-        g["stress_weight"] = torch.tensor([(overall + floor_gpa**2) / (frame_sq + floor_gpa**2)], dtype=torch.float64)
+        g["stress_weight"] = relative_weight(frame_sq, overall, floor_gpa)
 
 
 def pair_units(keys: List[str]) -> List[List[int]]:
