@@ -452,3 +452,30 @@ def test_a_structure_files_small_cell_is_repeated_until_the_cutoff_fits(tmp_path
     assert supercell_repeats(triclinic, 5.0) == (3, 3, 3)
     builtin = load_system("cu")
     assert with_supercells(builtin, 50.0) == (builtin, None)
+
+
+def test_relaxed_vacancy_frames_are_the_teachers_relaxed_vacancy_in_the_unstrained_cell(tmp_path):
+    """relaxed_vacancy: one atom fewer than the image, the image's cell, ions where the teacher's
+    forces vanish, and an energy below the unrelaxed vacancy's (the relaxation E_vac includes)."""
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.generate import RELAX_FMAX, generate_dataset
+    from mlffd.data.sampling import plan_recipes, vacancy_to_relax
+    from mlffd.data.systems import load_system
+    from mlffd.teachers import load_teacher
+
+    path = tmp_path / "rv.h5"
+    generate_dataset(path, "emt", ["cu"], 3, temperatures=[300.0], md_fraction=0.0,
+                     fractions={"relaxed_vacancy": 1.0}, progress=False, log=lambda *a: None)
+    system = load_system("cu")
+    image = system.images[0]
+    frames = open_dataset(path).frames()
+    starts = [vacancy_to_relax(image, r) for r in plan_recipes([system], 3, [300.0], md_fraction=0.0,
+                                                               fractions={"relaxed_vacancy": 1.0})]
+    assert len(frames) == 3 and {f["sampler"] for f in frames} == {"relaxed_vacancy"}
+    calc = load_teacher("emt")
+    for f, start in zip(frames, starts):
+        assert len(f["numbers"]) == len(image) - 1
+        np.testing.assert_allclose(f["cell"], image.cell[:], atol=1e-12)
+        assert np.abs(f["forces"]).max() < RELAX_FMAX * 1.01
+        start.calc = calc
+        assert f["energy"] < start.get_potential_energy() - 1e-3

@@ -47,7 +47,8 @@ def _generate(args) -> int:
         vacancy_fraction=args.vacancy_fraction,
         pair_fraction=args.pair_fraction,
         fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
-                   "interstitial": args.interstitial_fraction, "relaxed_strain": args.relaxed_strain_fraction},
+                   "interstitial": args.interstitial_fraction, "relaxed_strain": args.relaxed_strain_fraction,
+                   "relaxed_vacancy": args.relaxed_vacancy_fraction},
         relax=args.relax,
         supercell_width=_supercell_width(args.supercell_width),
         device=args.device,
@@ -106,6 +107,9 @@ def register(subparsers) -> None:
     p.add_argument("--relaxed-strain-fraction", type=float, default=0.0,
                    help="share of strained cells (one component, or the volume by up to 6 %%) whose ions the "
                         "teacher relaxes: relaxed-ion elastic and EOS labels, 10-100 teacher calls each (default 0)")
+    p.add_argument("--relaxed-vacancy-fraction", type=float, default=0.0,
+                   help="share of single-vacancy cells whose ions the teacher relaxes: the relaxed vacancy that "
+                        "E_vac measures, 10-100 teacher calls each (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
     p.add_argument("--supercell-width", type=float, default=None, metavar="A",

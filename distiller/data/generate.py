@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlffd.data.dataset import DatasetWriter, open_dataset
 from mlffd.data.sampling import (
+    TO_RELAX,
     MDState,
     plan_recipes,
     sample_elastic,
@@ -24,7 +25,6 @@ from mlffd.data.sampling import (
     sample_vacancy,
     sample_volume,
     atoms_to_state,
-    strained_to_relax,
 )
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
@@ -196,8 +196,8 @@ def generate_dataset(
                 elif r.sampler == "pair":
                     atoms = sample_pair(image, r, seed)
                     atoms.calc = calc
-                elif r.sampler == "relaxed_strain":
-                    atoms = teacher_relaxed(strained_to_relax(image, r), calc, r.key, "fixed", log)
+                elif r.sampler in TO_RELAX:
+                    atoms = teacher_relaxed(TO_RELAX[r.sampler](image, r), calc, r.key, "fixed", log)
                     atoms.calc = calc
                 else:
                     atoms = ONE_SHOT_SAMPLERS[r.sampler](image, r)

@@ -21,6 +21,10 @@ Samplers (teacher calls per frame):
                volume changed by up to +-6 %, then the ions relaxed by the teacher in that cell:
                the relaxed-ion stress-strain and E(V) that the elastic constants and the equation
                of state measure (--relaxed-strain-fraction);
+- relaxed_vacancy (10-100): one random atom removed, a 0.02 A rattle, then the ions relaxed by the
+               teacher at fixed cell: the relaxed vacancy whose energy validate's E_vac measures, where
+               a rattled unrelaxed vacancy leaves the student to guess the relaxation energy
+               (--relaxed-vacancy-fraction);
 - md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps;
 - pair    (1 each): a rattled frame (key ...a) and its copy displaced by PAIR_STEP RMS per atom
                along a random direction (key ...b): the teacher's force difference is a
@@ -39,9 +43,10 @@ from mlffd.data.systems import MIN_DISTANCE, System, min_distance
 from mlffd.neighbours import periodic_3d
 from mlffd.errors import MLFFDError
 
-SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial", "relaxed_strain")
+SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial", "relaxed_strain",
+            "relaxed_vacancy")
 # Samplers whose share is given by `fractions` (the others have their own arguments).
-EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain")
+EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain", "relaxed_vacancy")
 VOLUME_SPAN = 0.10
 ELASTIC_MAX = (0.03, 0.05)  # normal, shear
 # Log-uniform from ELASTIC_MIN: half the strains below ~0.8 %, where validate's +-0.5 % differences
@@ -265,6 +270,21 @@ def strained_to_relax(image: Atoms, recipe: Recipe) -> Atoms:
         scale = (1.0 + rng.uniform(-RELAXED_VOLUME_SPAN, RELAXED_VOLUME_SPAN)) ** (1.0 / 3.0)
         atoms.set_cell(image.cell[:] * scale, scale_atoms=True)
     return _rattled(atoms, 0.01, rng, recipe.key)
+
+
+def vacancy_to_relax(image: Atoms, recipe: Recipe) -> Atoms:
+    """The start of a relaxed_vacancy frame: one seeded random atom removed and a 0.02 A rattle, so
+    that the teacher's relaxation can leave the symmetric saddle (as validate's vacancy does)."""
+    rng = np.random.default_rng(recipe.seed)
+    if len(image) < 3:
+        raise MLFFDError(f"{recipe.key}: a vacancy needs a cell of at least 3 atoms, this one has {len(image)}")
+    atoms = image.copy()
+    del atoms[int(rng.integers(len(atoms)))]
+    return _rattled(atoms, 0.02, rng, recipe.key)
+
+
+# Samplers whose frame is a start that the teacher then relaxes at fixed cell.
+TO_RELAX = {"relaxed_strain": strained_to_relax, "relaxed_vacancy": vacancy_to_relax}
 
 
 def sample_interstitial(image: Atoms, recipe: Recipe) -> Atoms:
