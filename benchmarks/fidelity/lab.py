@@ -75,12 +75,9 @@ def select_frames(pool, selection: dict, structure: str) -> list[int]:
     frame key, so a recipe always takes the same frames and a larger count takes a superset.
     Frames around the structure as given are meant, unless the name starts with `relaxed/` (the
     pool parts made with `relax: true`, around the teacher's relaxed structure).
-    Displaced pairs (`pair`) are taken two by two. `all` takes the whole pool (a pool that is
-    exactly what one `mlffd distill` run labelled)."""
+    Displaced pairs (`pair`) are taken two by two."""
     from mlffd.data.generate import RELAXED_SUFFIX
 
-    if selection == "all":
-        return list(range(len(pool)))
     keys = pool.keys()
     kinds = [(f["sampler"], f["temperature"]) for f in (pool.frame(i) for i in range(len(pool)))]
     chosen: list[int] = []
