@@ -303,10 +303,11 @@ def test_distill_recipes_plan_their_parts():
     for total in (100, 372, 745):
         fidelity = plans("fidelity", total)
         assert len(fidelity) == total and len({r.key for r in fidelity}) == total
-    fidelity = plans("fidelity", 404)
+    fidelity = plans("fidelity", 440)
     temperatures = Counter(r.temperature for r in fidelity)
-    assert temperatures[30.0] + temperatures[100.0] == 80 and temperatures[2000.0] + temperatures[2500.0] == 24
+    assert temperatures[30.0] + temperatures[100.0] == 80 and temperatures[2000.0] + temperatures[2500.0] == 48
     assert Counter(r.sampler for r in fidelity)["relaxed_strain"] == 32
+    assert Counter(r.sampler for r in fidelity)["relaxed_vacancy"] == 12
     for recipe in RECIPES.values():  # every recipe's loss settings are valid training settings
         TrainConfig.from_dict(dict(recipe.train))
 
