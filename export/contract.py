@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 from mlffd.errors import MLFFDError
+from mlffd.neighbours import MIN_DISTANCE
 
 FORMAT = "mlffd"
 # 2: the call takes float64 edge vectors instead of positions and shifts (precision far from the
@@ -27,6 +28,31 @@ def metadata_text(meta: dict) -> str:
         value = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
         lines.append(f"{key} {value}".rstrip())
     return "\n".join(lines) + "\n"
+
+
+def cpp_header() -> str:
+    """The contract's constants for the C++ host (lammps_plugin/src/pair_mlffd.cpp), generated into the
+    plugin's build folder by CMake so that the plugin never restates them by hand."""
+    return "\n".join([
+        "// Generated from export/contract.py by the plugin's CMake build; do not edit.",
+        "#pragma once",
+        f'static const char *MLFFD_FORMAT = "{FORMAT}";',
+        f"static constexpr int MLFFD_FORMAT_VERSION = {FORMAT_VERSION};",
+        f"static constexpr int MLFFD_OLDEST_FORMAT_VERSION = {OLDEST_FORMAT_VERSION};",
+        f'static const char *MLFFD_METADATA_TXT = "{METADATA_TXT}";',
+        "// closer than this (A) means overlapping atoms, not chemistry (mlffd.neighbours.MIN_DISTANCE)",
+        f"static constexpr double MLFFD_MIN_DISTANCE = {MIN_DISTANCE!r};",
+        ""])
+
+
+def write_cpp_header(path: str | Path) -> None:
+    """Write cpp_header() to path, leaving the file untouched when it is already up to date (so that
+    an unchanged contract recompiles nothing)."""
+    path = Path(path)
+    text = cpp_header()
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -63,3 +89,9 @@ def read_metadata(path: str | Path) -> dict:
             f"mlffd no longer runs: re-export it from its checkpoint (mlffd export RUN_DIR -o model.pt)"
         )
     return meta
+
+
+if __name__ == "__main__":  # the plugin's CMake build: python -m mlffd.export.contract HEADER_PATH
+    import sys
+
+    write_cpp_header(sys.argv[1])

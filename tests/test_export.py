@@ -113,6 +113,29 @@ def test_metadata_inside_the_file(tmp_path):
     assert json.loads(info.stdout)["elements"] == ["O", "Si"]
 
 
+def test_the_cpp_host_reads_the_contract_from_the_one_source(tmp_path):
+    """The plugin's constants come from export/contract.py (a generated header), not restated by hand."""
+    import re
+
+    from mlffd.export import contract
+    from mlffd.lammps_plugin.build import SOURCE_DIR
+    from mlffd.neighbours import MIN_DISTANCE
+
+    header = tmp_path / "mlffd_contract.h"
+    subprocess.run([sys.executable, "-m", "mlffd.export.contract", str(header)], check=True)
+    text = header.read_text()
+    values = dict(re.findall(r"(MLFFD_\w+) = \"?([^\";]+)\"?;", text))
+    assert values == {"MLFFD_FORMAT": contract.FORMAT, "MLFFD_FORMAT_VERSION": str(contract.FORMAT_VERSION),
+                      "MLFFD_OLDEST_FORMAT_VERSION": str(contract.OLDEST_FORMAT_VERSION),
+                      "MLFFD_METADATA_TXT": contract.METADATA_TXT, "MLFFD_MIN_DISTANCE": repr(MIN_DISTANCE)}
+    source = (SOURCE_DIR / "src" / "pair_mlffd.cpp").read_text()
+    assert '#include "mlffd_contract.h"' in source
+    assert not re.search(r"MLFFD_(FORMAT|FORMAT_VERSION|OLDEST_FORMAT_VERSION|METADATA_TXT|MIN_DISTANCE) =", source)
+    stamp = header.stat().st_mtime_ns
+    contract.write_cpp_header(header)  # unchanged contract: the file is left alone (nothing recompiles)
+    assert header.stat().st_mtime_ns == stamp
+
+
 def test_refuses_foreign_and_newer_files(tmp_path):
     plain = tmp_path / "plain.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))

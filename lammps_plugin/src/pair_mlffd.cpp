@@ -17,6 +17,7 @@
 */
 
 #include "pair_mlffd.h"
+#include "mlffd_contract.h"    // generated from export/contract.py (CMakeLists.txt)
 
 #include "atom.h"
 #include "comm.h"
@@ -44,12 +45,6 @@
 
 using namespace LAMMPS_NS;
 
-// the artifact formats this pair style reads (export/contract.py FORMAT_VERSION, OLDEST_FORMAT_VERSION)
-static constexpr int MLFFD_FORMAT_VERSION = 2;
-static constexpr int MLFFD_OLDEST_FORMAT_VERSION = 2;
-static const char *METADATA_TXT = "mlffd/metadata.txt";
-// closer than this means overlapping atoms, not chemistry (MIN_DISTANCE of distiller/calculator.py)
-static constexpr double MLFFD_MIN_DISTANCE = 0.5;
 
 namespace LAMMPS_NS {
 struct PairMLFFDImpl {
@@ -214,12 +209,12 @@ void PairMLFFD::load_model(const std::string &path)
   std::string text;
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
-    std::string record = std::string("extra/") + METADATA_TXT;
+    std::string record = std::string("extra/") + MLFFD_METADATA_TXT;
     if (!reader.hasRecord(record))
       error->all(FLERR,
                  "Pair style mlffd: '{}' is not an mlffd model: it has no {} (write models with "
                  "'mlffd export')",
-                 path, METADATA_TXT);
+                 path, MLFFD_METADATA_TXT);
     auto data = reader.getRecord(record);
     text.assign(static_cast<const char *>(std::get<0>(data).get()), std::get<1>(data));
   } catch (const c10::Error &e) {
@@ -249,7 +244,7 @@ void PairMLFFD::load_model(const std::string &path)
     return it->second[0];
   };
 
-  if (meta.count("format") == 0 || meta["format"].empty() || meta["format"][0] != "mlffd")
+  if (meta.count("format") == 0 || meta["format"].empty() || meta["format"][0] != MLFFD_FORMAT)
     error->all(FLERR, "Pair style mlffd: '{}' is not an mlffd model (metadata 'format' is not mlffd)",
                path);
   int version = utils::inumeric(FLERR, one("format_version"), false, lmp);
