@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from mlffd.errors import MLFFDError  # noqa: E402
 from mlffd.model.student import StudentConfig, StudentPotential  # noqa: E402
 from mlffd.training.config import PRESETS, TrainConfig  # noqa: E402
-from mlffd.export.freeze import export_checkpoint, freeze, load_checkpoint  # noqa: E402
+from mlffd.export.freeze import export_checkpoint, freeze  # noqa: E402
+from mlffd.training.checkpoint import read_checkpoint  # noqa: E402
 from mlffd.export.load import load_frozen  # noqa: E402
 
 SI_LATTICE = 5.431  # Angstrom, diamond Si
@@ -315,7 +316,7 @@ def cutoff_and_species(args) -> tuple[float, int]:
     """The model's cutoff and the species index of Si, from the checkpoint or the preset."""
     if not args.source:
         return float(TrainConfig(preset=args.preset).model_settings()["cutoff"]), 0
-    config = StudentConfig.from_dict(load_checkpoint(args.source)["model_config"])
+    config = StudentConfig.from_dict(read_checkpoint(args.source)["model_config"])
     if "Si" not in config.elements:
         raise MLFFDError(f"{args.source} has no Si (elements: {', '.join(config.elements)})")
     return float(config.cutoff), config.elements.index("Si")

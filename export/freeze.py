@@ -16,28 +16,10 @@ from mlffd.data.atomic import remove_stale_temps, temp_path
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import build_model
 from mlffd.model.student import StudentPotential
+from mlffd.training.checkpoint import read_checkpoint
 from mlffd.export.contract import FORMAT, FORMAT_VERSION, METADATA_JSON, METADATA_TXT, metadata_text
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def load_checkpoint(source: str | Path) -> dict:
-    """A run folder (its best.pt) or a checkpoint file, as {model_config, model, teacher, ...}."""
-    source = Path(source)
-    path = source / "best.pt" if source.is_dir() else source
-    if not path.is_file():
-        raise MLFFDError(f"no checkpoint at {path} (give a run folder of `mlffd train` or a .pt checkpoint)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise MLFFDError(f"{path} is not a readable checkpoint ({type(exc).__name__}); give the run folder of "
-                         "`mlffd train` (or its best.pt)") from None
-    if not isinstance(payload, dict) or "model_config" not in payload:
-        raise MLFFDError(f"{path} is not an mlffd training checkpoint; give the run folder of `mlffd train` "
-                         "(or its best.pt)")
-    if "ema" in payload:  # the trainer's resumable state: export its EMA weights
-        payload = dict(payload, model=payload["ema"])
-    return payload
 
 
 def build_student(payload: dict, dtype: str = "float64") -> torch.nn.Module:
@@ -161,7 +143,7 @@ def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float64
     an existing model exported from another run (another teacher or dataset) is refused rather than
     replaced. with_uncertainty False leaves the per-atom uncertainty out (the graph without it: its
     cost per step is gone, and the file says it carries none)."""
-    payload = load_checkpoint(source)
+    payload = read_checkpoint(source)
     if not replace_other_run and Path(out).is_file():
         _check_same_run(Path(out), payload)
     model = build_student(payload, dtype)

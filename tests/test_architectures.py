@@ -74,7 +74,8 @@ def _cu_dataset(path, n=12):
 
 def test_registered_architecture_trains_exports_and_runs(tmp_path):
     from mlffd import MLFFDCalculator
-    from mlffd.export.freeze import export_checkpoint, load_checkpoint
+    from mlffd.export.freeze import export_checkpoint
+    from mlffd.training.checkpoint import read_checkpoint
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
 
@@ -82,7 +83,7 @@ def test_registered_architecture_trains_exports_and_runs(tmp_path):
     config = TrainConfig.from_dict({"architecture": "pair-test", "cutoff": 4.0, "epochs": 8, "lr": 0.02,
                                     "dtype": "float64"})
     Trainer(str(_cu_dataset(tmp_path / "cu.h5")), str(tmp_path / "run"), config).run(quiet=True)
-    payload = load_checkpoint(tmp_path / "run")
+    payload = read_checkpoint(tmp_path / "run")
     assert payload["model_config"]["architecture"] == "pair-test"
     meta = export_checkpoint(tmp_path / "run", tmp_path / "pair.pt")
     assert meta["ops"] == [] and meta["model_config"]["architecture"] == "pair-test"

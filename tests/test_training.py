@@ -437,3 +437,37 @@ def test_padded_edges_give_the_edge_lists_loss_and_gradient(tmp_path, preset):
     assert loss_b.item() == pytest.approx(loss_a.item(), rel=1e-10)
     for a, b in zip(grad_a, grad_b):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_warm_starts_and_export_read_the_one_checkpoint_hand_off(tmp_path):
+    """init_from and `mlffd export` read run folders, best.pt and the resumable checkpoint.pt through
+    mlffd.training.checkpoint: a warm start begins from the run's EMA weights, and what is not a
+    checkpoint, or another architecture, is refused in one line."""
+    from mlffd.errors import MLFFDError
+    from mlffd.export.freeze import export_checkpoint
+    from mlffd.training.checkpoint import handoff, read_checkpoint
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+
+    data = str(write_dataset(tmp_path / "d.h5", n_frames=4))
+    settings = {"preset": "tiny", "epochs": 2, "batch_size": 2, "dtype": "float64"}
+    first = Trainer(data, str(tmp_path / "a"), TrainConfig.from_dict(settings))
+    first.run(quiet=True)
+    best = read_checkpoint(tmp_path / "a")
+    state = read_checkpoint(tmp_path / "a" / "checkpoint.pt")  # the resumable state: its EMA weights
+    assert set(handoff({}, {}, metrics={}, teacher={}, dataset_fingerprint="", train_config={},
+                       training_temperatures_k=[])) <= set(best)
+    for k, (source, payload) in enumerate(((tmp_path / "a", best), (tmp_path / "a" / "checkpoint.pt", state))):
+        warm = Trainer(data, str(tmp_path / f"warm{k}"),
+                       TrainConfig.from_dict({**settings, "init_from": str(source)}))
+        for name, value in warm.model.state_dict().items():
+            torch.testing.assert_close(value, payload["model"][name], rtol=0, atol=0)
+    meta = export_checkpoint(tmp_path / "a" / "checkpoint.pt", tmp_path / "m.pt", use_ops=False)
+    assert meta["elements"] == ["Cu"]
+
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(MLFFDError, match="^init_from: .*other.pt is not an mlffd training checkpoint"):
+        Trainer(data, str(tmp_path / "b"), TrainConfig.from_dict({**settings, "init_from": str(tmp_path / "other.pt")}))
+    with pytest.raises(MLFFDError, match="differs in channels"):
+        Trainer(data, str(tmp_path / "c"), TrainConfig.from_dict({**settings, "channels": 4,
+                                                                   "init_from": str(tmp_path / "a")}))

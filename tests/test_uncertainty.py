@@ -124,10 +124,11 @@ def test_the_threshold_warns_or_raises_naming_the_frame_and_atom(emt_cu_student)
 def test_training_and_frozen_model_agree_on_energies_with_the_descriptor_path(emt_cu_student):
     """The descriptor split (hidden, then readout) leaves the student's energies as they were: the
     frozen file with uncertainty against the training-time module on the same weights."""
-    from mlffd.export.freeze import build_student, load_checkpoint
+    from mlffd.export.freeze import build_student
+    from mlffd.training.checkpoint import read_checkpoint
     from mlffd.training.graphs import build_graphs, collate, predict
 
-    payload = load_checkpoint(emt_cu_student.parent / "run")
+    payload = read_checkpoint(emt_cu_student.parent / "run")
     model = build_student(payload, "float64")
     atoms = cu(a=3.5, rattle=0.08)
     frame = {"numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell.array, "pbc": atoms.pbc,

@@ -26,14 +26,15 @@ def polish(system: str, work: Path, evaluations: int, lab_dir: Path, teacher: st
     from mlffd.export.freeze import export_checkpoint
     from mlffd.training.config import TrainConfig
     from mlffd.training.graphs import predict
-    from mlffd.training.trainer import BEST, Trainer, evaluate, loss_fn
+    from mlffd.training.checkpoint import BEST, read_checkpoint
+    from mlffd.training.trainer import Trainer, evaluate, loss_fn
     from mlffd.validate import validate
 
     spec = lab.load_recipes(system)
     cfg = TrainConfig.load(work / "run" / "config.yaml")
     out = work / f"polish-{evaluations}"
     trainer = Trainer(str(work / "train.h5"), str(out), cfg, [str(lab_dir / "test.h5")])
-    start_payload = torch.load(work / "run" / BEST, map_location="cpu", weights_only=False)
+    start_payload = read_checkpoint(work / "run")
     model = trainer.model
     model.load_state_dict(start_payload["model"])
     batches = trainer._batches(trainer.train_graphs, shuffle=False, units=trainer.train_units)

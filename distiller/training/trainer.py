@@ -2,7 +2,8 @@
 
 The run folder holds everything: config.yaml (every setting), checkpoint.pt (latest state with the
 optimizer, written atomically every epoch), best.pt (EMA weights with the lowest validation force
-MAE; what `mlffd export` freezes), metrics.csv, metrics.json and parity.png.
+MAE; what `mlffd export` freezes; both files: mlffd.training.checkpoint), metrics.csv, metrics.json
+and parity.png.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -25,13 +25,12 @@ from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
 from mlffd.model.potential import descriptor_distance
 from mlffd.model.registry import build_model, make_config
+from mlffd.training.checkpoint import BEST, CHECKPOINT, handoff, read_checkpoint, write_checkpoint
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
 from mlffd.training.metrics import force_metrics, frame_metrics
 from mlffd.training.runfolder import finite_json, run_folder
 
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_per_atom", "val_force_mae", "val_force_rmse",
                  "val_force_r2", "val_stress_mae", "elapsed_s"]
 
@@ -262,15 +261,16 @@ class Trainer:
                              "did not report them); set it to 0")
 
     def _warm_start_payload(self, source: str, settings: dict) -> dict:
-        path = Path(source) / BEST if Path(source).is_dir() else Path(source)
-        if not path.is_file():
-            raise MLFFDError(f"init_from: no checkpoint at {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        previous = make_config(payload["model_config"]).to_dict() if "model_config" in payload else {}
+        try:
+            payload = read_checkpoint(source)
+        except MLFFDError as exc:
+            raise MLFFDError(f"init_from: {exc}") from None
+        previous = make_config(payload["model_config"]).to_dict()
         changed = [k for k, v in settings.items() if previous.get(k) != v]
         if previous.get("elements") != self.elements or changed:
             what = ", ".join(changed) or "elements"
-            raise MLFFDError(f"init_from {path}: its model differs in {what}; warm starts need the same architecture")
+            raise MLFFDError(f"init_from {source}: its model differs in {what}; warm starts need the same "
+                             "architecture")
         return payload
 
     def _batches(self, graphs: List[Graph], shuffle: bool, units: Optional[List[List[int]]] = None) -> List[Graph]:
@@ -316,9 +316,7 @@ class Trainer:
         }
 
     def _save(self, name: str, payload: dict) -> None:
-        tmp = self.out / (name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.out / name)
+        write_checkpoint(self.out / name, payload)
 
     def _resume(self) -> bool:
         path = self.out / CHECKPOINT
@@ -341,16 +339,9 @@ class Trainer:
         return True
 
     def export_payload(self, metrics: dict) -> dict:
-        return {
-            "format": "mlffd-checkpoint",
-            "model_config": self.model_config.to_dict(),
-            "model": self.ema.state_dict(),
-            "metrics": metrics,
-            "teacher": self.teacher,
-            "dataset_fingerprint": self.fingerprint,
-            "train_config": self.cfg.to_dict(),
-            "training_temperatures_k": self.temperatures,
-        }
+        return handoff(self.model_config.to_dict(), self.ema.state_dict(), metrics=metrics, teacher=self.teacher,
+                       dataset_fingerprint=self.fingerprint, train_config=self.cfg.to_dict(),
+                       training_temperatures_k=self.temperatures)
 
     # -- the loop ----------------------------------------------------------------------------
     def progress(self) -> float:
@@ -427,7 +418,7 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict:
-        best = torch.load(self.out / BEST, map_location="cpu", weights_only=False)
+        best = read_checkpoint(self.out / BEST)
         model = build_model(best["model_config"]).to(self.dtype)
         model.load_state_dict(best["model"])
         # what the exported model's uncertainty measures against: the training atoms under these weights
