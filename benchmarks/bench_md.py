@@ -84,7 +84,8 @@ def main(argv=None) -> int:
                                    args.dtype, use_ops)
         else:
             model = Path(args.model)
-        bench(model, None if args.teacher == "none" else args.teacher, args.sizes, args.engines, args.out,
+        bench(model, None if args.teacher == "none" else args.teacher, [int(n) for n in args.sizes.split(",")],
+              args.engines.split(","), args.out,
               steps=args.steps, repeats=args.repeats, warmup=args.warmup, teacher_steps=args.teacher_steps,
               teacher_max_atoms=args.teacher_max_atoms, long_steps=args.long_steps,
               long_steps_ase=args.long_steps_ase, threads=args.threads, system=args.system)

@@ -56,7 +56,7 @@ def main() -> int:
                                    energy_scale=0.5, **shape)
             path = Path(tmp) / f"model_{len(rows)}.pt"
             freeze(StudentPotential(config), path, dtype="float32")
-            result = bench(str(path), None, str(args.natoms), ("lammps",), str(Path(tmp) / f"bench_{len(rows)}"),
+            result = bench(str(path), None, [args.natoms], ("lammps",), str(Path(tmp) / f"bench_{len(rows)}"),
                            steps=args.steps, repeats=args.repeats, long_steps=0, long_steps_ase=0,
                            threads=args.threads, peers=(), verbose=False)
             by_model = {r["model"]: r for r in result["rows"] if r["engine"] == "lammps"}

@@ -53,7 +53,7 @@ def main() -> int:
         models = {"off": frozen(Path(tmp) / "off.pt", False), "on": frozen(Path(tmp) / "on.pt", True)}
         for round_ in range(args.rounds):
             for name, path in models.items():
-                result = bench(str(path), None, str(args.natoms), ("lammps",), str(Path(tmp) / f"b{len(rows)}"),
+                result = bench(str(path), None, [args.natoms], ("lammps",), str(Path(tmp) / f"b{len(rows)}"),
                                steps=args.steps, repeats=args.repeats, long_steps=0, long_steps_ase=0,
                                threads=1, peers=(), verbose=False)
                 by_model = {r["model"]: r for r in result["rows"] if r["engine"] == "lammps"}

@@ -379,14 +379,14 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     from mlffd.data.dataset import open_dataset
-    from mlffd.data.generate import parse_temperatures
+    from mlffd.cli import comma_separated
     from mlffd.training.config import TrainConfig
 
     config = TrainConfig.read(args.config) if args.config else {}
     if args.epochs is not None:
         config.update(epochs=args.epochs, time_budget_minutes=None)
     settings = ActiveSettings(rounds=args.rounds, committee=args.committee,
-                              temperatures=parse_temperatures(args.temperatures), md_steps=args.md_steps,
+                              temperatures=comma_separated(args.temperatures, "--temperatures", unit="K"), md_steps=args.md_steps,
                               sample_every=args.sample_every, frames_per_round=args.frames_per_round,
                               stop_std=args.stop_std, vacancy_starts=not args.no_vacancy_starts, seed=args.seed,
                               score=args.score, stop_uncertainty=args.stop_uncertainty,

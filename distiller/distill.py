@@ -166,7 +166,7 @@ def plan(budget: float, frames: int | None, recipe: Recipe = RECIPES[DEFAULT_REC
         "test_frames": max(10, int(24 * scale)),
         "train_minutes": max(1.0, 0.45 * budget),
         "validate_minutes": max(2.0, 0.3 * budget),
-        "bench_sizes": "64,512" if budget >= 10 else "64",
+        "bench_sizes": [64, 512] if budget >= 10 else [64],
     }
 
 

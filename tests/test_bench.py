@@ -120,10 +120,11 @@ def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"sizes": "8,x"}, "comma-separated"),
-    ({"engines": "ase,gromacs"}, "unknown engine"),
+    ({"sizes": [8, 0]}, r"bench sizes must be one or more positive numbers of atoms, got \[0, 8\]"),
+    ({"sizes": []}, "bench sizes must be"),
+    ({"engines": ["ase", "gromacs"]}, "unknown engine"),
     ({"teacher": "no-such"}, "unknown teacher"),
-    ({"steps": 0}, "--steps"),
+    ({"steps": 0}, "bench steps must be >= 1, got 0"),
 ])
 def test_bench_bad_inputs(models, tmp_path, kwargs, match):
     from mlffd.validate import bench

@@ -176,7 +176,7 @@ def test_bad_inputs(si_setup, tmp_path, capsys, case):
     elif case == "bad_budget":
         extra, expect = ["--budget", "0"], "--budget must be > 0"
     elif case == "bad_temperature":
-        extra, expect = ["--temperatures", "300,hot"], "--temperatures takes comma-separated kelvins"
+        extra, expect = ["--temperatures", "300,hot"], "--temperatures must be comma-separated numbers in K"
     else:
         from ase.calculators.emt import EMT
 

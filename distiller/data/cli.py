@@ -30,8 +30,12 @@ def _supercell_width(value: float | None) -> float | None:
 
 
 def _generate(args) -> int:
-    from mlffd.data.generate import generate_dataset, parse_temperatures
+    from mlffd.cli import comma_separated
+    from mlffd.data.generate import generate_dataset
 
+    for flag, value in (("--frames", args.frames), ("--md-stride", args.md_stride)):
+        if value < 1:
+            raise MLFFDError(f"{flag} must be at least 1, got {value}")
     options = _teacher_options(args.teacher_option)
     if args.checkpoint:
         options["checkpoint"] = args.checkpoint
@@ -40,7 +44,7 @@ def _generate(args) -> int:
         teacher=args.teacher,
         systems=args.system,
         frames=args.frames,
-        temperatures=parse_temperatures(args.temperatures),
+        temperatures=comma_separated(args.temperatures, "--temperatures", unit="K"),
         seed=args.seed,
         md_fraction=args.md_fraction,
         md_stride=args.md_stride,

@@ -34,16 +34,6 @@ from mlffd.errors import MLFFDError
 from mlffd.neighbours import periodic_3d
 
 
-def parse_temperatures(text: str) -> list[float]:
-    try:
-        temps = [float(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise MLFFDError(f"--temperatures must be comma-separated numbers in K, got {text!r}") from None
-    if not temps:
-        raise MLFFDError("--temperatures is empty")
-    return temps
-
-
 def check_output_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if out.exists():
@@ -116,7 +106,7 @@ def generate_dataset(
 
     out = Path(out)
     if md_stride < 1:
-        raise MLFFDError(f"--md-stride must be at least 1, got {md_stride}")
+        raise MLFFDError(f"md_stride must be at least 1, got {md_stride}")
     covered = teacher_elements(teacher)  # also rejects an unknown teacher name
     syss = load_systems(list(systems))
     if supercell_width is not None:

@@ -96,7 +96,7 @@ def plan_recipes(
     """The deterministic list of `frames` recipes for these settings; `fractions` gives the shares of
     the EXTRA_SAMPLERS (a plan without them is the same as before they existed)."""
     if frames < 1:
-        raise MLFFDError(f"--frames must be at least 1, got {frames}")
+        raise MLFFDError(f"the plan needs at least 1 frame, got {frames}")
     if not systems:
         raise MLFFDError("no systems given")
     if not temperatures:

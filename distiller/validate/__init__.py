@@ -5,19 +5,7 @@
 
 from __future__ import annotations
 
-
-def validate(*args, **kwargs) -> dict:
-    """See `mlffd.validate.validation.validate`."""
-    from mlffd.validate.validation import validate as _validate
-
-    return _validate(*args, **kwargs)
-
-
-def bench(*args, **kwargs) -> dict:
-    """See `mlffd.validate.benchmark.bench`."""
-    from mlffd.validate.benchmark import bench as _bench
-
-    return _bench(*args, **kwargs)
-
+from mlffd.validate.benchmark import bench
+from mlffd.validate.validation import validate
 
 __all__ = ["validate", "bench"]

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -234,29 +235,23 @@ def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdi
 # ------------------------------------------------------------------------------- main
 
 
-def _parse_sizes(sizes) -> list[int]:
-    if isinstance(sizes, str):
-        try:
-            sizes = [int(s) for s in sizes.split(",") if s.strip()]
-        except ValueError:
-            raise MLFFDError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
-    sizes = sorted({int(s) for s in sizes})
-    if not sizes or min(sizes) < 1:
-        raise MLFFDError("--sizes needs at least one positive number of atoms")
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = sorted(set(sizes))
+    if not sizes or not all(isinstance(n, int) and n >= 1 for n in sizes):
+        raise MLFFDError(f"bench sizes must be one or more positive numbers of atoms, got {sizes}")
     return sizes
 
 
-def _parse_engines(engines) -> list[str]:
-    if isinstance(engines, str):
-        engines = [e.strip() for e in engines.split(",") if e.strip()]
+def _check_engines(engines: Sequence[str]) -> list[str]:
     engines = list(dict.fromkeys(engines))
     bad = [e for e in engines if e not in ENGINES]
     if bad or not engines:
-        raise MLFFDError(f"unknown engine(s) {', '.join(bad) or '(none)'}; choose from {', '.join(ENGINES)}")
+        raise MLFFDError(f"unknown engine(s) {', '.join(map(str, bad)) or '(none)'}; choose from {', '.join(ENGINES)}")
     return engines
 
 
-def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="bench", *,
+def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], engines: Sequence[str] = ENGINES,
+          out_dir: str | Path = "bench", *,
           steps: int = DEFAULTS["steps"], repeats: int = DEFAULTS["repeats"], warmup: int = DEFAULTS["warmup"],
           teacher_steps: int = DEFAULTS["teacher_steps"], teacher_max_atoms: int = DEFAULTS["teacher_max_atoms"],
           long_steps: int | None = DEFAULTS["long_steps"], long_steps_ase: int | None = DEFAULTS["long_steps_ase"],
@@ -270,13 +265,13 @@ def bench(model_path, teacher: str | None, sizes, engines=ENGINES, out_dir="benc
     log = _log if verbose else (lambda _m: None)
     meta = read_metadata(model_path)
     model_path = str(Path(model_path).resolve())
-    sizes = _parse_sizes(sizes)
-    engines = _parse_engines(engines)
-    for name, value in (("steps", steps), ("repeats", repeats), ("teacher-steps", teacher_steps), ("threads", threads)):
+    sizes = _check_sizes(sizes)
+    engines = _check_engines(engines)
+    for name, value in (("steps", steps), ("repeats", repeats), ("teacher_steps", teacher_steps), ("threads", threads)):
         if int(value) < 1:
-            raise MLFFDError(f"--{name} must be >= 1, got {value}")
+            raise MLFFDError(f"bench {name} must be >= 1, got {value}")
     if int(warmup) < 0:
-        raise MLFFDError(f"--warmup must be >= 0, got {warmup}")
+        raise MLFFDError(f"bench warmup must be >= 0, got {warmup}")
     elements = list(meta["elements"])
     if teacher:
         from mlffd.validate.reference import check_reference_name, reference_elements

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mlffd.cli import comma_separated
 from mlffd.errors import MLFFDError
 
 
@@ -85,22 +86,21 @@ def _miller(text: str | None) -> tuple | None:
     return tuple(int(d) for d in digits)
 
 
-def _temperatures(text: str | None) -> list | None:
-    if text is None:
-        return None
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise MLFFDError(f"--temperatures takes comma-separated kelvins, got {text!r}") from None
-
-
 def run_validate(args) -> int:
     from mlffd.validate.properties.report import table_markdown
     from mlffd.validate.validation import validate
 
+    if args.budget <= 0:
+        raise MLFFDError(f"--budget must be > 0 minutes, got {args.budget}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise MLFFDError(f"--max-frames must be at least 1, got {args.max_frames} (omit it to use every frame)")
+    for flag, value in (("--md-steps", args.md_steps), ("--equilibration-steps", args.equilibration_steps)):
+        if value is not None and value < 1:
+            raise MLFFDError(f"{flag} must be >= 1, got {value}")
+    temperatures = None if args.temperatures is None else comma_separated(args.temperatures, "--temperatures", unit="K")
     report = validate(
         args.model, args.teacher, args.report, system=args.system, data=args.data,
-        properties=args.properties.split(","), budget_minutes=args.budget, temperatures=_temperatures(args.temperatures),
+        properties=args.properties.split(","), budget_minutes=args.budget, temperatures=temperatures,
         production_steps=args.md_steps, equilibration_steps=args.equilibration_steps, nve_ps=args.nve_ps,
         surface=_miller(args.surface), reference_cache=args.reference_cache, max_frames=args.max_frames,
         seed=args.seed, device=args.device, threads=args.threads,
@@ -117,8 +117,17 @@ def run_validate(args) -> int:
 def run_bench(args) -> int:
     from mlffd.validate.benchmark import bench
 
+    sizes = comma_separated(args.sizes, "--sizes", int)
+    if min(sizes) < 1:
+        raise MLFFDError(f"--sizes needs positive numbers of atoms, got {args.sizes!r}")
+    for name in ("steps", "repeats", "teacher_steps", "threads"):
+        if getattr(args, name) < 1:
+            raise MLFFDError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise MLFFDError(f"--warmup must be >= 0, got {args.warmup}")
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     result = bench(
-        args.model, args.teacher, args.sizes, args.engines, args.out, steps=args.steps, repeats=args.repeats,
+        args.model, args.teacher, sizes, engines, args.out, steps=args.steps, repeats=args.repeats,
         warmup=args.warmup, teacher_steps=args.teacher_steps, teacher_max_atoms=args.teacher_max_atoms,
         long_steps=args.long_steps, long_steps_ase=args.long_steps_ase, threads=args.threads,
         timestep=args.timestep, temperature=args.temperature, seed=args.seed, system=args.system,

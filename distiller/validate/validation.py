@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,13 @@ def _held_out_frames(model_elements: list[str], data_path, max_frames: int | Non
     return frames[: int(max_frames)] if max_frames is not None else frames
 
 
-def validate(model_path, teacher: str, report_dir, *, system: str | None = None, data=None,
-             properties=DEFAULT_PROPERTIES, budget_minutes: float = 15.0, temperatures=None,
+def validate(model_path: str | Path, teacher: str, report_dir: str | Path, *, system: str | None = None,
+             data: str | Path | None = None, properties: Sequence[str] = DEFAULT_PROPERTIES,
+             budget_minutes: float = 15.0, temperatures: Sequence[float] | None = None,
              production_steps: int | None = None, equilibration_steps: int | None = None,
-             nve_ps: float | None = None, surface: tuple | None = None, reference_cache=None,
-             max_frames: int | None = None, seed: int = 0, device: str = "cpu", threads: int | None = None,
-             verbose: bool = True) -> dict:
+             nve_ps: float | None = None, surface: tuple[int, int, int] | None = None,
+             reference_cache: str | Path | None = None, max_frames: int | None = None, seed: int = 0,
+             device: str = "cpu", threads: int | None = None, verbose: bool = True) -> dict:
     """Validate a frozen student against a teacher; writes the report and returns it.
 
     system: built-in name or structure file (default: the built-in for the model's elements);
@@ -136,12 +138,12 @@ def validate(model_path, teacher: str, report_dir, *, system: str | None = None,
     properties = check_properties(properties)
     check_reference_name(teacher)
     if budget_minutes <= 0:
-        raise MLFFDError(f"--budget must be > 0 minutes, got {budget_minutes}")
+        raise MLFFDError(f"the validation budget must be > 0 minutes, got {budget_minutes}")
     if max_frames is not None and int(max_frames) < 1:
-        raise MLFFDError(f"--max-frames must be at least 1, got {max_frames} (omit it to use every frame)")
-    for name, value in (("md-steps", production_steps), ("equilibration-steps", equilibration_steps)):
+        raise MLFFDError(f"max_frames must be at least 1, got {max_frames} (None uses every frame)")
+    for name, value in (("production_steps", production_steps), ("equilibration_steps", equilibration_steps)):
         if value is not None and int(value) < 1:
-            raise MLFFDError(f"--{name} must be >= 1, got {value}")
+            raise MLFFDError(f"{name} must be >= 1, got {value}")
     for t in temperatures or []:
         if not 0 < float(t) <= 10000:
             raise MLFFDError(f"MD temperatures must be in (0, 10000] K, got {t}")
