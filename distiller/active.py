@@ -38,6 +38,7 @@ from typing import Optional
 import numpy as np
 
 from mlffd.errors import MLFFDError
+from mlffd.flags import comma_separated
 
 SAMPLER = "active"
 SCORES = ("committee", "uncertainty")
@@ -379,7 +380,6 @@ def register(subparsers) -> None:
 
 def _run(args) -> int:
     from mlffd.data.dataset import open_dataset
-    from mlffd.cli import comma_separated
     from mlffd.training.config import TrainConfig
 
     config = TrainConfig.read(args.config) if args.config else {}

@@ -6,6 +6,7 @@ import json
 import math
 
 from mlffd.errors import MLFFDError
+from mlffd.flags import comma_separated
 
 
 def _teacher_options(pairs) -> dict:
@@ -30,7 +31,6 @@ def _supercell_width(value: float | None) -> float | None:
 
 
 def _generate(args) -> int:
-    from mlffd.cli import comma_separated
     from mlffd.data.generate import generate_dataset
 
     for flag, value in (("--frames", args.frames), ("--md-stride", args.md_stride)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlffd.cli import comma_separated
+from mlffd.flags import comma_separated
 from mlffd.errors import MLFFDError
 
 
