@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -97,7 +98,7 @@ def main() -> int:
             print(f"{row['variant']:<40} {us:7.2f} us/atom-step  Tersoff {floor:5.2f}  ratio {us / floor:5.2f}",
                   flush=True)
     (out / "preset_cost.json").write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
-    command = "python benchmarks/preset_cost.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/preset_cost.py " + shlex.join(sys.argv[1:])
     lines = [f"# Student size vs cost per MD step (LAMMPS, {rows[0]['natoms']} Si atoms, {args.threads} thread, "
              "float32, radial tables + fused ops; Tersoff in the same run)", "", f"`{command}`", "",
              "| variant | layers | channels | lmax | parameters | us/atom-step | Tersoff us/atom-step | ratio |",

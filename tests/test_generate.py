@@ -312,6 +312,17 @@ def test_distill_recipes_plan_their_parts():
         TrainConfig.from_dict(dict(recipe.train))
 
 
+def test_distill_picks_the_student_by_budget():
+    """The 2-layer `small` student from a 30-minute budget on, `fast` below; an asked-for preset wins."""
+    from mlffd.distill import plan
+    from mlffd.training.config import TrainConfig
+
+    assert plan(15.0, None)["preset"] == "fast" and plan(29.9, None)["preset"] == "fast"
+    assert plan(30.0, None)["preset"] == "small" and plan(60.0, None)["preset"] == "small"
+    assert plan(30.0, None, preset="fast")["preset"] == "fast"
+    assert TrainConfig.from_dict({"preset": plan(30.0, None)["preset"]}).model_settings()["num_interactions"] == 2
+
+
 def test_distill_recipe_suits_the_structure(tmp_path):
     """The default recipe is fidelity for a crystal and random for a molecule; a recipe that strains
     the cell is refused for a molecule before any teacher call, with the way out named."""
