@@ -50,11 +50,11 @@ def freeze(model: torch.nn.Module, path: str | Path, *, dtype: str = "float64", 
 
         ops.load_library()
         if device.startswith("cuda") and not ops.cuda_kernels_built():
-            raise MLFFDError(f"--device {device} with custom ops needs their CUDA kernels, but "
+            raise MLFFDError(f"device {device} with custom ops needs their CUDA kernels, but "
                              f"{ops.library_path()} was built without them: rebuild with CUDA torch and "
                              "CUDA_HOME set, or export with --no-ops")
         if model.lmax > 3 and device.startswith("cuda"):
-            raise MLFFDError(f"--device {device} with custom ops supports lmax <= 3 (this model has lmax "
+            raise MLFFDError(f"device {device} with custom ops supports lmax <= 3 (this model has lmax "
                              f"{model.lmax}): export with --no-ops")
         use_fused_ops(model)
         ops_libraries = ["mlffd_ops"]

@@ -187,7 +187,7 @@ class Trainer:
 
         self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
-            raise MLFFDError(f"--out {self.out} exists and is not a directory; give a run folder (new or to resume)")
+            raise MLFFDError(f"run folder {self.out} exists and is not a directory; give a run folder (new or to resume)")
         self.cfg = config.validate()
         self.dtype = torch.float32 if config.dtype == "float32" else torch.float64
         if config.threads:
