@@ -236,10 +236,10 @@ def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdi
 
 
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
-    sizes = sorted(set(sizes))
+    sizes = list(sizes)
     if not sizes or not all(isinstance(n, int) and n >= 1 for n in sizes):
-        raise MLFFDError(f"bench sizes must be one or more positive numbers of atoms, got {sizes}")
-    return sizes
+        raise MLFFDError(f"bench sizes must be one or more positive numbers of atoms, got {sorted(sizes, key=str)}")
+    return sorted(set(sizes))
 
 
 def _check_engines(engines: Sequence[str]) -> list[str]:
