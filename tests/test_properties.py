@@ -233,3 +233,7 @@ def test_student_in_the_wrong_thermal_state_is_not_called_stable():
     assert low["MD 2000 K: potential energy above the crystal"]["ok"] is False
     hot = rows(side(250.0, t_nve=2900.0))
     assert hot["MD 2000 K: stable"]["ok"] is False and "NVE temperature 2900 K" in hot["MD 2000 K: stable"]["note"]
+    # NVE cooling is a melt taking up latent heat, not a runaway: still stable, and said in the note
+    melted = rows(side(250.0, t_prod=1777.0, t_nve=1126.0))["MD 2000 K: stable"]
+    assert melted["ok"] is True and "melted or changed phase" in melted["note"]
+    assert "note" not in same["MD 2000 K: stable"]

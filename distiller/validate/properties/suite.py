@@ -433,9 +433,10 @@ def property_table(results: dict) -> list[dict]:
 
 def _thermal_state_failures(t: dict, s: dict) -> list[str]:
     """Why a student that ran to the end is still not in the teacher's state at this temperature:
-    its production potential energy above the crystal, or its NVE temperature, off by more than
-    THERMAL_STATE_TOLERANCE (a student that finds a spurious low-energy region holds together but
-    heats in NVE while its potential energy falls)."""
+    its production potential energy above the crystal off by more than THERMAL_STATE_TOLERANCE, or
+    NVE heating it by more than that fraction (a student that finds a spurious low-energy region
+    holds together, its potential energy falls and NVE heats it). NVE cooling is the opposite
+    exchange, a melt or another phase taking up latent heat: `_nve_cooling_note` says so."""
     if not s["stable"]:
         return []
     out = []
@@ -444,10 +445,21 @@ def _thermal_state_failures(t: dict, s: dict) -> list[str]:
         out.append(f"student: potential energy above the crystal {1000 * se:.1f} meV/atom vs the teacher's "
                    f"{1000 * te:.1f} (more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
     t_prod, t_nve = s.get("mean_temperature_k"), s.get("mean_nve_temperature_k")
-    if t_prod and t_nve is not None and abs(t_nve - t_prod) > THERMAL_STATE_TOLERANCE * t_prod:
+    if t_prod and t_nve is not None and t_nve > (1.0 + THERMAL_STATE_TOLERANCE) * t_prod:
         out.append(f"student: NVE temperature {t_nve:.0f} K after a {t_prod:.0f} K production "
-                   f"(more than {100 * THERMAL_STATE_TOLERANCE:.0f} % apart)")
+                   f"(more than {100 * THERMAL_STATE_TOLERANCE:.0f} % hotter)")
     return out
+
+
+def _nve_cooling_note(s: dict) -> str | None:
+    """A student that cools in NVE by more than THERMAL_STATE_TOLERANCE turned kinetic energy into
+    potential energy: it melted or changed phase. That is physics above the melting point, so the
+    stability row stands; the note says it, since the teacher's NVE is not run to compare."""
+    t_prod, t_nve = s.get("mean_temperature_k"), s.get("mean_nve_temperature_k")
+    if not (s.get("stable") and t_prod and t_nve is not None and t_nve < (1.0 - THERMAL_STATE_TOLERANCE) * t_prod):
+        return None
+    return (f"student: NVE temperature {t_nve:.0f} K after a {t_prod:.0f} K production: it melted or changed "
+            f"phase (latent heat; the teacher's NVE is not run: compare the production rows)")
 
 
 def _md_rows(key: str, run: dict) -> list[dict]:
@@ -462,6 +474,9 @@ def _md_rows(key: str, run: dict) -> list[dict]:
     row = _row(f"{where}: stable", "", f"{'yes' if t['stable'] else 'no'} ({t['simulated_ps']:.2f} ps)",
                f"{'yes' if stable else 'no'} ({s['simulated_ps']:.2f} ps)", None, "", None, ok=ok)
     notes = [f"{n}: {r}" for n, r in (("teacher", t["stopped"]), ("student", s["stopped"])) if r] + wrong_state
+    cooled = _nve_cooling_note(s)
+    if cooled:
+        notes.append(cooled)
     if notes:
         row["note"] = "; ".join(notes)
     rows.append(row)
