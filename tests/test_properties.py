@@ -212,6 +212,29 @@ def test_collapsing_student_is_reported_unstable(self_report, tmp_path):
     assert row["ok"] is False and "student:" in row["note"]
 
 
+def test_rejudge_recomputes_the_table_from_the_stored_measurements(self_report, tmp_path):
+    """A report judged under other rules (here: a tampered table) gets the current table back from
+    its own measurements, without a model or a teacher."""
+    import json
+    import shutil
+
+    from mlffd.errors import MLFFDError
+    from mlffd.validate import rejudge
+
+    report, d = self_report
+    folder = tmp_path / "report"
+    shutil.copytree(d / "report", folder)
+    stored = json.loads((folder / "report.json").read_text())
+    stored["table"] = [{"property": "stale", "ok": False}]
+    (folder / "report.json").write_text(json.dumps(stored))
+    again = rejudge(folder)
+    assert again["table"] == report["table"]
+    assert json.loads((folder / "report.json").read_text())["table"] == report["table"]
+    assert "stale" not in (folder / "report.md").read_text()
+    with pytest.raises(MLFFDError, match="no validation report"):
+        rejudge(tmp_path / "nothing")
+
+
 def test_student_in_the_wrong_thermal_state_is_not_called_stable():
     """A student that runs to the end but sits below the teacher's potential energy (a spurious
     low-energy region) or heats in NVE fails the stability row, with the reason in its note."""

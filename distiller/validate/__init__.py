@@ -6,6 +6,6 @@
 from __future__ import annotations
 
 from mlffd.validate.benchmark import bench
-from mlffd.validate.validation import validate
+from mlffd.validate.validation import rejudge, validate
 
-__all__ = ["validate", "bench"]
+__all__ = ["validate", "rejudge", "bench"]

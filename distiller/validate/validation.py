@@ -231,6 +231,24 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
     return report
 
 
+def rejudge(report_dir: str | Path) -> dict:
+    """Judge a finished report again under the current rules: the table of `report.json` recomputed
+    from its stored measurements (no model or teacher call), `report.json` and `report.md` rewritten.
+    For when what a row judges changes; a row whose measurement changed needs validate again."""
+    from mlffd.validate.properties.report import table_markdown
+    from mlffd.validate.properties.suite import property_table
+
+    report_dir = Path(report_dir)
+    path = report_dir / "report.json"
+    if not path.is_file():
+        raise MLFFDError(f"no validation report at {path}")
+    report = json.loads(path.read_text())
+    report["table"] = _clean(property_table({"properties": report["properties"]}))
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    (report_dir / "report.md").write_text(report_markdown(report, table_markdown(report["table"])))
+    return report
+
+
 def _clean(obj):
     """JSON-safe copy: numpy scalars to Python, inf/nan to None."""
     if isinstance(obj, dict):
