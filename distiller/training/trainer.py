@@ -324,11 +324,11 @@ class Trainer:
             return False
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["dataset_fingerprint"] != self.fingerprint:
-            raise MLFFDError(f"{self.out} holds a run on a different dataset; choose another --out")
+            raise MLFFDError(f"{self.out} holds a run on a different dataset; train into another run folder")
         saved = TrainConfig.from_dict(state["train_config"]).to_dict()
         changed = [k for k, v in self.cfg.to_dict().items() if saved.get(k) != v and k not in ("epochs", "time_budget_minutes", "threads")]
         if changed:
-            raise MLFFDError(f"{self.out} was started with other settings ({', '.join(changed)}); use the same config or another --out")
+            raise MLFFDError(f"{self.out} was started with other settings ({', '.join(changed)}); use the same settings or another run folder")
         self.model_config = make_config(state["model_config"])
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])

@@ -15,7 +15,7 @@ from mlffd.errors import MLFFDError
 def load_reference(name: str, device: str = "cpu", threads: int | None = None):
     """(ASE calculator, info dict with name, version, elements or None)."""
     if not name:
-        raise MLFFDError("no teacher given (--teacher NAME)")
+        raise MLFFDError("no teacher named (an empty teacher name)")
     if name.startswith("mlffd:"):
         path = name[len("mlffd:"):]
         if not Path(path).is_file():

@@ -150,7 +150,7 @@ def validate(model_path: str | Path, teacher: str, report_dir: str | Path, *, sy
     if system is None:
         system = builtin_for_elements(elements)
         if system is None:
-            raise MLFFDError(f"no built-in system for the model's elements ({' '.join(elements)}): pass --system "
+            raise MLFFDError(f"no built-in system for the model's elements ({' '.join(elements)}): name the system "
                              "(a built-in name or a structure file of the crystal)")
     crystal = load_crystal(system)
     unknown = [el for el in crystal.elements if el not in elements]

@@ -72,7 +72,7 @@ def check_properties(names) -> tuple:
         raise MLFFDError(f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
                          f"(choose from {', '.join(PROPERTIES)})")
     if not names:
-        raise MLFFDError("no property to compute (give --properties eos,elastic,...)")
+        raise MLFFDError(f"no property to compute (an empty list; choose from {', '.join(PROPERTIES)})")
     return names
 
 
