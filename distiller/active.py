@@ -266,7 +266,8 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
     """Rounds of training, candidates (student MD or given trajectories), scoring, selection and
     teacher labelling (see the module docstring); `data` must exist (the seed data set) and grows.
     Returns the per-round record."""
-    from mlffd.data.dataset import DatasetWriter, open_dataset
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.writer import DatasetWriter
     from mlffd.data.systems import load_systems
 
     settings.check()

@@ -42,7 +42,7 @@ def emt_cu_student(tmp_path_factory):
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
-    from mlffd.data.dataset import DatasetWriter
+    from mlffd.data.writer import DatasetWriter
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
     from mlffd.export.freeze import export_checkpoint

@@ -16,7 +16,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from mlffd.active import ActiveSettings, active_learning
-from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.data.dataset import open_dataset
+from mlffd.data.writer import DatasetWriter
 from mlffd.training.config import TrainConfig
 
 TRAIN = {"preset": "tiny", "cutoff": 4.0, "epochs": 12, "batch_size": 4, "lr": 0.01, "ema_decay": 0.8,

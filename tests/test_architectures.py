@@ -58,7 +58,7 @@ class PairPotential(EdgePotential):
 
 
 def _cu_dataset(path, n=12):
-    from mlffd.data.dataset import DatasetWriter
+    from mlffd.data.writer import DatasetWriter
 
     rng = np.random.default_rng(0)
     with DatasetWriter(path, "emt", "ase EMT") as writer:

@@ -26,7 +26,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlffd.calculator import MLFFDCalculator
 from mlffd.cli import main
-from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.data.dataset import open_dataset
+from mlffd.data.writer import DatasetWriter
 from mlffd.errors import MLFFDError
 from mlffd.export.contract import FORMAT_VERSION
 

@@ -13,7 +13,7 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mlffd.data.dataset import DatasetWriter
+from mlffd.data.writer import DatasetWriter
 from mlffd.training.trainer import split_indices
 
 # EMT is a cheap stand-in labeller: these tests check the training machinery, not a teacher.

@@ -19,7 +19,7 @@ from mlffd.errors import MLFFDError
 def _write_dataset(path, calc, teacher_name, symbol="Si", n_frames=3):
     from ase.build import bulk
 
-    from mlffd.data.dataset import DatasetWriter
+    from mlffd.data.writer import DatasetWriter
 
     with DatasetWriter(path, teacher_name, "test labeller") as w:
         for k in range(n_frames):

@@ -104,7 +104,8 @@ def select_frames(pool, selection: dict, structure: str) -> list[int]:
 
 
 def write_subset(pool_path: Path, indices: list[int], out: Path) -> None:
-    from mlffd.data.dataset import DatasetWriter, open_dataset
+    from mlffd.data.dataset import open_dataset
+    from mlffd.data.writer import DatasetWriter
 
     pool = open_dataset(pool_path)
     meta = pool.metadata

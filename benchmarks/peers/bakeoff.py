@@ -521,7 +521,8 @@ class Context:
 
     def __init__(self, distill_dir: Path, out: Path, train_minutes: float, sizes: list[int], envs: Path,
                  properties: tuple | None = None):
-        from mlffd.data.dataset import export_extxyz, open_dataset
+        from mlffd.data.dataset import open_dataset
+        from mlffd.data.extxyz import export_extxyz
 
         # absolute paths: the peers' tools run in their own folders
         self.out, self.train_minutes, self.envs, self.properties = out.resolve(), float(train_minutes), envs, properties

@@ -63,7 +63,7 @@ def _generate(args) -> int:
 
 
 def _export(args) -> int:
-    from mlffd.data.dataset import export_extxyz
+    from mlffd.data.extxyz import export_extxyz
 
     n = export_extxyz(args.dataset, args.out)
     print(f"exported {n} frames to {args.out}")
@@ -71,7 +71,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from mlffd.data.dataset import import_extxyz
+    from mlffd.data.extxyz import import_extxyz
 
     n = import_extxyz(args.structures, args.out, teacher_name=args.teacher_name,
                       teacher_version=args.teacher_version)

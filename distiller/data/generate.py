@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlffd.data.dataset import DatasetWriter, open_dataset
+from mlffd.data.dataset import open_dataset
 from mlffd.data.sampling import (
     TO_RELAX,
     MDState,
@@ -26,12 +26,13 @@ from mlffd.data.sampling import (
     sample_volume,
     atoms_to_state,
 )
+from mlffd.data.systems import System, load_systems, validate_atoms, with_supercells
+from mlffd.data.writer import DatasetWriter
+from mlffd.errors import MLFFDError
+from mlffd.neighbours import periodic_3d
 
 ONE_SHOT_SAMPLERS = {"rattle": sample_rattle, "strain": sample_strain, "vacancy": sample_vacancy,
                      "volume": sample_volume, "elastic": sample_elastic, "interstitial": sample_interstitial}
-from mlffd.data.systems import System, load_systems, validate_atoms, with_supercells
-from mlffd.errors import MLFFDError
-from mlffd.neighbours import periodic_3d
 
 
 def check_output_writable(out: Path) -> None:

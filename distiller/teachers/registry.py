@@ -125,7 +125,7 @@ class TeacherCalculator(Calculator):
 def per_atom_energies(results: dict, energy: float, n_atoms: int) -> np.ndarray | None:
     """The inner calculator's per-atom energies (ASE's "energies"), or None when it has none or
     they do not sum to its total energy (a partition that does not is not the teacher's energy)."""
-    from mlffd.data.dataset import ATOM_ENERGY_SUM_TOL
+    from mlffd.data.schema import ATOM_ENERGY_SUM_TOL
 
     values = results.get("energies")
     if values is None:

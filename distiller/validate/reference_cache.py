@@ -107,7 +107,7 @@ class CachedReference(Calculator):
 
     def _open_writer(self):
         if self._writer is None:
-            from mlffd.data.dataset import DatasetWriter
+            from mlffd.data.writer import DatasetWriter
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = DatasetWriter(self.path, self.teacher_name, self.teacher_version).open()
