@@ -49,7 +49,7 @@ def random_student(preset: str, elements: list[str], path: Path, dtype: str, use
 
 
 def main(argv=None) -> int:
-    from mlffd.validate.benchmark import DEFAULTS
+    from mlffd.bench.benchmark import DEFAULTS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from mlffd.errors import MLFFDError
-    from mlffd.validate import bench
+    from mlffd.bench import bench
 
     try:
         if args.preset:

@@ -30,7 +30,7 @@ from mlffd.export.freeze import freeze
 from mlffd.model.registry import build_model
 from mlffd.model.student import StudentConfig, StudentPotential
 from mlffd.training.config import PRESETS
-from mlffd.validate import bench
+from mlffd.bench import bench
 
 # name -> StudentConfig overrides of a preset
 VARIANTS = {

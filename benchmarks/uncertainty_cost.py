@@ -23,7 +23,7 @@ import torch
 from mlffd.export.freeze import freeze
 from mlffd.model.student import StudentConfig, StudentPotential
 from mlffd.training.config import PRESETS
-from mlffd.validate import bench
+from mlffd.bench import bench
 
 
 def frozen(path: Path, with_uncertainty: bool) -> Path:

@@ -20,7 +20,8 @@ COMMAND_MODULES = [
     "mlffd.training.cli",  # train
     "mlffd.export.cli",  # export
     "mlffd.info",  # info (datasets and models)
-    "mlffd.validate.cli",  # validate, bench
+    "mlffd.validate.cli",  # validate
+    "mlffd.bench.cli",  # bench
     "mlffd.active",  # active
     "mlffd.distill",  # distill
     "mlffd.lammps_plugin.cli",  # lammps build

@@ -113,7 +113,7 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     after minutes of teacher calls and training: the file reads, the teacher covers its elements,
     the recipe suits it, and validate and bench accept it (or are skipped, saying why)."""
     from mlffd.data.systems import BUILTIN_SYSTEMS, load_system
-    from mlffd.validate.benchmark import unit_cell
+    from mlffd.bench.benchmark import unit_cell
     from mlffd.validate.properties.crystal import load_crystal
     from mlffd.validate.reference import reference_elements
 
@@ -217,7 +217,8 @@ def run(args) -> int:
     from mlffd.data.generate import generate_dataset
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
-    from mlffd.validate import bench, validate
+    from mlffd.bench import bench
+    from mlffd.validate import validate
     from mlffd.export.freeze import export_checkpoint
 
     out = Path(args.out)

@@ -29,7 +29,7 @@ def models(tmp_path_factory):
 def test_replicate_sizes(system, natoms, expect):
     """The nearest count a compact supercell has: quartz's 9-atom cell gives 2x2x2 (72 atoms) for 64,
     not the 1x7x1 rod of 63."""
-    from mlffd.validate.benchmark import MAX_ASPECT, replicate, unit_cell
+    from mlffd.bench.benchmark import MAX_ASPECT, replicate, unit_cell
 
     elements = {"si": ["Si"], "cu": ["Cu"], "sio2": ["Si", "O"]}[system]
     atoms, reps = replicate(unit_cell(elements), natoms)
@@ -56,7 +56,7 @@ def _check_schema(result, out):
 
 
 def test_bench_ase_with_stand_in_teacher(models, tmp_path):
-    from mlffd.validate import bench
+    from mlffd.bench import bench
 
     out = tmp_path / "b"
     result = bench(models["si"], f"mlffd:{models['si_other']}", [8, 64], ["ase"], out, steps=2, repeats=2,
@@ -110,7 +110,7 @@ def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     """Without the built plugin the student row says why; no number is made up."""
     from mlffd import lammps_plugin
 
-    from mlffd.validate import bench
+    from mlffd.bench import bench
 
     monkeypatch.setattr(lammps_plugin, "plugin_path", lambda: str(tmp_path / "missing.so"))
     result = bench(models["si"], None, [8], ["lammps"], tmp_path / "b", steps=2, repeats=1, warmup=1,
@@ -127,7 +127,7 @@ def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     ({"steps": 0}, "bench steps must be >= 1, got 0"),
 ])
 def test_bench_bad_inputs(models, tmp_path, kwargs, match):
-    from mlffd.validate import bench
+    from mlffd.bench import bench
 
     args = {"sizes": [8], "engines": ["ase"], "teacher": None}
     args.update(kwargs)
@@ -137,7 +137,7 @@ def test_bench_bad_inputs(models, tmp_path, kwargs, match):
 
 
 def test_bench_unknown_system(tmp_path):
-    from mlffd.validate import bench
+    from mlffd.bench import bench
     from mlffd.export.testing import make_demo_model
 
     model = make_demo_model(tmp_path / "sic.pt", elements=("Si", "C"), channels=4, lmax=1, num_interactions=1)

@@ -1,11 +1,10 @@
-"""Validation (`mlffd validate`) and benchmarks (`mlffd bench`) of a frozen student.
+"""Physics validation (`mlffd validate`): a frozen student against its teacher, property by property.
 
-    from mlffd.validate import validate, bench
+    from mlffd.validate import validate, rejudge
 """
 
 from __future__ import annotations
 
-from mlffd.validate.benchmark import bench
 from mlffd.validate.validation import rejudge, validate
 
-__all__ = ["validate", "rejudge", "bench"]
+__all__ = ["validate", "rejudge"]

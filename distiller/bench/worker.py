@@ -1,8 +1,8 @@
 """One ASE timing run in its own process (so peak RSS belongs to one engine and one size).
 
-    python -m mlffd.validate.bench_worker '{"kind": "student", "model": "model.pt", ...}'
+    python -m mlffd.bench.worker '{"kind": "student", "model": "model.pt", ...}'
 
-Prints one line `MLFFD_BENCH_RESULT {json}` on stdout. Called by `mlffd.validate.benchmark`.
+Prints one line `MLFFD_BENCH_RESULT {json}` on stdout. Called by `mlffd.bench.benchmark`.
 """
 
 from __future__ import annotations

@@ -129,10 +129,10 @@ def _first_line(text: str) -> str:
 
 def run_ase_md(spec: dict, threads: int, timeout: float) -> dict:
     """One ASE timing run (`bench_worker` spec) in its own process; its result dict or {"error": ...}."""
-    from mlffd.validate.bench_worker import MARKER
+    from mlffd.bench.worker import MARKER
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "mlffd.validate.bench_worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mlffd.bench.worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
