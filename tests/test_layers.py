@@ -3,7 +3,7 @@
 - one namespace: every module imports the package as `mlffd` (never the checkout folders'
   names `distiller`, `export`, `lammps_plugin`, which pytest could import as other modules);
 - layers import one way: model core -> data and training -> export -> engines (ASE calculator,
-  LAMMPS plugin) -> the applications (validate, active learning, distill, CLI);
+  LAMMPS plugin) -> the applications (validate, bench, active learning, distill, CLI);
 - product code never imports test helpers;
 - deployment needs only what deployment needs: a frozen model runs in ASE with torch, ase and
   vesin, without e3nn, h5py or matplotlib.
@@ -27,7 +27,7 @@ LAYERS = [
     ("mlffd.data", "mlffd.training", "mlffd.teachers"),
     ("mlffd.export",),
     ("mlffd.calculator", "mlffd.MLFFDCalculator", "mlffd.lammps_plugin"),
-    ("mlffd.validate", "mlffd.active", "mlffd.distill", "mlffd.info", "mlffd.cli"),
+    ("mlffd.validate", "mlffd.bench", "mlffd.active", "mlffd.distill", "mlffd.info", "mlffd.cli"),
 ]
 
 
