@@ -314,13 +314,18 @@ def test_distill_recipes_plan_their_parts():
 
 def test_distill_picks_the_student_by_budget():
     """The 2-layer `small` student from a 30-minute budget on, `fast` below; an asked-for preset wins."""
-    from mlffd.distill import plan
+    from mlffd.distill import RECIPES, plan
     from mlffd.training.config import TrainConfig
 
     assert plan(15.0, None)["preset"] == "fast" and plan(29.9, None)["preset"] == "fast"
     assert plan(30.0, None)["preset"] == "small" and plan(60.0, None)["preset"] == "small"
     assert plan(30.0, None, preset="fast")["preset"] == "fast"
     assert TrainConfig.from_dict({"preset": plan(30.0, None)["preset"]}).model_settings()["num_interactions"] == 2
+    # the fidelity recipe's radial basis follows the student: 32 functions for the 2-layer one
+    fidelity = RECIPES["fidelity"]
+    assert TrainConfig.from_dict(fidelity.train_settings("small")).model_settings()["n_radial"] == 32
+    assert TrainConfig.from_dict(fidelity.train_settings("fast")).model_settings()["n_radial"] == 16
+    assert fidelity.train_settings("fast")["preset"] == "fast"
 
 
 def test_distill_recipe_suits_the_structure(tmp_path):
