@@ -94,8 +94,9 @@ RECIPES = {
 }
 DEFAULT_RECIPE = "fidelity"
 # The student's size by budget (docs/results.md section 11, `--budget 30`, 2026-12-06): the 2-layer `small`
-# put quartz at 10 of its 13 property rows (`fast` 8) and Si at every milestone row but C11 (`fast`: all
-# but C44 and the vacancy, each by a hair), at ~1.5-1.9x `fast`'s cost per MD step. The default demo's 15
+# put quartz at 10 of its 13 property rows (`fast` 8) and, with 32 radial functions, Si at every milestone
+# row in two seeds (`fast`: all but C44 and the vacancy, each by a hair), at ~1.5-1.9x `fast`'s cost per
+# MD step. The default demo's 15
 # minutes stay with `fast`, the training default, which gets the epochs it needs there.
 LARGER_STUDENT_BUDGET = 30.0
 LARGER_STUDENT_PRESET = "small"
