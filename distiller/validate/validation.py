@@ -185,7 +185,7 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
                         threads: int | None = None, verbose: bool = True) -> dict:
     """The suite for any ASE calculator as the student (the tests use ASE's EMT and perturbed
     copies of it); what `validate` runs once it has loaded the frozen model."""
-    from mlffd.validate.properties.report import table_markdown, write_plots
+    from mlffd.validate.properties.report import write_plots
     from mlffd.validate.properties.suite import property_table, run_suite
     from mlffd.validate.reference_cache import CachedReference, default_cache_path
 
@@ -225,8 +225,7 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
     report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     report = _clean(report)
     report["plots"] = write_plots(report_dir, report) + (["parity.png"] if frames is not None else [])
-    (report_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (report_dir / "report.md").write_text(report_markdown(report, table_markdown(table)))
+    _write_report(report_dir, report)
     log(f"validate: report in {report_dir}/report.md")
     return report
 
@@ -235,7 +234,6 @@ def rejudge(report_dir: str | Path) -> dict:
     """Judge a finished report again under the current rules: the table of `report.json` recomputed
     from its stored measurements (no model or teacher call), `report.json` and `report.md` rewritten.
     For when what a row judges changes; a row whose measurement changed needs validate again."""
-    from mlffd.validate.properties.report import table_markdown
     from mlffd.validate.properties.suite import property_table
 
     report_dir = Path(report_dir)
@@ -244,9 +242,16 @@ def rejudge(report_dir: str | Path) -> dict:
         raise MLFFDError(f"no validation report at {path}")
     report = json.loads(path.read_text())
     report["table"] = _clean(property_table({"properties": report["properties"]}))
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    (report_dir / "report.md").write_text(report_markdown(report, table_markdown(report["table"])))
+    _write_report(report_dir, report)
     return report
+
+
+def _write_report(report_dir: Path, report: dict) -> None:
+    """report.json and report.md of a finished report (its table included)."""
+    from mlffd.validate.properties.report import table_markdown
+
+    (report_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (report_dir / "report.md").write_text(report_markdown(report, table_markdown(report["table"])))
 
 
 def _clean(obj):
