@@ -39,6 +39,7 @@ import numpy as np
 
 from mlffd.errors import MLFFDError
 from mlffd.flags import comma_separated
+from mlffd.md import THERMOSTAT_FRICTION_PER_FS, initial_velocities, md_timestep
 
 SAMPLER = "active"
 SCORES = ("committee", "uncertainty")
@@ -149,8 +150,7 @@ def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log
     from ase.md.langevin import Langevin
 
     from mlffd.calculator import MLFFDCalculator
-    from mlffd.data.sampling import derive_seed, md_timestep
-    from mlffd.validate.properties.dynamics import initial_velocities
+    from mlffd.data.sampling import derive_seed
 
     calc = MLFFDCalculator(str(model))
     candidates = []
@@ -160,7 +160,8 @@ def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log
             atoms = start.copy()
             atoms.calc = calc
             initial_velocities(atoms, temperature, seed)
-            dyn = Langevin(atoms, md_timestep(atoms) * units.fs, temperature_K=temperature, friction=0.02 / units.fs,
+            dyn = Langevin(atoms, md_timestep(atoms) * units.fs, temperature_K=temperature,
+                           friction=THERMOSTAT_FRICTION_PER_FS / units.fs,
                            fixcm=False, rng=np.random.default_rng(seed))
             for step in range(settings.sample_every, settings.md_steps + 1, settings.sample_every):
                 try:

@@ -23,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"distiller": "mlffd", "export": "mlffd.export", "lammps_plugin": "mlffd.lammps_plugin"}
 LAYERS = [
-    ("mlffd.__version__", "mlffd.errors", "mlffd.flags", "mlffd.model", "mlffd.neighbours", "mlffd.relax"),
+    ("mlffd.__version__", "mlffd.errors", "mlffd.flags", "mlffd.model", "mlffd.neighbours", "mlffd.relax",
+     "mlffd.md"),
     ("mlffd.data", "mlffd.training", "mlffd.teachers"),
     ("mlffd.export",),
     ("mlffd.calculator", "mlffd.MLFFDCalculator", "mlffd.lammps_plugin"),

@@ -55,7 +55,7 @@ def run(spec: dict) -> dict:
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
-    from mlffd.validate.properties.dynamics import initial_velocities
+    from mlffd.md import initial_velocities
 
     atoms = ase.io.read(spec["structure"])
     rss_before_model = current_rss_mb()

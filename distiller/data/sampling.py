@@ -40,6 +40,7 @@ import numpy as np
 from ase import Atoms, units
 
 from mlffd.data.systems import MIN_DISTANCE, System, min_distance
+from mlffd.md import THERMOSTAT_FRICTION_PER_FS, md_timestep
 from mlffd.neighbours import periodic_3d
 from mlffd.errors import MLFFDError
 
@@ -300,16 +301,6 @@ def sample_interstitial(image: Atoms, recipe: Recipe) -> Atoms:
     return _rattled(atoms, 0.5 * rattle_sigma(recipe.temperature), rng, recipe.key)
 
 
-def md_timestep(atoms: Atoms) -> float:
-    """Timestep in fs: 0.5 with H, 1.0 with other first/second-row elements, else 2.0."""
-    z = atoms.numbers
-    if np.any(z == 1):
-        return 0.5
-    if np.any(z <= 10):
-        return 1.0
-    return 2.0
-
-
 @dataclass
 class MDState:
     """What an MD frame leaves for the next one: exactly what is stored in the dataset."""
@@ -359,7 +350,7 @@ def sample_md(image: Atoms, recipe: Recipe, calc, prev: MDState | None, md_strid
         atoms,
         timestep=dt * units.fs,
         temperature_K=recipe.temperature,
-        friction=0.02 / units.fs,
+        friction=THERMOSTAT_FRICTION_PER_FS / units.fs,
         fixcm=False,
         rng=rng,
     )

@@ -19,9 +19,9 @@ from ase import units
 from ase.data import chemical_symbols
 
 from mlffd.errors import MLFFDError
+from mlffd.md import THERMOSTAT_FRICTION_PER_FS, initial_velocities
 from mlffd.validate.properties.crystal import pair_distances
 
-EQUILIBRATION_FRICTION_PER_FS = 0.02  # a 50 fs velocity relaxation time
 PRODUCTION_FRICTION_PER_FS = 0.001
 RUNAWAY_FACTOR = 2.0  # unstable: hotter than this x the hottest of (target, teacher's run)
 DIFFUSIVE_MSD_A2 = 1.0  # MSD at the longest lag above this: atoms leave their sites
@@ -62,18 +62,6 @@ def rdf_deviation(g_student: np.ndarray, g_teacher: np.ndarray) -> float:
     """Integrated |g_s - g_t| relative to the integral of g_t (1 = 100 %)."""
     total = float(np.sum(g_teacher))
     return float(np.sum(np.abs(g_student - g_teacher)) / total) if total > 0 else float("nan")
-
-
-def initial_velocities(atoms, temperature: float, seed: int) -> None:
-    """Maxwell-Boltzmann momenta at `temperature` from `seed`, centre-of-mass motion removed."""
-    from ase.md import velocitydistribution as vd
-
-    rng = np.random.default_rng(seed)
-    if hasattr(vd, "thermalize_momenta"):  # ase >= 3.29
-        vd.thermalize_momenta(atoms, temperature, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    vd.Stationary(atoms)
 
 
 @dataclass
@@ -127,7 +115,7 @@ def run_protocol(start, calc, protocol: Protocol, *, label: str, keep_labels: bo
     n = len(atoms)
     rng = np.random.default_rng(protocol.seed + 1)
     dt = protocol.timestep_fs * units.fs
-    phases = [("equilibration", protocol.equilibration_steps, EQUILIBRATION_FRICTION_PER_FS),
+    phases = [("equilibration", protocol.equilibration_steps, THERMOSTAT_FRICTION_PER_FS),
               ("production", protocol.production_steps, PRODUCTION_FRICTION_PER_FS),
               ("nve", protocol.nve_steps, None)]
     total = sum(p[1] for p in phases)

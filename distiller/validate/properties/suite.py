@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mlffd.errors import MLFFDError
+from mlffd.md import md_timestep
 from mlffd.validate.properties import defects, dynamics, elasticity, phonons
 from mlffd.validate.properties.crystal import Crystal, default_min_distance, equilibrium, repeats_for_width
 
@@ -204,12 +205,10 @@ def _md_plan(teacher, settings: SuiteSettings, n_atoms: int, temperatures: list,
     return plan
 
 
-def md_timestep(atoms, temperature: float) -> float:
+def protocol_timestep(atoms, temperature: float) -> float:
     """fs: the data engine's step for the elements (2 fs for Si, Cu; 1 fs with O), at most 1 fs
     above 1500 K."""
-    from mlffd.data.sampling import md_timestep as base
-
-    dt = base(atoms)
+    dt = md_timestep(atoms)
     return min(dt, 1.0) if temperature > 1500.0 else dt
 
 
@@ -217,7 +216,7 @@ def _run_md(student, teacher, crystal, eq_t, eq_s, settings, clock, remaining_s,
     repeats = repeats_for_width(eq_t.unit, 1.5 * settings.cutoff)
     start_t = eq_t.unit.repeat(repeats)
     temperatures = settings.md_temperatures()
-    timesteps = [md_timestep(start_t, t) for t in temperatures]
+    timesteps = [protocol_timestep(start_t, t) for t in temperatures]
     floor = default_min_distance(start_t.get_chemical_symbols())
     plan = _md_plan(teacher, settings, len(start_t), temperatures, timesteps, remaining_s, crystal.name)
     log(f"validate: md plan {plan['equilibration_steps']} + {plan['production_steps']} steps at "
