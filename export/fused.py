@@ -147,6 +147,9 @@ class FusedStudentPotential(StudentPotential):
                                                      interaction.update[2].bias, interaction.residual)
             t += 1
         atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species[:n_local])
+        if self.pair_repulsion:
+            length = torch.linalg.vector_norm(vec, dim=1)
+            atom_energy = atom_energy + self.repulsion_energy(length, species, centre, neighbour)[:n_local]
         energy = atom_energy.sum()
         edge_grad = energy_gradient(energy, vec, False)
         out = torch.ops.mlffd.edge_forces_virial(edge_grad, vec.detach(), rowptr, nb_order, nb_start)

@@ -271,11 +271,15 @@ def ase_results(model, atoms) -> dict:
 @pytest.mark.parametrize("dtype, rtol", [("float32", 2e-6), ("float64", 1e-10)])
 def test_lammps_equals_ase_on_the_fused_ops(plugin, tmp_path, dtype, rtol):
     """The default export (spline tables, fused ops) in LAMMPS and in ASE: same numbers (both hand
-    the model float64 edge vectors), one and two layers."""
-    for layers in (1, 2):
-        model = make_demo_model(tmp_path / f"m{layers}.pt", elements=("Si", "O"), num_interactions=layers,
-                                dtype=dtype, use_ops=True, seed=20 + layers)
+    the model float64 edge vectors), one and two layers, and with the ZBL wall on a compressed cell
+    (Si-O pairs inside their covalent distance)."""
+    for layers, pair_repulsion in ((1, False), (2, False), (2, True)):
+        model = make_demo_model(tmp_path / f"m{layers}{pair_repulsion}.pt", elements=("Si", "O"),
+                                num_interactions=layers, dtype=dtype, use_ops=True, seed=20 + layers,
+                                pair_repulsion=pair_repulsion)
         atoms = triclinic_sio(seed=layers)
+        if pair_repulsion:
+            atoms.set_cell(atoms.cell.array * 0.8, scale_atoms=True)
         got = run_lammps(str(model), atoms, ["Si", "O"], plugin=plugin)
         assert_close(got, ase_results(model, atoms), rtol, keys=("energy", "forces", "energies", "virial"))
 
@@ -454,3 +458,27 @@ def test_error_messages(plugin, models, bad_models, tmp_path, case, body, expect
     assert errors and expected in errors[0], f"{case}: {errors or log[-2000:]}"
     if case == "unknown element":
         assert "(its elements: Si)" in errors[0]
+
+
+def test_zbl_wall_is_lammps_pair_style_zbl():
+    """The student's repulsion (mlffd.model.repulsion) is the ZBL of LAMMPS's own `pair_style zbl`
+    (an independent implementation) for a metal and an oxide pair, from 0.6 A to 2 A."""
+    from mlffd.model.repulsion import ZBLRepulsion
+
+    zbl = ZBLRepulsion(["Si"], 5.0).double()
+    for z_i, z_j in ((29, 29), (14, 8)):
+        for r in (0.6, 1.141, 2.0):
+            deck = "\n".join([
+                "units metal", "atom_style atomic", "boundary f f f", "region box block -10 10 -10 10 -10 10",
+                "create_box 2 box", "create_atoms 1 single 0 0 0", f"create_atoms 2 single {r} 0 0", "mass * 1.0",
+                "pair_style zbl 8.0 9.0", f"pair_coeff 1 1 {z_i} {z_i}", f"pair_coeff 2 2 {z_j} {z_j}",
+                f"pair_coeff 1 2 {z_i} {z_j}", "thermo_style custom pe", "thermo_modify format float %.12g", "run 0", ""])
+            done = subprocess.run([str(lmp_binary()), "-log", "none"], input=deck, env=lammps_env(),
+                                  capture_output=True, text=True, timeout=120)
+            lines = done.stdout.splitlines()
+            lammps_energy = float(lines[lines.index(next(x for x in lines if x.strip() == "PotEng")) + 1])
+            ours = zbl.bare_energy(torch.tensor([r], dtype=torch.float64), torch.tensor([float(z_i)], dtype=torch.float64),
+                                   torch.tensor([float(z_j)], dtype=torch.float64))
+            # LAMMPS shifts its pair energy by a constant (~1e-5 eV here) so that it is 0 at its 9 A cutoff
+            assert float(ours) == pytest.approx(lammps_energy, abs=1e-4), (z_i, z_j, r)
+

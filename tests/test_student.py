@@ -11,10 +11,10 @@ from mlffd.training.graphs import collate, frame_to_graph, predict
 from mlffd.neighbours import NeighbourList
 
 
-def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O"), products=None):
+def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O"), products=None, pair_repulsion=False):
     torch.manual_seed(seed)
     config = StudentConfig(elements=list(elements), cutoff=4.0, num_interactions=num_interactions, channels=8,
-                           lmax=lmax, products=products, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
+                           lmax=lmax, products=products, pair_repulsion=pair_repulsion, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
                            atomic_energies=[-2.0, -3.0][: len(elements)], energy_scale=1.0)
     return StudentPotential(config).double()
 
@@ -86,6 +86,55 @@ def test_virial_is_strain_derivative():
             energies.append(float(evaluate(model, strained)["energy"]))
         # W_ab = -dE/d(eps_ab)
         assert -(energies[0] - energies[1]) / (2 * h) == pytest.approx(virial[a, b], abs=1e-7, rel=1e-6)
+
+
+def test_pair_repulsion_forces_and_virial_are_exact_derivatives():
+    """A cell compressed to 0.75 (Si-Si 1.8 A, inside its 2.2 A covalent distance): the ZBL wall is
+    on, and forces and virial stay minus the derivatives of the energy."""
+    model = make_model(pair_repulsion=True)
+    atoms = structure(3)
+    atoms.set_cell(atoms.cell.array * 0.75, scale_atoms=True)
+    out = evaluate(model, atoms)
+    without = evaluate(make_model(pair_repulsion=False), atoms)
+    assert float(out["energy"] - without["energy"]) > 10.0  # the wall, not a rounding
+    h = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (6, 1)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += h
+        minus.positions[atom, axis] -= h
+        fd = -(float(evaluate(model, plus)["energy"]) - float(evaluate(model, minus)["energy"])) / (2 * h)
+        assert fd == pytest.approx(float(out["forces"][atom, axis]), abs=1e-7, rel=1e-6)
+    for a, b in [(0, 0), (2, 1)]:
+        energies = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[a, b] += sign * h
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ strain.T, scale_atoms=True)
+            energies.append(float(evaluate(model, strained)["energy"]))
+        assert -(energies[0] - energies[1]) / (2 * h) == pytest.approx(float(out["virial"][a, b]), rel=1e-6)
+
+
+def test_pair_repulsion_is_zbl_inside_the_covalent_distance_and_nothing_beyond():
+    """A Si dimer: the wall adds the ZBL energy times the envelope, falls monotonically as the pair
+    opens, and adds exactly nothing from the covalent distance (2 x 1.11 A) on."""
+    from ase import Atoms
+
+    from mlffd.model.radial import envelope
+
+    with_wall, without = make_model(elements=("Si",), pair_repulsion=True), make_model(elements=("Si",))
+    added = []
+    for d in (0.8, 1.2, 1.6, 2.0, 2.2):
+        atoms = Atoms("Si2", positions=[[0, 0, 0], [d, 0, 0]], pbc=False)
+        added.append(float(evaluate(with_wall, atoms)["energy"] - evaluate(without, atoms)["energy"]))
+        r, z = torch.tensor([d], dtype=torch.float64), torch.tensor([14.0], dtype=torch.float64)
+        bare = with_wall.repulsion.bare_energy(r, z, z)
+        # rel 1e-5: the covalent radii are buffers of the default dtype (float32-rounded 1.11 A)
+        assert added[-1] == pytest.approx(float(bare * envelope(r / 2.22)), rel=1e-5)
+    assert all(a > b for a, b in zip(added, added[1:])) and added[0] > 100.0
+    for d in (2.23, 3.0):
+        atoms = Atoms("Si2", positions=[[0, 0, 0], [d, 0, 0]], pbc=False)
+        assert float(evaluate(with_wall, atoms)["energy"]) == float(evaluate(without, atoms)["energy"])
 
 
 def test_smooth_at_cutoff():

@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 
+def envelope(x: torch.Tensor, p: float = 6.0) -> torch.Tensor:
+    """u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2) for x < 1, else 0: falls from 1
+    at x = 0 to 0 at x = 1 with p continuous derivatives there (DimeNet)."""
+    u = (
+        1.0
+        - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
+        + p * (p + 2.0) * torch.pow(x, p + 1.0)
+        - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
+    )
+    return u * (x < 1.0).to(x.dtype)
+
+
 class PolynomialCutoff(nn.Module):
     """Envelope u(r) that goes to zero with p continuous derivatives at the cutoff (DimeNet)."""
 
@@ -17,15 +29,7 @@ class PolynomialCutoff(nn.Module):
         self.p = float(p)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        x = r / self.cutoff
-        u = (
-            1.0
-            - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
-            + p * (p + 2.0) * torch.pow(x, p + 1.0)
-            - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
-        )
-        return u * (x < 1.0).to(r.dtype)
+        return envelope(r / self.cutoff, self.p)
 
 
 class BesselBasis(nn.Module):

@@ -30,6 +30,7 @@ from mlffd.model import kernels
 from mlffd.model.potential import EdgePotential
 from mlffd.model.radial import BesselBasis, PolynomialCutoff
 from mlffd.model.registry import DEFAULT_ARCHITECTURE, register_architecture
+from mlffd.model.repulsion import ZBLRepulsion
 
 
 @dataclass
@@ -45,6 +46,9 @@ class StudentConfig:
     # Invariant products per degree (P above); None: `channels`. Per-atom work only: the edge
     # kernels, which dominate an MD step, do not see it.
     products: Optional[int] = None
+    # A fixed ZBL wall under the learned energy, for pairs closer than their covalent distance
+    # (mlffd.model.repulsion): where no training frame puts atoms, the energy still rises.
+    pair_repulsion: bool = False
     avg_num_neighbors: float = 20.0
     # Fitted from the training data (mlffd.training.trainer.fit_statistics).
     atomic_energies: Optional[List[float]] = None
@@ -176,8 +180,16 @@ class StudentPotential(EdgePotential):
         shifts = config.atomic_energies if config.atomic_energies is not None else [0.0] * n_species
         self.register_buffer("atomic_energies", torch.tensor(shifts, dtype=torch.get_default_dtype()))
         self.energy_scale = float(config.energy_scale)
+        self.pair_repulsion = bool(config.pair_repulsion)
+        self.repulsion = ZBLRepulsion(config.elements, config.cutoff)
 
     padded_edges = True
+
+    def repulsion_energy(self, length: torch.Tensor, species: torch.Tensor, centre: torch.Tensor,
+                         neighbour: torch.Tensor) -> torch.Tensor:
+        """Per-node ZBL energies [N], each edge's to its centre (zero for edges past the cutoff)."""
+        pair = self.repulsion(length, species.index_select(0, centre), species.index_select(0, neighbour))
+        return length.new_zeros(species.shape[0]).index_add(0, centre, pair)
 
     def atom_energy(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int = 0
@@ -208,7 +220,10 @@ class StudentPotential(EdgePotential):
                 descriptor = hidden
             h = interaction.readout(h, hidden)
             t += 1
-        return h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species), descriptor
+        atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
+        if self.pair_repulsion:
+            atom_energy = atom_energy + self.repulsion_energy(length, species, centre, neighbour)
+        return atom_energy, descriptor
 
     def atom_energy_padded(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int

@@ -41,6 +41,7 @@ class TrainConfig:
     radial_hidden: Optional[int] = None
     mlp_hidden: Optional[int] = None
     products: Optional[int] = None  # invariant products per degree; None: channels (per-atom cost only)
+    pair_repulsion: bool = False  # a fixed ZBL wall under the learned energy (mlffd.model.repulsion)
     # optimisation
     epochs: Optional[int] = 200
     time_budget_minutes: Optional[float] = None  # overrides epochs when set
@@ -90,6 +91,7 @@ class TrainConfig:
             value = getattr(self, key)
             settings[key] = preset[key] if value is None else value
         settings["products"] = self.products
+        settings["pair_repulsion"] = self.pair_repulsion
         return settings
 
     def validate(self) -> "TrainConfig":
@@ -121,6 +123,8 @@ class TrainConfig:
             for name, value in weights.items():
                 if not _finite_at_least(value, 0.0):
                     raise MLFFDError(f"{key}[{name!r}] must be a number >= 0, got {value!r}")
+        if not isinstance(self.pair_repulsion, bool):
+            raise MLFFDError(f"pair_repulsion must be true or false, got {self.pair_repulsion!r}")
         if self.products is not None and not (isinstance(self.products, int) and self.products >= 1):
             raise MLFFDError(f"products must be a whole number >= 1 or null, got {self.products!r}")
         for key in ("cutoff", "lr", "batch_size"):
