@@ -147,11 +147,12 @@ class FusedStudentPotential(StudentPotential):
                                                      interaction.update[2].bias, interaction.residual)
             t += 1
         atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species[:n_local])
+        edge_grad = energy_gradient(atom_energy.sum(), vec, False)
         if self.pair_repulsion:
-            length = torch.linalg.vector_norm(vec, dim=1)
-            atom_energy = atom_energy + self.repulsion_energy(length, species, centre, neighbour)[:n_local]
+            wall = self.repulsion.energy_and_edge_gradient(vec.detach(), species, centre, neighbour, n_local)
+            atom_energy = atom_energy + wall[0]
+            edge_grad = edge_grad.index_add(0, wall[1], wall[2])
         energy = atom_energy.sum()
-        edge_grad = energy_gradient(energy, vec, False)
         out = torch.ops.mlffd.edge_forces_virial(edge_grad, vec.detach(), rowptr, nb_order, nb_start)
         return {
             "energy": energy.detach(),

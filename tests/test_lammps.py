@@ -465,8 +465,9 @@ def test_zbl_wall_is_lammps_pair_style_zbl():
     (an independent implementation) for a metal and an oxide pair, from 0.6 A to 2 A."""
     from mlffd.model.repulsion import ZBLRepulsion
 
-    zbl = ZBLRepulsion(["Si"], 5.0).double()
-    for z_i, z_j in ((29, 29), (14, 8)):
+    for elements, pair in ((["Cu"], 0), (["Si", "O"], 1)):  # pair type 0: Cu-Cu; 1: Si-O
+        zbl = ZBLRepulsion(elements, 5.0).double()
+        z_i, z_j = (29, 29) if elements == ["Cu"] else (14, 8)
         for r in (0.6, 1.141, 2.0):
             deck = "\n".join([
                 "units metal", "atom_style atomic", "boundary f f f", "region box block -10 10 -10 10 -10 10",
@@ -477,8 +478,7 @@ def test_zbl_wall_is_lammps_pair_style_zbl():
                                   capture_output=True, text=True, timeout=120)
             lines = done.stdout.splitlines()
             lammps_energy = float(lines[lines.index(next(x for x in lines if x.strip() == "PotEng")) + 1])
-            ours = zbl.bare_energy(torch.tensor([r], dtype=torch.float64), torch.tensor([float(z_i)], dtype=torch.float64),
-                                   torch.tensor([float(z_j)], dtype=torch.float64))
+            ours = zbl.pair_energy(torch.tensor([r], dtype=torch.float64), torch.tensor([pair]))
             # LAMMPS shifts its pair energy by a constant (~1e-5 eV here) so that it is 0 at its 9 A cutoff
             assert float(ours) == pytest.approx(lammps_energy, abs=1e-4), (z_i, z_j, r)
 

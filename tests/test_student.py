@@ -127,8 +127,8 @@ def test_pair_repulsion_is_zbl_inside_the_covalent_distance_and_nothing_beyond()
     for d in (0.8, 1.2, 1.6, 2.0, 2.2):
         atoms = Atoms("Si2", positions=[[0, 0, 0], [d, 0, 0]], pbc=False)
         added.append(float(evaluate(with_wall, atoms)["energy"] - evaluate(without, atoms)["energy"]))
-        r, z = torch.tensor([d], dtype=torch.float64), torch.tensor([14.0], dtype=torch.float64)
-        bare = with_wall.repulsion.bare_energy(r, z, z)
+        r = torch.tensor([d], dtype=torch.float64)
+        bare = with_wall.repulsion.pair_energy(r, torch.tensor([0]))  # Si-Si
         # rel 1e-5: the covalent radii are buffers of the default dtype (float32-rounded 1.11 A)
         assert added[-1] == pytest.approx(float(bare * envelope(r / 2.22)), rel=1e-5)
     assert all(a > b for a, b in zip(added, added[1:])) and added[0] > 100.0

@@ -11,13 +11,15 @@ from torch import nn
 def envelope(x: torch.Tensor, p: float = 6.0) -> torch.Tensor:
     """u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2) for x < 1, else 0: falls from 1
     at x = 0 to 0 at x = 1 with p continuous derivatives there (DimeNet)."""
-    u = (
-        1.0
-        - (p + 1.0) * (p + 2.0) / 2.0 * torch.pow(x, p)
-        + p * (p + 2.0) * torch.pow(x, p + 1.0)
-        - p * (p + 1.0) / 2.0 * torch.pow(x, p + 2.0)
-    )
+    u = 1.0 + torch.pow(x, p) * (-(p + 1.0) * (p + 2.0) / 2.0 + x * (p * (p + 2.0) - p * (p + 1.0) / 2.0 * x))
     return u * (x < 1.0).to(x.dtype)
+
+
+def envelope_derivative(x: torch.Tensor, p: float = 6.0) -> torch.Tensor:
+    """du/dx of `envelope` (0 for x >= 1; x > 0)."""
+    c = p * (p + 1.0) * (p + 2.0) / 2.0
+    du = torch.pow(x, p - 1.0) * (-c + x * (2.0 * c - c * x))
+    return du * (x < 1.0).to(x.dtype)
 
 
 class PolynomialCutoff(nn.Module):

@@ -185,12 +185,6 @@ class StudentPotential(EdgePotential):
 
     padded_edges = True
 
-    def repulsion_energy(self, length: torch.Tensor, species: torch.Tensor, centre: torch.Tensor,
-                         neighbour: torch.Tensor) -> torch.Tensor:
-        """Per-node ZBL energies [N], each edge's to its centre (zero for edges past the cutoff)."""
-        pair = self.repulsion(length, species.index_select(0, centre), species.index_select(0, neighbour))
-        return length.new_zeros(species.shape[0]).index_add(0, centre, pair)
-
     def atom_energy(
         self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor, neighbours_per_atom: int = 0
     ) -> torch.Tensor:
@@ -222,7 +216,7 @@ class StudentPotential(EdgePotential):
             t += 1
         atom_energy = h.squeeze(-1) * self.energy_scale + self.atomic_energies.index_select(0, species)
         if self.pair_repulsion:
-            atom_energy = atom_energy + self.repulsion_energy(length, species, centre, neighbour)
+            atom_energy = atom_energy + self.repulsion(edge_vec, species, centre, neighbour)
         return atom_energy, descriptor
 
     def atom_energy_padded(
