@@ -85,12 +85,14 @@ RECIPES = {
         train={"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0, "n_radial": 16,
                "sampler_force_weights": {"relaxed_vacancy": 0.1}},
         # the 2-layer student resolves C11's sharp fall with strain only with 32 (Si at budget 30: C11 -2.5 %
-        # against -5.1 % with 16, same frames and epochs; section 11), at no cost per epoch
-        train_by_preset={"small": {"n_radial": 32}},
+        # against -5.1 % with 16, same frames and epochs; section 11), at no cost per epoch. The ZBL wall:
+        # the Cu student's molten 2000 K MD collapsed onto a 1.14 A pair without it; Si's and quartz's rows
+        # the same with it (sections 11, 14); ~1.15-1.2x per MD step in LAMMPS
+        train_by_preset={"small": {"n_radial": 32, "pair_repulsion": True}},
         note="around the teacher's relaxed crystal: the random plan plus near-equilibrium rattles and strains, "
              "clean elastic strains, vacancies, volumes, teacher MD above the working temperatures, strained "
              "cells and vacancies whose ions the teacher relaxed; relative force errors, stress weight 10, "
-             "energy weight 300, 16 radial basis functions (32 for the 2-layer small student)"),
+             "energy weight 300, 16 radial basis functions (32 and a ZBL wall for the 2-layer small student)"),
 }
 DEFAULT_RECIPE = "fidelity"
 # The student's size by budget (docs/results.md section 11, `--budget 30`, 2026-12-06): the 2-layer `small`
@@ -248,7 +250,8 @@ def run(args) -> int:
     settings = {**recipe.train_settings(steps["preset"]), "time_budget_minutes": steps["train_minutes"],
                 "epochs": None, "seed": args.seed}
     config = TrainConfig.from_dict(settings)
-    print(f"[distill] plan: {json.dumps({**steps, 'recipe': recipe_name, 'n_radial': config.n_radial})}", flush=True)
+    shown = {**steps, "recipe": recipe_name, "n_radial": config.n_radial, "pair_repulsion": config.pair_repulsion}
+    print(f"[distill] plan: {json.dumps(shown)}", flush=True)
     for name, reason in stages.skipped.items():
         print(f"[distill] {name} will be skipped: {reason}", flush=True)
     # a structure file's cell is repeated until the student's cutoff fits in it (built-ins have theirs)

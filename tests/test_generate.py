@@ -323,8 +323,10 @@ def test_distill_picks_the_student_by_budget():
     assert TrainConfig.from_dict({"preset": plan(30.0, None)["preset"]}).model_settings()["num_interactions"] == 2
     # the fidelity recipe's radial basis follows the student: 32 functions for the 2-layer one
     fidelity = RECIPES["fidelity"]
-    assert TrainConfig.from_dict(fidelity.train_settings("small")).model_settings()["n_radial"] == 32
-    assert TrainConfig.from_dict(fidelity.train_settings("fast")).model_settings()["n_radial"] == 16
+    small = TrainConfig.from_dict(fidelity.train_settings("small")).model_settings()
+    fast = TrainConfig.from_dict(fidelity.train_settings("fast")).model_settings()
+    assert (small["n_radial"], small["pair_repulsion"]) == (32, True)
+    assert (fast["n_radial"], fast["pair_repulsion"]) == (16, False)
     assert fidelity.train_settings("fast")["preset"] == "fast"
 
 
