@@ -87,7 +87,7 @@ RECIPES = {
         # the 2-layer student resolves C11's sharp fall with strain only with 32 (Si at budget 30: C11 -2.5 %
         # against -5.1 % with 16, same frames and epochs; section 11), at no cost per epoch. The ZBL wall:
         # the Cu student's molten 2000 K MD collapsed onto a 1.14 A pair without it; Si's and quartz's rows
-        # the same with it (sections 11, 14); ~1.15-1.2x per MD step in LAMMPS
+        # the same with it (sections 11, 14); 1.1-1.25x per MD step in LAMMPS (Cu)
         train_by_preset={"small": {"n_radial": 32, "pair_repulsion": True}},
         note="around the teacher's relaxed crystal: the random plan plus near-equilibrium rattles and strains, "
              "clean elastic strains, vacancies, volumes, teacher MD above the working temperatures, strained "
@@ -98,8 +98,8 @@ DEFAULT_RECIPE = "fidelity"
 # The student's size by budget (docs/results.md section 11, `--budget 30`, 2026-12-06): the 2-layer `small`
 # put quartz at 10 of its 13 property rows (`fast` 8) and, with 32 radial functions, Si at every milestone
 # row in two seeds (`fast`: all but C44 and the vacancy, each by a hair), at ~1.5-1.9x `fast`'s cost per
-# MD step. The default demo's 15
-# minutes stay with `fast`, the training default, which gets the epochs it needs there.
+# MD step. The default demo's 15 minutes stay with `fast`, the training default, which gets the epochs it
+# needs there.
 LARGER_STUDENT_BUDGET = 30.0
 LARGER_STUDENT_PRESET = "small"
 # Recipes whose samplers strain or scale the cell (volumes, elastic strains) need a 3D-periodic

@@ -75,7 +75,7 @@ class ZBLRepulsion(nn.Module):
         a = self.pair_screening.index_select(0, pair)
         rc = self.pair_switch.index_select(0, pair)
         k = 0.5 * self.coulomb * self.pair_charge.index_select(0, pair)
-        terms = torch.exp((r / a).unsqueeze(-1) * -self.exponents)  # [M, 4]
+        terms = self.screening_terms(r, a)
         phi = terms.mv(self.coefficients)
         dphi = -terms.mv(self.coefficients * self.exponents) / a
         u = envelope(r / rc)
@@ -100,6 +100,9 @@ class ZBLRepulsion(nn.Module):
 
     def pair_energy(self, r: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
         """The ZBL energy (eV) of pairs of type `pair` at distance r (A), unswitched."""
-        x = (r / self.pair_screening.index_select(0, pair)).unsqueeze(-1)
-        phi = (self.coefficients * torch.exp(-self.exponents * x)).sum(-1)
+        phi = self.screening_terms(r, self.pair_screening.index_select(0, pair)).mv(self.coefficients)
         return self.coulomb * self.pair_charge.index_select(0, pair) / r * phi
+
+    def screening_terms(self, r: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """exp(-d_k r / a) [M, 4]: phi(r / a) is these times the coefficients c_k."""
+        return torch.exp((r / a).unsqueeze(-1) * -self.exponents)
