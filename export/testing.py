@@ -17,7 +17,8 @@ def make_demo_model(path: str | Path, elements=("Si",), num_interactions: int = 
     torch.manual_seed(seed)
     config = StudentConfig(
         elements=list(elements), cutoff=cutoff, num_interactions=num_interactions, channels=channels,
-        lmax=lmax, products=products, pair_repulsion=pair_repulsion, radial_hidden=16, mlp_hidden=16, avg_num_neighbors=10.0,
+        lmax=lmax, products=products, pair_repulsion=pair_repulsion, radial_hidden=16, mlp_hidden=16,
+        avg_num_neighbors=10.0,
         atomic_energies=[-1.0 - 0.5 * k for k in range(len(elements))], energy_scale=0.5,
     )
     freeze(StudentPotential(config), path, dtype=dtype, use_ops=use_ops,
