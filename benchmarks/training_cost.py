@@ -5,21 +5,31 @@
     python benchmarks/training_cost.py layout DATA.h5     # ms per frame, edges padded per atom (what
                                                           # training does) against the plain edge list,
                                                           # for the presets fast, small and medium
+    python benchmarks/training_cost.py compile DATA.h5    # `mlffd train` epochs per minute, compile
+                                                          # false against true, alternating, per preset
 
 A step is the loss, its gradient and the AdamW update of `mlffd train` (the distill recipe's loss
 settings) on the first frames of DATA (e.g. a distill run's data/train.h5). Two rounds each: this
-machine's speed drifts, so read the ratios within a round.
+machine's speed drifts, so read the ratios within a round. `compile` runs `mlffd train` itself
+(--epochs, the same settings) and reads metrics.csv: epochs per minute from the second epoch on, and
+the compile's one-off cost (the compiled run's first epoch less the uncompiled run's).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+import yaml
 
 from mlffd.training.config import TrainConfig
-from mlffd.training.graphs import predict
-from mlffd.training.trainer import Trainer, loss_fn
+from mlffd.training.trainer import Trainer
 
 LOSS = {"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0}
 
@@ -33,9 +43,7 @@ def ms_per_frame(data: str, frames: int, padded: bool = True, **settings) -> flo
         batches = trainer._batches(trainer.train_graphs[:frames], shuffle=False)
 
         def step(batch):
-            loss = loss_fn(predict(trainer.model, batch, create_graph=True), batch, config)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            trainer.step(batch)
             trainer.optimizer.step()
 
         step(batches[0])
@@ -45,11 +53,27 @@ def ms_per_frame(data: str, frames: int, padded: bool = True, **settings) -> flo
         return (time.perf_counter() - start) / frames * 1e3
 
 
+def train_epochs(data: str, preset: str, compile_step: bool, epochs: int) -> tuple[float, float]:
+    """`mlffd train` for `epochs`: (epochs per minute after the first, the first epoch's seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump({**LOSS, "preset": preset, "epochs": epochs, "compile": compile_step}))
+        # an empty inductor cache: the compile a user's first run pays
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor"}
+        subprocess.run([sys.executable, "-m", "mlffd.cli", "train", data, "--out", f"{tmp}/run", "--config",
+                        str(config)], check=True, capture_output=True, env=env)
+        with open(f"{tmp}/run/metrics.csv", newline="") as fh:
+            elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(fh)]
+    return 60.0 * (len(elapsed) - 1) / (elapsed[-1] - elapsed[0]), elapsed[0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "compile"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
+    p.add_argument("--epochs", type=int, default=6, help="epochs of each `mlffd train` (compile)")
+    p.add_argument("--presets", default="fast,small,medium")
     args = p.parse_args()
     for round_ in range(2):
         if args.what == "batch":
@@ -58,6 +82,13 @@ def main() -> None:
         elif args.what == "threads":
             for threads in (1, 2):
                 print(f"round {round_} threads {threads}: {ms_per_frame(args.data, args.frames, threads=threads):.2f} ms per frame")
+        elif args.what == "compile":
+            for preset in args.presets.split(","):
+                (eager, first_eager), (compiled, first_compiled) = (
+                    train_epochs(args.data, preset, flag, args.epochs) for flag in (False, True))
+                print(f"round {round_} {preset}: {eager:.1f} epochs per minute uncompiled, {compiled:.1f} "
+                      f"compiled ({compiled / eager:.2f}x); compiling cost {first_compiled - first_eager:.0f} s",
+                      flush=True)
         else:
             for preset in ("fast", "small", "medium"):
                 times = {padded: ms_per_frame(args.data, args.frames, padded=padded, preset=preset)

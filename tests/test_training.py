@@ -209,7 +209,7 @@ def _loss_terms(tmp_path, cfg_changes):
     from mlffd.model.registry import build_model, make_config
     from mlffd.training.config import TrainConfig
     from mlffd.training.graphs import build_graphs, collate, predict
-    from mlffd.training.trainer import loss_fn
+    from mlffd.training.step import loss_fn
 
     path = tmp_path / "w.h5"
     frames = open_dataset(path if path.exists() else write_dataset(path, n_frames=3)).frames()
@@ -268,8 +268,9 @@ def test_relative_stress_floor_weighs_each_frame_by_its_own_stress(tmp_path):
 
     from mlffd.errors import MLFFDError
     from mlffd.training.config import TrainConfig
-    from mlffd.training.trainer import Trainer, loss_fn
     from mlffd.training.graphs import predict
+    from mlffd.training.step import loss_fn
+    from mlffd.training.trainer import Trainer
 
     strains = [0.002, 0.005, 0.01, 0.02, 0.03, 0.04, -0.01, -0.03]
     with DatasetWriter(tmp_path / "strains.h5", "emt", "ase-emt") as writer:
@@ -391,31 +392,38 @@ def test_displaced_pair_labels_are_the_teachers_hessian_vector_product():
     assert np.abs(pair_hvp - central).max() < 1e-3 * np.abs(central).max() + 1e-6
 
 
-@pytest.mark.parametrize("preset", ["fast", "small"])
-def test_padded_edges_give_the_edge_lists_loss_and_gradient(tmp_path, preset):
-    """Training lays a batch's edges out atom by atom for dense kernels (graphs.pad_edges); the loss
-    and its gradient must be the edge list's, to float64 rounding, with atoms of unequal neighbour
-    counts (a vacancy and a slab's surface beside a rattled crystal) so that padding happens."""
+def _mixed_dataset(path):
+    """Rattled Cu crystals, vacancies and slabs (atoms of unequal neighbour counts: padded batches),
+    EMT-labelled with stresses and per-atom energies."""
     from ase.build import fcc111
-
-    from mlffd.training.config import TrainConfig
-    from mlffd.training.graphs import predict
-    from mlffd.training.trainer import Trainer, loss_fn
 
     rng = np.random.default_rng(1)
     vacancy = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
     del vacancy[5]
     slab = fcc111("Cu", (2, 2, 4), a=3.6, vacuum=4.0, periodic=True)
-    with DatasetWriter(tmp_path / "mixed.h5", "emt", "ase-emt") as writer:
+    with DatasetWriter(path, "emt", "ase-emt") as writer:
         for i, atoms in enumerate([bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2)), vacancy, slab] * 2):
             atoms = atoms.copy()
             atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
             atoms.calc = EMT()
             atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
             writer.append(atoms, sampler="rattle", temperature=300.0, seed=i, key=f"m/{i}")
+    return str(path)
+
+
+@pytest.mark.parametrize("preset", ["fast", "small"])
+def test_padded_edges_give_the_edge_lists_loss_and_gradient(tmp_path, preset):
+    """Training lays a batch's edges out atom by atom for dense kernels (graphs.pad_edges); the loss
+    and its gradient must be the edge list's, to float64 rounding, with atoms of unequal neighbour
+    counts (a vacancy and a slab's surface beside a rattled crystal) so that padding happens."""
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.graphs import predict
+    from mlffd.training.step import loss_fn
+    from mlffd.training.trainer import Trainer
+
     cfg = TrainConfig.from_dict({"preset": preset, "dtype": "float64", "batch_size": 6,
                                  "energy_weight": 300.0, "stress_weight": 10.0, "relative_force_floor": 0.2})
-    trainer = Trainer(str(tmp_path / "mixed.h5"), str(tmp_path / "run"), cfg)
+    trainer = Trainer(_mixed_dataset(tmp_path / "mixed.h5"), str(tmp_path / "run"), cfg)
     assert trainer.pad_cutoff == cfg.cutoff
     padded = trainer._batches(trainer.train_graphs, shuffle=False)[0]
     trainer.pad_cutoff = None
@@ -437,6 +445,64 @@ def test_padded_edges_give_the_edge_lists_loss_and_gradient(tmp_path, preset):
     assert loss_b.item() == pytest.approx(loss_a.item(), rel=1e-10)
     for a, b in zip(grad_a, grad_b):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_step_gives_the_eager_loss_and_gradient(tmp_path):
+    """compile: true traces the loss and its weight gradient into one graph (mlffd.training.step); its
+    numbers must be the eager step's to float64 rounding, batch after batch of different sizes (one
+    graph for all), on padded batches of a 2-layer student with the ZBL wall and every loss term."""
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.step import GradientStep
+    from mlffd.training.trainer import Trainer
+
+    cfg = TrainConfig.from_dict({"preset": "small", "pair_repulsion": True, "dtype": "float64", "batch_size": 2,
+                                 "energy_weight": 300.0, "stress_weight": 10.0, "relative_force_floor": 0.2,
+                                 "atom_energy_weight": 1.0, "epochs": 1, "compile": True})
+    trainer = Trainer(_mixed_dataset(tmp_path / "mixed.h5"), str(tmp_path / "run"), cfg)
+    batches = trainer._batches(trainer.train_graphs, shuffle=False)
+    assert sorted({len(b["n_atoms"]) for b in batches}) == [1, 2]
+    eager, compiled = GradientStep(trainer.model, cfg), GradientStep(trainer.model, cfg)
+    compiled.compile(must=True)
+    for batch in batches:
+        loss_eager = eager(batch)
+        grad_eager = [p.grad.clone() for p in trainer.model.parameters()]
+        loss_compiled = compiled(batch)
+        assert loss_compiled.item() == pytest.approx(loss_eager.item(), rel=1e-10)
+        for p, g in zip(trainer.model.parameters(), grad_eager):
+            torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+    assert compiled.compiled is not None
+    trainer.step = compiled  # (compiling again would only cost time)
+    summary = trainer.run(quiet=True)
+    assert trainer.step.compiled is not None and summary["epochs"] == 1
+
+
+def test_a_step_that_cannot_compile_says_so_or_trains_uncompiled(tmp_path, monkeypatch):
+    """compile: true on a machine where torch.compile fails is a one-line error; compile: null (the
+    default) warns once and trains uncompiled; short runs never compile."""
+    from mlffd.errors import MLFFDError
+    from mlffd.training import step as step_module
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+
+    data = str(write_dataset(tmp_path / "d.h5", n_frames=4))
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return call
+
+    short = Trainer(data, str(tmp_path / "short"), TrainConfig.from_dict({"preset": "tiny", "epochs": 2}))
+    short.run(quiet=True)
+    assert not short.step.attempted
+    monkeypatch.setattr(step_module.torch, "compile", broken)
+    must = Trainer(data, str(tmp_path / "must"), TrainConfig.from_dict({"preset": "tiny", "epochs": 2, "compile": True}))
+    with pytest.raises(MLFFDError, match=r"compile the training step .*No working C\+\+ compiler found\); set compile: false"):
+        must.run(quiet=True)
+    monkeypatch.setattr(step_module, "COMPILE_PAYBACK_S", 0.0)
+    auto = Trainer(data, str(tmp_path / "auto"), TrainConfig.from_dict({"preset": "tiny", "epochs": 3}))
+    with pytest.warns(UserWarning, match="training goes on uncompiled"):
+        summary = auto.run(quiet=True)
+    assert auto.step.attempted and auto.step.compiled is None and summary["epochs"] == 3
 
 
 def test_warm_starts_and_export_read_the_one_checkpoint_hand_off(tmp_path):

@@ -27,7 +27,8 @@ def polish(system: str, work: Path, evaluations: int, lab_dir: Path, teacher: st
     from mlffd.training.config import TrainConfig
     from mlffd.training.graphs import predict
     from mlffd.training.checkpoint import BEST, read_checkpoint
-    from mlffd.training.trainer import Trainer, evaluate, loss_fn
+    from mlffd.training.step import loss_fn
+    from mlffd.training.trainer import Trainer, evaluate
     from mlffd.validate import validate
 
     spec = lab.load_recipes(system)

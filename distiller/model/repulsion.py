@@ -56,11 +56,13 @@ class ZBLRepulsion(nn.Module):
 
     def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, centre: torch.Tensor,
                 neighbour: torch.Tensor) -> torch.Tensor:
-        """Per-node energies [N], differentiable (training's path: any order of gradients)."""
-        short, pair = self.short_edges(edge_vec, species, centre, neighbour)
-        r = torch.linalg.vector_norm(edge_vec.index_select(0, short), dim=1)
+        """Per-node energies [N], differentiable (training's path: any order of gradients). Every edge
+        is evaluated (past its pair's switching distance the envelope makes it exactly 0): no shape
+        that depends on the data, so torch.compile traces it (mlffd.training.step)."""
+        pair = species.index_select(0, centre) * self.n_species + species.index_select(0, neighbour)
+        r = torch.linalg.vector_norm(edge_vec, dim=1)
         energy = 0.5 * self.pair_energy(r, pair) * envelope(r / self.pair_switch.index_select(0, pair))
-        return r.new_zeros(species.shape[0]).index_add(0, centre.index_select(0, short), energy)
+        return r.new_zeros(species.shape[0]).index_add(0, centre, energy)
 
     def energy_and_edge_gradient(self, edge_vec: torch.Tensor, species: torch.Tensor, centre: torch.Tensor,
                                  neighbour: torch.Tensor, n_local: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,12 +114,51 @@ def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
     n_nodes = len(graph["species"])
     neighbours_per_atom = int(graph["neighbours_per_atom"]) if "neighbours_per_atom" in graph else 0
     out = model.compute(edge_vec, graph["species"], graph["edge_index"], n_nodes, create_graph, neighbours_per_atom)
+    return per_frame(graph, out["atom_energy"], out["forces"], out["atom_virial"])
+
+
+class AtomEnergies(torch.nn.Module):
+    """A student's per-atom energies as a module's forward, the function torch.func.functional_call
+    evaluates under other weights (named `model.<parameter>`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, edge_vec: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor,
+                neighbours_per_atom: int) -> torch.Tensor:
+        return self.model.atom_energy_and_descriptor(edge_vec, species, edge_index, neighbours_per_atom)[0]
+
+
+def predict_functional(energies: AtomEnergies, weights: Dict[str, torch.Tensor], graph: Graph,
+                       neighbours_per_atom: int) -> Dict[str, torch.Tensor]:
+    """`predict` of the student under `weights` (AtomEnergies' parameters and buffers by name), its edge
+    gradient taken by torch.func.grad instead of autograd: a pure function of the weights, which
+    torch.compile traces through the second derivative the force loss needs (mlffd.training.step).
+    The student's own atom energies and `forces_and_virial`: the same numbers as `predict`."""
+    species, edge_index = graph["species"], graph["edge_index"]
+
+    def total_energy(edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        arguments = (edge_vec, species, edge_index, neighbours_per_atom)
+        atom_energy = torch.func.functional_call(energies, weights, arguments)
+        return atom_energy.sum(), atom_energy
+
+    edge_grad, atom_energy = torch.func.grad(total_energy, has_aux=True)(graph["edge_vec"])
+    forces, _, atom_virial = energies.model.forces_and_virial(edge_grad, graph["edge_vec"], edge_index, len(species))
+    return per_frame(graph, atom_energy, forces, atom_virial)
+
+
+def per_frame(graph: Graph, atom_energy: torch.Tensor, forces: torch.Tensor,
+              atom_virial: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Per-atom energies and virials of a batch summed per frame (virials as 3x3)."""
     n_frames = len(graph["n_atoms"])
-    dtype = out["atom_energy"].dtype
-    energy = torch.zeros(n_frames, dtype=dtype).index_add(0, graph["batch"], out["atom_energy"])
-    voigt = torch.zeros((n_frames, 6), dtype=dtype).index_add(0, graph["batch"], out["atom_virial"])
-    return {"energy": energy, "forces": out["forces"], "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3),
-            "atom_energy": out["atom_energy"]}
+    # a product with the atoms' one-hot frame membership, not index_add: inductor's C++ backend fails
+    # to compile the scatter into a single frame (torch 2.13), and at a few frames per batch it is as cheap
+    membership = torch.nn.functional.one_hot(graph["batch"], n_frames).to(atom_energy.dtype)  # [N, frames]
+    energy = atom_energy @ membership
+    voigt = membership.T @ atom_virial
+    return {"energy": energy, "forces": forces, "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3),
+            "atom_energy": atom_energy}
 
 
 def build_graphs(frames: List[dict], elements: List[str], cutoff: float,

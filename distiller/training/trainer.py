@@ -21,13 +21,13 @@ import torch
 from ase import units
 from tqdm import tqdm
 
-from mlffd.data.sampling import PAIR_STEP
 from mlffd.errors import MLFFDError
 from mlffd.model.potential import descriptor_distance
 from mlffd.model.registry import build_model, make_config
 from mlffd.training.checkpoint import BEST, CHECKPOINT, handoff, read_checkpoint, write_checkpoint
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
+from mlffd.training.step import GradientStep
 from mlffd.training.metrics import force_metrics, frame_metrics
 from mlffd.training.runfolder import finite_json, run_folder
 
@@ -98,31 +98,6 @@ def pair_units(keys: List[str]) -> List[List[int]]:
         else:
             units.append([i])
     return units
-
-
-def loss_fn(pred: Dict[str, torch.Tensor], batch: Graph, cfg: TrainConfig) -> torch.Tensor:
-    """Weighted mean squared errors; every term of a frame is scaled by its frame weight (its sampler's)."""
-    n_atoms = batch["n_atoms"].to(pred["energy"].dtype)
-    frame_w = batch["frame_weight"]
-    atom_w = frame_w.index_select(0, batch["batch"])
-    energy_loss = torch.mean(frame_w * ((pred["energy"] - batch["energy"]) / n_atoms) ** 2)
-    force_w = (frame_w * batch["force_weight"]).index_select(0, batch["batch"])
-    force_loss = torch.mean(force_w.unsqueeze(1) * (pred["forces"] - batch["forces"]) ** 2)
-    loss = cfg.energy_weight * energy_loss + cfg.force_weight * force_loss
-    mask = batch["has_stress"]
-    if cfg.stress_weight > 0 and bool(mask.any()):
-        diff = (pred["virial"][mask] - batch["virial"][mask]) / n_atoms[mask].view(-1, 1, 1)
-        stress_w = (frame_w * batch["stress_weight"])[mask]
-        loss = loss + cfg.stress_weight * torch.mean(stress_w.view(-1, 1, 1) * diff**2)
-    atoms = batch["has_atom_energy"]
-    if cfg.atom_energy_weight > 0 and bool(atoms.any()):
-        diff = pred["atom_energy"][atoms] - batch["atom_energy"][atoms]
-        loss = loss + cfg.atom_energy_weight * torch.mean(atom_w[atoms] * diff**2)
-    if cfg.hessian_weight > 0 and "pair_a" in batch:
-        a, b = batch["pair_a"], batch["pair_b"]
-        dd = (pred["forces"][b] - pred["forces"][a]) - (batch["forces"][b] - batch["forces"][a])
-        loss = loss + cfg.hessian_weight * torch.mean(atom_w[a].unsqueeze(1) * (dd / PAIR_STEP) ** 2)
-    return loss
 
 
 def descriptor_statistics(model, batches: List[Graph]) -> Optional[dict]:
@@ -242,6 +217,7 @@ class Trainer:
             for g, f in zip(test_graphs, test_frames):
                 g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
             self.test_batches[path] = self._batches(test_graphs, shuffle=False)
+        self.step = GradientStep(self.model, self.cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.epoch = 0
         self.elapsed = 0.0
@@ -326,7 +302,7 @@ class Trainer:
         if state["dataset_fingerprint"] != self.fingerprint:
             raise MLFFDError(f"{self.out} holds a run on a different dataset; train into another run folder")
         saved = TrainConfig.from_dict(state["train_config"]).to_dict()
-        changed = [k for k, v in self.cfg.to_dict().items() if saved.get(k) != v and k not in ("epochs", "time_budget_minutes", "threads")]
+        changed = [k for k, v in self.cfg.to_dict().items() if saved.get(k) != v and k not in ("epochs", "time_budget_minutes", "threads", "compile")]
         if changed:
             raise MLFFDError(f"{self.out} was started with other settings ({', '.join(changed)}); use the same settings or another run folder")
         self.model_config = make_config(state["model_config"])
@@ -348,6 +324,12 @@ class Trainer:
         if self.cfg.time_budget_minutes is not None:
             return self.elapsed / (60.0 * self.cfg.time_budget_minutes)
         return self.epoch / max(self.cfg.epochs, 1)
+
+    def remaining_s(self, epoch_start: float) -> float:
+        """Seconds of training left at the last epoch's pace."""
+        if self.cfg.time_budget_minutes is not None:
+            return 60.0 * self.cfg.time_budget_minutes - self.elapsed
+        return (self.cfg.epochs - self.epoch) * (time.perf_counter() - epoch_start)
 
     def learning_rate(self) -> float:
         f = min(self.progress(), 1.0)
@@ -376,6 +358,8 @@ class Trainer:
             writer.writeheader()
             writer.writerows(kept)
         total = self.cfg.epochs if self.cfg.time_budget_minutes is None else None
+        if self.cfg.compile:
+            self.step.compile(must=True)
         bar = tqdm(total=total, initial=self.epoch, desc="train", unit="epoch", disable=quiet)
         while self.progress() < 1.0:
             start = time.perf_counter()
@@ -385,12 +369,10 @@ class Trainer:
             self.model.train()
             losses = []
             for batch in self._batches(self.train_graphs, shuffle=True, units=self.train_units):
-                loss = loss_fn(predict(self.model, batch, create_graph=True), batch, self.cfg)
+                loss = self.step(batch)
                 if not torch.isfinite(loss):
                     kept = f"the last good state is in {self.out / CHECKPOINT}" if self.epoch else "no epoch finished"
                     raise MLFFDError(f"loss became {loss.item()} in epoch {self.epoch + 1}; {kept} (try a lower lr)")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
                 self.optimizer.step()
                 update_ema(self.ema, self.model, self.cfg.ema_decay if self.epoch > 0 else 0.0)
@@ -398,6 +380,8 @@ class Trainer:
             val = evaluate(self.ema, self.valid_batches)["metrics"]
             self.epoch += 1
             self.elapsed += time.perf_counter() - start
+            if self.cfg.compile is None:
+                self.step.compile_if_worth_it(self.remaining_s(start))
             row = {
                 "epoch": self.epoch, "lr": lr, "train_loss": float(np.mean(losses)),
                 "val_energy_mae_per_atom": val["energy_mae_per_atom"], "val_force_mae": val["mae"],
