@@ -5,6 +5,8 @@
     python benchmarks/training_cost.py layout DATA.h5     # ms per frame, edges padded per atom (what
                                                           # training does) against the plain edge list,
                                                           # for the presets fast, small and medium
+    python benchmarks/training_cost.py step DATA.h5       # ms per frame, the step uncompiled against
+                                                          # compiled, for the presets fast and small
     python benchmarks/training_cost.py compile DATA.h5    # `mlffd train` epochs per minute, compile
                                                           # false against true, alternating, per preset
 
@@ -34,19 +36,22 @@ from mlffd.training.trainer import Trainer
 LOSS = {"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0}
 
 
-def ms_per_frame(data: str, frames: int, padded: bool = True, **settings) -> float:
+def ms_per_frame(data: str, frames: int, padded: bool = True, compiled: bool = False, **settings) -> float:
     config = TrainConfig.from_dict({"epochs": 1, **LOSS, **settings})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(data, tmp, config)
         if not padded:
             trainer.pad_cutoff = None
+        if compiled:
+            trainer.step.compile(must=True)
         batches = trainer._batches(trainer.train_graphs[:frames], shuffle=False)
 
         def step(batch):
             trainer.step(batch)
             trainer.optimizer.step()
 
-        step(batches[0])
+        step(batches[0])  # (and a compile, on the clock of neither)
+        step(batches[1])
         start = time.perf_counter()
         for batch in batches:
             step(batch)
@@ -69,11 +74,11 @@ def train_epochs(data: str, preset: str, compile_step: bool, epochs: int) -> tup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout", "compile"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
     p.add_argument("--epochs", type=int, default=6, help="epochs of each `mlffd train` (compile)")
-    p.add_argument("--presets", default="fast,small,medium")
+    p.add_argument("--presets", default="fast,small,medium", help="presets of step and compile")
     args = p.parse_args()
     for round_ in range(2):
         if args.what == "batch":
@@ -82,6 +87,11 @@ def main() -> None:
         elif args.what == "threads":
             for threads in (1, 2):
                 print(f"round {round_} threads {threads}: {ms_per_frame(args.data, args.frames, threads=threads):.2f} ms per frame")
+        elif args.what == "step":
+            for preset in args.presets.split(","):
+                times = {flag: ms_per_frame(args.data, args.frames, compiled=flag, preset=preset) for flag in (False, True)}
+                print(f"round {round_} {preset}: uncompiled {times[False]:.2f}, compiled {times[True]:.2f} ms per frame "
+                      f"({times[False] / times[True]:.2f}x)", flush=True)
         elif args.what == "compile":
             for preset in args.presets.split(","):
                 (eager, first_eager), (compiled, first_compiled) = (
