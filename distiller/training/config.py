@@ -81,8 +81,8 @@ class TrainConfig:
     init_from: Optional[str] = None
     seed: int = 0
     threads: Optional[int] = None
-    # torch.compile the training step (mlffd.training.step: the same numbers, ~2.4x the epochs per
-    # minute after a one-off compile of a minute or two): true, false, or null to compile once an
+    # torch.compile the training step (mlffd.training.step: the same numbers, 1.7-2.6x the epochs
+    # per minute after a one-off compile of 1-4 minutes): true, false, or null to compile once an
     # epoch shows that more than COMPILE_PAYBACK_S of training is left
     compile: Optional[bool] = None
     dtype: str = "float32"

@@ -4,8 +4,8 @@ Eager: `predict` with create_graph (the force terms need the second derivative; 
 backward), then `loss.backward()`: a few hundred small elementwise ops over [edges, ...] tensors per
 step, bound by memory traffic. Compiled: the same loss as a pure function of the weights
 (`predict_functional`, `torch.func.grad_and_value` over them), traced once by `torch.compile` into
-fused loops: the same numbers in about 0.4x the time per epoch on CPU (benchmarks/NOTES.md, issue 29).
-Compiling costs a minute or two once per process (inductor keeps the kernels in its on-disk cache),
+fused loops: the same numbers at 1.7-2.6x the epochs per minute on CPU (benchmarks/NOTES.md, issue 29).
+Compiling costs 1-4 minutes once per process (inductor keeps the kernels in its on-disk cache),
 so `mlffd train` compiles when the rest of its schedule is long enough to repay it (TrainConfig.compile).
 """
 
@@ -22,8 +22,8 @@ from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import AtomEnergies, Graph, predict, predict_functional
 
 # Seconds of uncompiled training left below which compiling is not worth it (TrainConfig.compile
-# null): a first compile of the 2-layer student took ~100 s on 2 cores, after which an epoch costs
-# ~0.4x, so from ~170 s on it pays; 300 keeps a margin.
+# null): the first compile of `fast` or `small` took 62-89 s on 2 cores, after which an epoch costs
+# 0.4-0.5x, so it pays from ~150 s left; 300 keeps a margin (`medium`, 230 s at 0.6x, pays from ~560 s).
 COMPILE_PAYBACK_S = 300.0
 
 
