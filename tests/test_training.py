@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from mlffd.data.writer import DatasetWriter
-from mlffd.training.trainer import split_indices
+from mlffd.training.trainer import VALIDATE_EVERY, split_indices
 
 # EMT is a cheap stand-in labeller: these tests check the training machinery, not a teacher.
 
@@ -48,6 +48,11 @@ def test_train_writes_run_folder_and_learns(tmp_path):
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 26))
     assert float(rows[-1]["val_force_mae"]) < 0.5 * float(rows[0]["val_force_mae"])
+    # the first, every VALIDATE_EVERY-th and the last epoch validated; best.pt is one of them
+    validated = [int(r["epoch"]) for r in rows if r["val_force_mae"]]
+    assert validated == [1, *range(VALIDATE_EVERY, 26, VALIDATE_EVERY), 25]
+    assert torch.load(out / "best.pt", weights_only=False)["metrics"]["mae"] == min(
+        float(r["val_force_mae"]) for r in rows if r["val_force_mae"])
 
 
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
