@@ -510,6 +510,34 @@ def test_a_step_that_cannot_compile_says_so_or_trains_uncompiled(tmp_path, monke
     assert auto.step.attempted and auto.step.compiled is None and summary["epochs"] == 3
 
 
+def test_a_time_budget_counts_training_not_the_compile(tmp_path, monkeypatch):
+    """The one-off compile (here a stand-in that takes 3 s on its first call, then runs the step
+    uncompiled) is left out of the time budget and reported as compile_s: a cold inductor cache and a
+    warm one train the same minutes."""
+    import time as clock
+
+    from mlffd.training import step as step_module
+    from mlffd.training.config import TrainConfig
+    from mlffd.training.trainer import Trainer
+
+    def slow_first_call(fn, **kwargs):
+        calls = []
+
+        def call(*args):
+            if not calls:
+                clock.sleep(3.0)
+            calls.append(1)
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(step_module.torch, "compile", slow_first_call)
+    data = str(write_dataset(tmp_path / "d.h5", n_frames=4))
+    cfg = TrainConfig.from_dict({"preset": "tiny", "epochs": None, "time_budget_minutes": 0.03, "compile": True})
+    summary = Trainer(data, str(tmp_path / "run"), cfg).run(quiet=True)
+    assert summary["compile_s"] >= 3.0
+    assert summary["epochs"] > 1 and 1.8 <= summary["elapsed_s"] < 3.0
+
+
 def test_warm_starts_and_export_read_the_one_checkpoint_hand_off(tmp_path):
     """init_from and `mlffd export` read run folders, best.pt and the resumable checkpoint.pt through
     mlffd.training.checkpoint: a warm start begins from the run's EMA weights, and what is not a

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="model size preset")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int)
-    budget.add_argument("--time-budget", type=float, metavar="MINUTES", help="train for this long instead")
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="train for this long instead (the one-off compile of the step comes on top)")
     p.add_argument("--test", action="append", default=[], metavar="DATA", help="held-out dataset(s) to report")
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true")

@@ -44,7 +44,8 @@ class TrainConfig:
     pair_repulsion: bool = False  # a fixed ZBL wall under the learned energy (mlffd.model.repulsion)
     # optimisation
     epochs: Optional[int] = 200
-    time_budget_minutes: Optional[float] = None  # overrides epochs when set
+    # overrides epochs when set; minutes of training epochs (validation included, the one-off compile not)
+    time_budget_minutes: Optional[float] = None
     batch_size: int = 4
     lr: float = 5e-3
     min_lr_ratio: float = 0.02

@@ -11,6 +11,7 @@ so `mlffd train` compiles when the rest of its schedule is long enough to repay 
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Dict
 
@@ -67,6 +68,10 @@ class GradientStep:
         self.compiled = None
         self.must_compile = False
         self.attempted = False  # compile() was called (a failed compile is not tried again)
+        self.traced = False
+        # Seconds of the first compiled call: dynamo's trace and inductor's build, 15 s to 4 minutes by
+        # preset and by what inductor's on-disk cache holds. Not training: a time budget leaves it out.
+        self.compile_s = 0.0
 
     def compile(self, must: bool) -> None:
         """Trace the step at its next call (dynamic shapes: one graph for batches of any size). If that
@@ -92,6 +97,7 @@ class GradientStep:
         if self.compiled is not None:
             weights = {f"model.{name}": p.detach() for name, p in self.model.named_parameters()}
             k = int(batch["neighbours_per_atom"]) if "neighbours_per_atom" in batch else 0
+            start = time.perf_counter()
             try:
                 gradient, loss = self.compiled(weights, batch, k)
             except Exception as exc:  # a machine that cannot compile (no C++ compiler), an unsupported op
@@ -105,6 +111,10 @@ class GradientStep:
                 for name, p in self.model.named_parameters():
                     p.grad = gradient[f"model.{name}"]
                 return loss.detach()
+            finally:
+                if not self.traced:
+                    self.traced = True
+                    self.compile_s += time.perf_counter() - start
         loss = loss_fn(predict(self.model, batch, create_graph=True), batch, self.cfg)
         self.model.zero_grad(set_to_none=True)
         loss.backward()
