@@ -9,13 +9,17 @@
                                                           # compiled, for the presets fast and small
     python benchmarks/training_cost.py compile DATA.h5    # `mlffd train` epochs per minute, compile
                                                           # false against true, alternating, per preset
+    python benchmarks/training_cost.py loop DATA.h5       # seconds per compiled epoch, the loop around
+                                                          # the step as it was against mlffd train's
 
 A step is the loss, its gradient and the AdamW update of `mlffd train` (the distill recipe's loss
 settings) on the first frames of DATA (e.g. a distill run's data/train.h5). Two rounds each: this
 machine's speed drifts, so read the ratios within a round. `compile` runs `mlffd train` itself
 (--epochs, the same settings) and reads metrics.csv: epochs per minute from the fifth epoch on (the
 first compiled epochs still trace the odd batch shape), and the compile's one-off cost (metrics.json's
-`compile_s`, an empty inductor cache).
+`compile_s`, an empty inductor cache). `loop` alternates epoch by epoch in one process (the drift
+cancels): AdamW, clipping and the EMA parameter by parameter with the EMA validated every epoch (the
+loop before 51761c6), against `Trainer`'s fused calls with validation every VALIDATE_EVERY-th epoch.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import statistics
+
+import torch
 import yaml
 
 from mlffd.training.config import TrainConfig
-from mlffd.training.trainer import Trainer
+from mlffd.training.trainer import VALIDATE_EVERY, Trainer, evaluate, update_ema
 
 LOSS = {"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0}
 
@@ -75,13 +82,48 @@ def train_epochs(data: str, preset: str, compile_step: bool, epochs: int) -> tup
     return 60.0 * (len(elapsed) - 4) / (elapsed[-1] - elapsed[3]), compile_s
 
 
+def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
+    """Median seconds per compiled epoch: (the loop before 51761c6, mlffd train's), alternating."""
+    config = TrainConfig.from_dict({"epochs": 1, **LOSS, "preset": preset, "compile": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(data, tmp, config)
+        trainer.step.compile(must=True)
+        params = list(trainer.model.parameters())
+        per_parameter = torch.optim.AdamW(params, lr=1e-4, weight_decay=config.weight_decay)
+
+        def epoch(fused: bool, k: int) -> float:
+            start = time.perf_counter()
+            for batch in trainer._batches(trainer.train_graphs, shuffle=True, units=trainer.train_units):
+                trainer.step(batch).item()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=fused)
+                if fused:
+                    trainer.optimizer.step()
+                    update_ema(trainer.ema, trainer.model, config.ema_decay)
+                else:
+                    per_parameter.step()
+                    with torch.no_grad():
+                        for p_ema, p in zip(trainer.ema.parameters(), params):
+                            p_ema.mul_(config.ema_decay).add_(p, alpha=1.0 - config.ema_decay)
+            if not fused or k % VALIDATE_EVERY == 0:
+                evaluate(trainer.ema, trainer.valid_batches)
+            return time.perf_counter() - start
+
+        for k in range(4):  # the compile, and the first epochs' odd batch shapes: not timed
+            epoch(True, 1)
+        times = {False: [], True: []}
+        for k in range(epochs):
+            for fused in (False, True):
+                times[fused].append(epoch(fused, k))
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
-    p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile)")
-    p.add_argument("--presets", default="fast,small,medium", help="presets of step and compile")
+    p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile); of each loop (loop)")
+    p.add_argument("--presets", default="fast,small,medium", help="presets of step, compile and loop")
     args = p.parse_args()
     for round_ in range(2):
         if args.what == "batch":
@@ -102,6 +144,11 @@ def main() -> None:
                     train_epochs(args.data, preset, flag, args.epochs) for flag in (False, True))
                 print(f"round {round_} {preset}: {eager:.1f} epochs per minute uncompiled, {compiled:.1f} "
                       f"compiled ({compiled / eager:.2f}x); compiling cost {compile_s:.0f} s", flush=True)
+        elif args.what == "loop":
+            for preset in args.presets.split(","):
+                before, after = loop_seconds(args.data, preset, args.epochs)
+                print(f"round {round_} {preset}: {before:.3f} s per epoch with the per-parameter loop, {after:.3f} "
+                      f"with mlffd train's ({before / after:.2f}x)", flush=True)
         else:
             for preset in ("fast", "small", "medium"):
                 times = {padded: ms_per_frame(args.data, args.frames, padded=padded, preset=preset)
