@@ -1,6 +1,6 @@
 """What a larger student costs per MD step in LAMMPS now (not a test): one point per size variant.
 
-    python benchmarks/preset_cost.py --out benchmarks/results/preset_cost [--natoms 512] [--threads 1]
+    python benchmarks/preset_cost.py --out benchmarks/results/preset_cost [--natoms 512,4096] [--threads 1]
         [--variants "fast (default),small (2 layers)"] [--trained MODEL.pt ...]
 
 The cost of the frozen graph should not depend on the weights, so every variant is a randomly
@@ -36,28 +36,32 @@ from mlffd.bench import bench
 VARIANTS = {
     "tiny": PRESETS["tiny"],
     "fast (default)": PRESETS["fast"],
-    "fast, lmax 3": {**PRESETS["fast"], "lmax": 3},
-    "fast, 32 channels": {**PRESETS["fast"], "channels": 32},
+    "fast + lmax 3": {**PRESETS["fast"], "lmax": 3},
+    "fast + 32 channels": {**PRESETS["fast"], "channels": 32},
     "small (2 layers)": PRESETS["small"],
-    "small, lmax 3": {**PRESETS["small"], "lmax": 3},
-    "small, 32 channels": {**PRESETS["small"], "channels": 32},
+    "small + lmax 3": {**PRESETS["small"], "lmax": 3},
+    "small + 32 channels": {**PRESETS["small"], "channels": 32},
     "medium": PRESETS["medium"],
 }
 
 
-def lammps_cost(path: Path, work: Path, args) -> tuple[int, float, float]:
+def lammps_cost(path: Path, work: Path, natoms: int, args) -> tuple[int, float, float]:
     """(atoms, student us/atom-step, Tersoff us/atom-step) of one frozen Si student, Tersoff in the same run."""
-    result = bench(path, None, [args.natoms], ("lammps",), work, steps=args.steps, repeats=args.repeats,
+    result = bench(path, None, [natoms], ("lammps",), work, steps=args.steps, repeats=args.repeats,
                    long_steps=0, long_steps_ase=0, threads=args.threads, peers=(), verbose=False)
     by_model = {r["model"]: r for r in result["rows"] if r["engine"] == "lammps"}
     student, tersoff = by_model["student"], by_model.get("classical:tersoff", {})
-    return student["natoms"], student.get("us_per_atom_step"), tersoff.get("us_per_atom_step")
+    for row in (student, tersoff):
+        if row.get("us_per_atom_step") is None:
+            raise SystemExit(f"{row.get('model', 'classical:tersoff')} at {natoms} atoms not timed: "
+                             f"{row.get('skipped') or row.get('error') or 'no LAMMPS Tersoff row'}")
+    return student["natoms"], student["us_per_atom_step"], tersoff["us_per_atom_step"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--natoms", type=int, default=512)
+    ap.add_argument("--natoms", default="512", help="comma-separated sizes (atoms), each in its own LAMMPS run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
@@ -70,6 +74,7 @@ def main() -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    sizes = [int(n) for n in args.natoms.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -92,20 +97,28 @@ def main() -> int:
                          "parameters": sum(p.numel() for p in build_model(config).parameters())})
         for k, row in enumerate(rows):
             path = Path(row.get("path") or Path(tmp) / f"model_{k}.pt")
-            natoms, us, floor = lammps_cost(path, Path(tmp) / f"bench_{k}", args)
-            row.update({"natoms": natoms, "us_per_atom_step": us, "tersoff_us_per_atom_step": floor,
-                        "ratio_to_tersoff": us / floor if us and floor else None})
-            print(f"{row['variant']:<40} {us:7.2f} us/atom-step  Tersoff {floor:5.2f}  ratio {us / floor:5.2f}",
-                  flush=True)
+            row["cost"] = []
+            for size in sizes:
+                natoms, us, floor = lammps_cost(path, Path(tmp) / f"bench_{k}_{size}", size, args)
+                row["cost"].append({"natoms": natoms, "us_per_atom_step": us, "tersoff_us_per_atom_step": floor,
+                                    "ratio_to_tersoff": us / floor})
+                print(f"{row['variant']:<40} {natoms:6d} atoms {us:7.2f} us/atom-step  Tersoff {floor:5.2f}  "
+                      f"ratio {us / floor:5.2f}", flush=True)
     (out / "preset_cost.json").write_text(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
     command = "python benchmarks/preset_cost.py " + shlex.join(sys.argv[1:])
-    lines = [f"# Student size vs cost per MD step (LAMMPS, {rows[0]['natoms']} Si atoms, {args.threads} thread, "
-             "float32, radial tables + fused ops; Tersoff in the same run)", "", f"`{command}`", "",
-             "| variant | layers | channels | lmax | parameters | us/atom-step | Tersoff us/atom-step | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    natoms = [c["natoms"] for c in rows[0]["cost"]]
+    lines = [f"# Student size vs cost per MD step (LAMMPS, Si, {args.threads} thread, float32, radial tables + "
+             "fused ops; Tersoff in the same run)", "", f"`{command}`", "",
+             "us per atom-step, and the ratio to Tersoff's of the same run, at " + " and ".join(map(str, natoms))
+             + " atoms.", "",
+             "| variant | layers | channels | lmax | parameters | "
+             + " | ".join(f"{n} atoms | Tersoff | ratio" for n in natoms) + " |",
+             "|---|---|---|---|---|" + "---|---|---|" * len(natoms)]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['num_interactions']} | {r['channels']} | {r['lmax']} | {r['parameters']} | "
-                     f"{r['us_per_atom_step']:.2f} | {r['tersoff_us_per_atom_step']:.2f} | {r['ratio_to_tersoff']:.2f}x |")
+        cells = " | ".join(f"{c['us_per_atom_step']:.2f} | {c['tersoff_us_per_atom_step']:.2f} | "
+                           f"{c['ratio_to_tersoff']:.2f}x" for c in r["cost"])
+        lines.append(f"| {r['variant']} | {r['num_interactions']} | {r['channels']} | {r['lmax']} | "
+                     f"{r['parameters']} | {cells} |")
     (out / "preset_cost.md").write_text("\n".join(lines) + "\n")
     return 0
 
