@@ -28,13 +28,12 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import statistics
 
 import torch
 import yaml
