@@ -19,6 +19,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from mlffd.export.testing import make_demo_model
+from mlffd.training.config import PRESETS
 from mlffd.lammps_plugin.runner import (
     lammps_env,
     lmp_binary,
@@ -280,6 +281,19 @@ def test_lammps_equals_ase_on_the_fused_ops(plugin, tmp_path, dtype, rtol):
         atoms = triclinic_sio(seed=layers)
         if pair_repulsion:
             atoms.set_cell(atoms.cell.array * 0.8, scale_atoms=True)
+        got = run_lammps(str(model), atoms, ["Si", "O"], plugin=plugin)
+        assert_close(got, ase_results(model, atoms), rtol, keys=("energy", "forces", "energies", "virial"))
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_lammps_equals_ase_for_every_preset(plugin, tmp_path, preset):
+    """Every preset's shape (layers, channels, lmax: the fused kernels specialise on them) exported the
+    default way, float32 and float64: LAMMPS and ASE give the same numbers."""
+    shape = {k: PRESETS[preset][k] for k in ("num_interactions", "channels", "lmax")}
+    for dtype, rtol in (("float32", 2e-6), ("float64", 1e-10)):
+        model = make_demo_model(tmp_path / f"{preset}_{dtype}.pt", elements=("Si", "O"), dtype=dtype,
+                                use_ops=True, seed=30, cutoff=5.0, **shape)
+        atoms = triclinic_sio(seed=5)
         got = run_lammps(str(model), atoms, ["Si", "O"], plugin=plugin)
         assert_close(got, ase_results(model, atoms), rtol, keys=("energy", "forces", "energies", "virial"))
 
