@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers, chemical_symbols
 
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import NeighbourList, check_overlap
@@ -20,8 +21,6 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
     try:
         species = np.array([species_of[int(z)] for z in numbers], dtype=np.int64)
     except KeyError as exc:
-        from ase.data import chemical_symbols
-
         raise MLFFDError(f"element {chemical_symbols[exc.args[0]]} is not among the model's elements") from None
     if frame.get("forces") is None:
         raise MLFFDError(f"frame {frame.get('key', '?')} has no forces")
@@ -164,8 +163,6 @@ def per_frame(graph: Graph, atom_energy: torch.Tensor, forces: torch.Tensor,
 def build_graphs(frames: List[dict], elements: List[str], cutoff: float,
                  sampler_weights: Dict[str, float] | None = None) -> List[Graph]:
     """Graphs of the frames; each frame's loss weight is that of its sampler (1 if not named)."""
-    from ase.data import atomic_numbers
-
     species_of = {atomic_numbers[s]: k for k, s in enumerate(elements)}
     neighbours = NeighbourList(cutoff)
     weights = sampler_weights or {}

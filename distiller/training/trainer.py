@@ -19,8 +19,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from ase import units
+from ase.data import atomic_numbers, chemical_symbols
 from tqdm import tqdm
 
+from mlffd.data.dataset import open_dataset
 from mlffd.errors import MLFFDError
 from mlffd.model.potential import descriptor_distance
 from mlffd.model.registry import build_model, make_config
@@ -28,7 +30,7 @@ from mlffd.training.checkpoint import BEST, CHECKPOINT, handoff, read_checkpoint
 from mlffd.training.config import TrainConfig
 from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
 from mlffd.training.step import GradientStep
-from mlffd.training.metrics import force_metrics, frame_metrics
+from mlffd.training.metrics import force_metrics, frame_metrics, parity_plot
 from mlffd.training.runfolder import finite_json, run_folder
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_per_atom", "val_force_mae", "val_force_rmse",
@@ -41,8 +43,6 @@ VALIDATE_EVERY = 4
 
 def fit_statistics(frames: List[dict], graphs: List[Graph], elements: List[str]) -> dict:
     """Per-element energy shifts (least squares on composition), force scale, mean neighbour count."""
-    from ase.data import atomic_numbers
-
     counts = np.array([[np.sum(f["numbers"] == atomic_numbers[s]) for s in elements] for f in frames], dtype=float)
     energies = np.array([f["energy"] for f in frames])
     shifts, *_ = np.linalg.lstsq(counts, energies, rcond=None)
@@ -162,8 +162,6 @@ def evaluate(model: torch.nn.Module, batches: List[Graph]) -> dict:
 
 class Trainer:
     def __init__(self, data_path: str, out_dir: str, config: TrainConfig, test_paths: Optional[List[str]] = None):
-        from mlffd.data.dataset import open_dataset
-
         self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
             raise MLFFDError(f"run folder {self.out} exists and is not a directory; give a run folder (new or to resume)")
@@ -184,8 +182,6 @@ class Trainer:
         train_elements = {int(z) for i in train_idx for z in frames[i]["numbers"]}
         unseen = {int(z) for i in valid_idx for z in frames[i]["numbers"]} - train_elements
         if unseen:
-            from ase.data import chemical_symbols
-
             names = ", ".join(chemical_symbols[z] for z in sorted(unseen))
             raise MLFFDError(f"element(s) {names} appear in the validation split but never in training")
         settings = config.model_settings()
@@ -427,8 +423,6 @@ class Trainer:
             results[f"test:{path}"] = evaluate(model, batches)
         for name, result in results.items():
             summary[name] = result["metrics"]
-        from mlffd.training.metrics import parity_plot
-
         parity_plot({k: v["pairs"] for k, v in results.items()}, self.out / "parity.png")
         summary = finite_json(summary)
         (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
