@@ -385,7 +385,8 @@ class Trainer:
             # the time budget counts training: a cold inductor cache and a warm one train the same minutes
             self.elapsed += time.perf_counter() - start - (self.step.compile_s - compiled_before)
             row = {"epoch": self.epoch, "lr": lr, "train_loss": float(np.mean(losses))}
-            if self.epoch == 1 or self.epoch % VALIDATE_EVERY == 0 or self.progress() >= 1.0:
+            validated = self.epoch == 1 or self.epoch % VALIDATE_EVERY == 0 or self.progress() >= 1.0
+            if validated:
                 validating = time.perf_counter()
                 val = evaluate(self.ema, self.valid_batches)["metrics"]
                 self.elapsed += time.perf_counter() - validating
@@ -400,7 +401,7 @@ class Trainer:
             # dropped on resume), then best.pt, then the checkpoint that makes the epoch count.
             with open(metrics_csv, "a", newline="") as fh:
                 csv.DictWriter(fh, METRIC_FIELDS).writerow(row)
-            if "val_force_mae" in row and val["mae"] < self.best["val_force_mae"]:
+            if validated and val["mae"] < self.best["val_force_mae"]:
                 self.best = {"val_force_mae": val["mae"], "epoch": self.epoch}
                 self._save(BEST, self.export_payload(val))
             self._save(CHECKPOINT, self._state())
