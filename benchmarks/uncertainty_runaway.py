@@ -9,12 +9,14 @@ them: 512 atoms at 2) in LAMMPS with `pair_style mlffd`: velocities at 2T (seede
 uncertainty 0`, `compute reduce max`) and the temperature every 10 steps, the frames every 100 steps
 in a dump with elements (what `mlffd active --trajectory` reads).
 
-1. `watch`: runs until the temperature passes RUNAWAY_FACTOR x T (validate's runaway, `fix halt
-   ... error continue`) or for --ps. Reports the runaway step and, for thresholds of 1, 10 and 100x
-   the largest uncertainty of the student's own training atoms, the first step above each: how far
-   ahead of the runaway the uncertainty said so. Plot: runaway.png.
+1. `watch`: runs until the MD fails as validate judges it (`fix halt ... error continue`): the
+   temperature passes RUNAWAY_FACTOR x T (a runaway) or the closest pair comes under validate's
+   collapse floor (0.45 x the covalent sum; `compute pair/local dist`), or for --ps. Reports the
+   failure step and, for thresholds of 1, 10 and 100x the largest uncertainty of the student's own
+   training atoms, the first step above each: how far ahead of the failure the uncertainty said so.
+   Plot: runaway.png.
 2. `halt`: the same run with `fix halt ... v_umax > H error hard message yes` (H: --halt x that
-   training maximum), which must end it with LAMMPS's message before the runaway.
+   training maximum), which must end it with LAMMPS's message before the failure.
 
 Writes runaway.json, runaway.md, runaway.png and watch/prod.lammpstrj into --out.
 """
@@ -33,6 +35,7 @@ from mlffd.data.systems import load_system
 from mlffd.lammps_plugin import plugin_path
 from mlffd.lammps_plugin.runner import deck_path, lammps_env, lmp_binary, lower_triangular, write_data
 from mlffd.relax import relax
+from mlffd.validate.properties.crystal import default_min_distance
 from mlffd.validate.properties.dynamics import RUNAWAY_FACTOR
 
 THERMO_EVERY = 10
@@ -50,9 +53,12 @@ pair_style mlffd
 pair_coeff * * {deck_path(model, workdir)} Si
 fix unc all pair {THERMO_EVERY} mlffd uncertainty 0
 compute umax all reduce max f_unc
+compute pairs all pair/local dist
+compute dmin all reduce min c_pairs inputs local
 variable umax equal c_umax
 variable temp equal temp
-thermo_style custom step temp pe c_umax
+variable dmin equal c_dmin
+thermo_style custom step temp pe c_umax c_dmin
 thermo_modify flush yes
 thermo {THERMO_EVERY}
 dump d all custom {DUMP_EVERY} prod.lammpstrj id element x y z
@@ -76,23 +82,31 @@ def run(model: Path, atoms, workdir: Path, temperature: float, steps: int, seed:
     rows, reading = [], False
     for line in log.splitlines():
         words = line.split()
-        if words[:4] == ["Step", "Temp", "PotEng", "c_umax"]:
+        if words[:5] == ["Step", "Temp", "PotEng", "c_umax", "c_dmin"]:
             reading = True
             continue
-        if reading and len(words) == 4:
+        if reading and len(words) == 5:
             try:
                 rows.append([float(w) for w in words])
                 continue
             except ValueError:
                 pass
         reading = reading and not line.startswith("Loop time")
-    halted = [ln.strip() for ln in (log + proc.stdout + proc.stderr).splitlines() if "Fix halt" in ln]
-    return {"rc": proc.returncode, "rows": np.array(rows), "halt_message": halted[0] if halted else None}
+    lines = (log + proc.stdout + proc.stderr).splitlines()
+    halted = [ln.strip() for ln in lines if "Fix halt" in ln]
+    # the pair style's own guard (atoms closer than 0.5 A) ends a collapse between two thermo rows
+    overlap = [ln.strip() for ln in lines if "atoms overlap" in ln]
+    return {"rc": proc.returncode, "rows": np.array(rows).reshape(-1, 5), "halt_message": halted[0] if halted else None,
+            "overlap_message": overlap[0] if overlap else None}
 
 
 def first_step_above(rows: np.ndarray, column: int, value: float) -> int | None:
     above = np.nonzero(rows[:, column] > value)[0]
     return int(rows[above[0], 0]) if len(above) else None
+
+
+def first_step_below(rows: np.ndarray, column: int, value: float) -> int | None:
+    return first_step_above(-rows, column, -value) if len(rows) else None
 
 
 def main() -> int:
@@ -114,22 +128,31 @@ def main() -> int:
     atoms = lower_triangular(crystal.repeat(args.cells))
     steps = int(round(args.ps / TIMESTEP_PS))
     hot = RUNAWAY_FACTOR * args.temperature
+    floor = default_min_distance(atoms.get_chemical_symbols())
     watch = run(model, atoms, out / "watch", args.temperature, steps, args.seed,
-                f"fix runaway all halt {THERMO_EVERY} v_temp > {hot:g} error continue message yes", args.damp)
+                f"fix runaway all halt {THERMO_EVERY} v_temp > {hot:g} error continue message yes\n"
+                f"fix collapse all halt {THERMO_EVERY} v_dmin < {floor:g} error continue message yes", args.damp)
     rows = watch["rows"]
-    runaway = first_step_above(rows, 1, hot)
+    collapse = first_step_below(rows, 4, floor)
+    if collapse is None and watch["overlap_message"] and len(rows):
+        collapse = int(rows[-1, 0]) + THERMO_EVERY  # at the latest
+    failures = {"runaway": first_step_above(rows, 1, hot), "collapse": collapse}
+    failed = {kind: step for kind, step in failures.items() if step is not None}
+    failure, failure_step = min(failed.items(), key=lambda item: item[1]) if failed else (None, None)
     leads = {}
     for factor in (1, 10, 100):
         step = first_step_above(rows, 3, factor * train_max)
         leads[f"{factor}x"] = {"threshold": factor * train_max, "first_step": step,
-                               "steps_before_runaway": None if step is None or runaway is None else runaway - step}
+                               "steps_before_failure": None if step is None or failure_step is None else failure_step - step}
     threshold = args.halt * train_max
     halt = run(model, atoms, out / "halt", args.temperature, steps, args.seed,
                f"fix stop all halt {THERMO_EVERY} v_umax > {threshold:g} error hard message yes", args.damp)
     result = {
         "model": str(args.model), "atoms": len(atoms), "temperature_K": args.temperature, "seed": args.seed,
         "timestep_ps": TIMESTEP_PS, "steps_asked": steps, "training_atoms_max_uncertainty": train_max,
-        "runaway_at_K": hot, "runaway_step": runaway, "watch_steps_run": int(rows[-1, 0]) if len(rows) else 0,
+        "runaway_at_K": hot, "collapse_below_A": floor, "failure": failure, "failure_step": failure_step,
+        "closest_pair_A": float(rows[:, 4].min()) if len(rows) else None, "overlap_message": watch["overlap_message"],
+        "watch_steps_run": int(rows[-1, 0]) if len(rows) else 0,
         "uncertainty_first_2ps_median": float(np.median(rows[rows[:, 0] <= 1000, 3])) if len(rows) else None,
         "thresholds": leads,
         "halt": {"threshold": threshold, "rc": halt["rc"], "message": halt["halt_message"],
@@ -139,16 +162,18 @@ def main() -> int:
                    f"--damp {args.damp:g}",
     }
     (out / "runaway.json").write_text(json.dumps(result, indent=1))
-    plot(rows, train_max, runaway, threshold, out / "runaway.png")
-    lines = [f"# Uncertainty before a runaway ({len(atoms)} Si atoms, {args.temperature:g} K, LAMMPS)", "",
+    plot(rows, train_max, failure_step, threshold, out / "runaway.png")
+    outcome = (f"{failure} at step {failure_step}" if failure else f"none in {result['watch_steps_run']} steps")
+    lines = [f"# Uncertainty before the MD fails ({len(atoms)} Si atoms, {args.temperature:g} K, LAMMPS)", "",
              f"`{result['command']}`", "",
              f"Training atoms' largest uncertainty: {train_max:.3g}; median of the run's largest over its first "
-             f"2 ps: {result['uncertainty_first_2ps_median']:.3g}. Runaway (T > {hot:g} K): "
-             f"{'step ' + str(runaway) if runaway is not None else 'none in ' + str(result['watch_steps_run']) + ' steps'}.",
-             "", "| threshold | value | first step above | steps before the runaway |", "|---|---|---|---|"]
+             f"2 ps: {result['uncertainty_first_2ps_median']:.3g}. Failure (a runaway: T > {hot:g} K; a collapse: "
+             f"a pair under {floor:.3g} A): {outcome}; closest pair in the thermo rows {result['closest_pair_A']:.3f} A"
+             + (f"; LAMMPS: `{watch['overlap_message']}`" if watch["overlap_message"] else "") + ".",
+             "", "| threshold | value | first step above | steps before the failure |", "|---|---|---|---|"]
     for name, lead in leads.items():
         lines.append(f"| {name} training max | {lead['threshold']:.3g} | {lead['first_step']} | "
-                     f"{lead['steps_before_runaway']} |")
+                     f"{lead['steps_before_failure']} |")
     lines += ["", f"`fix halt` at {threshold:.3g}: return code {halt['rc']}, last thermo step "
               f"{result['halt']['last_step']}, message: `{halt['halt_message']}`", ""]
     (out / "runaway.md").write_text("\n".join(lines))
@@ -156,7 +181,7 @@ def main() -> int:
     return 0
 
 
-def plot(rows: np.ndarray, train_max: float, runaway: int | None, threshold: float, path: Path) -> None:
+def plot(rows: np.ndarray, train_max: float, failure_step: int | None, threshold: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,8 +195,8 @@ def plot(rows: np.ndarray, train_max: float, runaway: int | None, threshold: flo
     bottom.axhline(train_max, color="grey", ls=":", label="training atoms' largest")
     bottom.axhline(threshold, color="red", ls="--", label="fix halt threshold")
     for ax in (top, bottom):
-        if runaway is not None:
-            ax.axvline(runaway * TIMESTEP_PS, color="black", lw=0.6)
+        if failure_step is not None:
+            ax.axvline(failure_step * TIMESTEP_PS, color="black", lw=0.6)
     bottom.set_xlabel("time (ps)")
     bottom.legend(fontsize=7)
     fig.tight_layout()
