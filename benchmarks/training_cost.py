@@ -9,6 +9,8 @@
                                                           # compiled, for the presets fast and small
     python benchmarks/training_cost.py compile DATA.h5    # `mlffd train` epochs per minute, compile
                                                           # false against true, alternating, per preset
+    python benchmarks/training_cost.py variants DATA.h5   # `mlffd train` epochs per minute (compiled)
+                                                          # and the compile, for preset_cost.py's variants
     python benchmarks/training_cost.py loop DATA.h5       # seconds per compiled epoch, the loop around
                                                           # the step as it was against mlffd train's
 
@@ -40,6 +42,7 @@ import yaml
 
 from mlffd.training.config import TrainConfig
 from mlffd.training.trainer import VALIDATE_EVERY, Trainer, evaluate, update_ema
+from preset_cost import VARIANTS  # one list of student shapes for the MD cost and the training cost
 
 LOSS = {"relative_force_floor": 0.2, "stress_weight": 10.0, "energy_weight": 300.0}
 
@@ -66,11 +69,12 @@ def ms_per_frame(data: str, frames: int, padded: bool = True, compiled: bool = F
         return (time.perf_counter() - start) / frames * 1e3
 
 
-def train_epochs(data: str, preset: str, compile_step: bool, epochs: int) -> tuple[float, float]:
-    """`mlffd train` for `epochs`: (epochs per minute from the fifth epoch on, seconds of compiling)."""
+def train_epochs(data: str, shape: dict, compile_step: bool, epochs: int) -> tuple[float, float]:
+    """`mlffd train` of a student `shape` (a preset, or the settings of one) for `epochs`: (epochs per
+    minute from the fifth epoch on, seconds of compiling)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
-        config.write_text(yaml.safe_dump({**LOSS, "preset": preset, "epochs": epochs, "compile": compile_step}))
+        config.write_text(yaml.safe_dump({**LOSS, **shape, "epochs": epochs, "compile": compile_step}))
         # an empty inductor cache: the compile a user's first run pays
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{tmp}/inductor"}
         subprocess.run([sys.executable, "-m", "mlffd.cli", "train", data, "--out", f"{tmp}/run", "--config",
@@ -118,13 +122,19 @@ def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "variants"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
     p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile); of each loop (loop)")
     p.add_argument("--presets", default="fast,small,medium", help="presets of step, compile and loop")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="variants (preset_cost.py's names) of variants")
+    p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
-    for round_ in range(2):
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if args.what == "variants" and unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    for round_ in range(args.rounds):
         if args.what == "batch":
             for size in (2, 4, 8, 16, 32):
                 print(f"round {round_} batch {size}: {ms_per_frame(args.data, args.frames, batch_size=size):.2f} ms per frame")
@@ -140,9 +150,14 @@ def main() -> None:
         elif args.what == "compile":
             for preset in args.presets.split(","):
                 (eager, _), (compiled, compile_s) = (
-                    train_epochs(args.data, preset, flag, args.epochs) for flag in (False, True))
+                    train_epochs(args.data, {"preset": preset}, flag, args.epochs) for flag in (False, True))
                 print(f"round {round_} {preset}: {eager:.1f} epochs per minute uncompiled, {compiled:.1f} "
                       f"compiled ({compiled / eager:.2f}x); compiling cost {compile_s:.0f} s", flush=True)
+        elif args.what == "variants":
+            for name in names:
+                rate, compile_s = train_epochs(args.data, VARIANTS[name], True, args.epochs)
+                print(f"round {round_} {name}: {rate:.1f} epochs per minute compiled; compiling cost {compile_s:.0f} s",
+                      flush=True)
         elif args.what == "loop":
             for preset in args.presets.split(","):
                 before, after = loop_seconds(args.data, preset, args.epochs)
