@@ -135,12 +135,13 @@ class Candidate:
 def _starts(systems, settings: ActiveSettings) -> list[tuple[str, object]]:
     out = []
     for system in systems:
-        atoms = system.images[0]
-        out.append((system.name, atoms))
-        if settings.vacancy_starts and len(atoms) > 2:
-            vac = atoms.copy()
-            del vac[0]
-            out.append((f"{system.name}-vac", vac))
+        for i, atoms in enumerate(system.images):  # every structure of a file starts its own MD
+            name = system.name if len(system.images) == 1 else f"{system.name}_{i}"  # as FILE@N names it
+            out.append((name, atoms))
+            if settings.vacancy_starts and len(atoms) > 2:
+                vac = atoms.copy()
+                del vac[0]
+                out.append((f"{name}-vac", vac))
     return out
 
 

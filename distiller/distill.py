@@ -111,11 +111,14 @@ FALLBACK_RECIPE = "random"
 @dataclass(frozen=True)
 class Stages:
     """What distill will run on a system, decided before the first teacher call: the recipe, the
-    crystal that validate and bench take (None when the structure is not 3D-periodic) and the
+    crystals that validate takes (one spec per 3D-periodic structure: `FILE@N` for each of a
+    file's several; bench takes the first; none when no structure is a crystal), the structure the
+    LAMMPS deck starts from (a built-in as given, supercell included; else the first crystal) and the
     stages skipped, each with its reason."""
 
     recipe: str
-    crystal: str | None
+    crystals: tuple[str, ...]
+    deck: str | None
     skipped: dict
 
 
@@ -123,7 +126,7 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     """Every stage's needs checked up front, so that a structure is never refused by a later stage
     after minutes of teacher calls and training: the file reads, the teacher covers its elements,
     the recipe suits it, and validate and bench accept it (or are skipped, saying why)."""
-    from mlffd.data.systems import BUILTIN_SYSTEMS, load_system
+    from mlffd.data.systems import BUILTIN_SYSTEMS, load_system, structure_specs
     from mlffd.bench.benchmark import unit_cell
     from mlffd.validate.properties.crystal import load_crystal
     from mlffd.validate.reference import reference_elements
@@ -135,14 +138,19 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
         raise MLFFDError(f"teacher {teacher} does not cover element(s) {', '.join(sorted(set(elements) - covered))} "
                          f"of {system}")
     name = choose_recipe(recipe, system)
-    if not all(periodic_3d(a) for a in images):
-        reason = f"{system} is not periodic in x, y and z (the property suite and the bench need a crystal)"
-        return Stages(name, None, {"validate": reason, "bench": reason})
     spec = system.split(":")[0]
-    crystal = spec if spec.lower() in BUILTIN_SYSTEMS else system
-    load_crystal(crystal)
-    unit_cell(elements, crystal)
-    return Stages(name, crystal, {})
+    builtin = spec.lower() in BUILTIN_SYSTEMS
+    specs = [spec] if builtin else structure_specs(system)
+    crystals = tuple(s for s, image in zip(specs, images) if periodic_3d(image))
+    if not crystals:
+        reason = f"{system} is not periodic in x, y and z (the property suite and the bench need a crystal)"
+        return Stages(name, (), None, {"validate": reason, "bench": reason})
+    skipped = {f"validate {s}": "not periodic in x, y and z: trained on, no property rows (the suite needs a crystal)"
+               for s, image in zip(specs, images) if not periodic_3d(image)}
+    for crystal in crystals:
+        load_crystal(crystal)
+    unit_cell(elements, crystals[0])
+    return Stages(name, crystals, system if builtin else crystals[0], skipped)
 
 
 def choose_recipe(name: str | None, system: str) -> str:
@@ -162,7 +170,8 @@ def choose_recipe(name: str | None, system: str) -> str:
 def register(subparsers) -> None:
     p = subparsers.add_parser("distill", help="the whole pipeline on one system, with an offline default")
     p.add_argument("--teacher", default="sevennet-0")
-    p.add_argument("--system", default="si", help="built-in system (si, cu, sio2, ...) or a structure file")
+    p.add_argument("--system", default="si", help="built-in system (si, cu, sio2, ...) or a structure file (of several "
+                                                   "structures: one student for all, validated crystal by crystal)")
     p.add_argument("--out", required=True, help="output folder (re-run to resume)")
     p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",
                    help="rough wall-time budget on 2 cores; sets frames, training time, MD and bench sizes")
@@ -203,7 +212,7 @@ def part_plans(recipe: Recipe, total: int, seed: int) -> list[tuple[Part, int, i
     return [(part, n, seed + 100 * k) for k, (part, n) in enumerate(zip(recipe.parts, counts))]
 
 
-def lammps_deck(model: Path, elements: list[str], system: str) -> str:
+def lammps_deck(model: Path, elements: list[str]) -> str:
     types = " ".join(elements)
     return f"""# NVT then NVE with the distilled student ({model.name}); run: lmp -in in.lammps
 units           metal
@@ -226,6 +235,7 @@ run             1000
 
 def run(args) -> int:
     from mlffd.data.generate import generate_dataset
+    from mlffd.data.systems import load_system
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
     from mlffd.bench import bench
@@ -254,6 +264,9 @@ def run(args) -> int:
     print(f"[distill] plan: {json.dumps(shown)}", flush=True)
     for name, reason in stages.skipped.items():
         print(f"[distill] {name} will be skipped: {reason}", flush=True)
+    if len(stages.crystals) > 1:
+        print(f"[distill] validate will run on each crystal ({', '.join(stages.crystals)}), sharing its budget; "
+              f"bench and the LAMMPS deck on {stages.crystals[0]}", flush=True)
     # a structure file's cell is repeated until the student's cutoff fits in it (built-ins have theirs)
     for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
         generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
@@ -274,24 +287,30 @@ def run(args) -> int:
     meta = export_checkpoint(out / "run", model, dtype=args.dtype)
     stage("export")
 
-    report, result = None, {}
-    if stages.crystal is not None:
-        report = validate(str(model), args.teacher, out / "report", system=stages.crystal,
-                          data=out / "data" / "test.h5", budget_minutes=steps["validate_minutes"],
-                          temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
+    reports, result = {}, {}
+    several = len(stages.crystals) > 1
+    for crystal in stages.crystals:  # a file of several crystals: one report each, the budget shared
+        where = out / "report" / load_system(crystal).name if several else out / "report"
+        reports[crystal] = validate(str(model), args.teacher, where, system=crystal, data=out / "data" / "test.h5",
+                                    budget_minutes=steps["validate_minutes"] / len(stages.crystals),
+                                    temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
+    if stages.crystals:
         stage("validate")
         result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),
-                       long_steps=None, long_steps_ase=None, system=stages.crystal)
+                       long_steps=None, long_steps_ase=None, system=stages.crystals[0])
         stage("bench")
 
-    deck = _write_deck(out, model, meta["elements"], args.system) if stages.crystal is not None else None
-    summary = {"model": str(model), **_held_out(report, out / "run", out / "data" / "test.h5"),
-               "properties": report["table"] if report else [],
-               "goals_met": sum(r["ok"] is True for r in report["table"]) if report else None,
-               "goals_missed": sum(r["ok"] is False for r in report["table"]) if report else None,
-               "teacher_calls_validate": report["teacher_calls"]["calls"] if report else 0,
+    deck = _write_deck(out, model, meta["elements"], stages.deck) if stages.deck else None
+    # each row names its structure when there are several
+    rows = [{**row, "system": crystal} if several else row for crystal, r in reports.items() for row in r["table"]]
+    first = next(iter(reports.values()), None)
+    summary = {"model": str(model), **_held_out(first, out / "run", out / "data" / "test.h5"),
+               "properties": rows,
+               "goals_met": sum(r["ok"] is True for r in rows) if reports else None,
+               "goals_missed": sum(r["ok"] is False for r in rows) if reports else None,
+               "teacher_calls_validate": sum(r["teacher_calls"]["calls"] for r in reports.values()),
                "speedup_vs_teacher": result.get("speedup_vs_teacher", {}),
-               "report": str(out / "report" / "report.md") if report else None,
+               "report": (str(out / "report") if several else str(out / "report" / "report.md")) if reports else None,
                "bench": str(out / "bench" / "bench.md") if result else None,
                "lammps_deck": str(deck) if deck else None,
                "skipped": stages.skipped,
@@ -313,14 +332,14 @@ def _held_out(report: dict | None, run: Path, test: Path) -> dict:
 
 
 def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Path:
-    """A LAMMPS deck and data file for a 3D-periodic structure."""
+    """A LAMMPS deck and data file for a 3D-periodic structure (one: a built-in or `FILE@N`)."""
     from ase.io import write
 
     from mlffd.data.systems import load_system
 
     atoms = load_system(system).images[0].repeat((2, 2, 2))
     write(out / "system.data", atoms, format="lammps-data", specorder=elements, masses=True)
-    (out / "in.lammps").write_text(lammps_deck(model, elements, system))
+    (out / "in.lammps").write_text(lammps_deck(model, elements))
     return out / "in.lammps"
 
 
@@ -328,11 +347,15 @@ def _summary_text(s: dict) -> str:
     from mlffd.validate.properties.report import table_markdown
 
     speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
+    properties = []
     if s["properties"]:
-        properties = ["student vs teacher, property by property (each computed the same way for both):", "",
-                      table_markdown(s["properties"]), "", f"goals met: {s['goals_met']}, missed: {s['goals_missed']}"]
-    else:
-        properties = [f"{stage} skipped: {reason}" for stage, reason in s["skipped"].items()]
+        properties = ["student vs teacher, property by property (each computed the same way for both):"]
+        systems = list(dict.fromkeys(row.get("system") for row in s["properties"]))
+        for system in systems:
+            properties += [""] + ([f"{system}:"] if system else [])
+            properties.append(table_markdown([row for row in s["properties"] if row.get("system") == system]))
+        properties += ["", f"goals met: {s['goals_met']}, missed: {s['goals_missed']}"]
+    properties += [f"{stage} skipped: {reason}" for stage, reason in s["skipped"].items()]
     return "\n".join([
         "",
         "== mlffd distill: summary ==",

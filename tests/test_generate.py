@@ -361,14 +361,46 @@ def test_distill_checks_every_stage_before_the_first_teacher_call(tmp_path):
     water = tmp_path / "water.xyz"
     write(water, molecule("H2O"))
     stages = check_stages(str(mgo), "sevennet-0", None)
-    assert (stages.recipe, stages.crystal, stages.skipped) == ("fidelity", str(mgo), {})
-    assert check_stages("si:2x2x2", "sevennet-0", None).crystal == "si"
+    assert (stages.recipe, stages.crystals, stages.deck, stages.skipped) == ("fidelity", (str(mgo),), str(mgo), {})
+    builtin = check_stages("si:2x2x2", "sevennet-0", None)
+    assert (builtin.crystals, builtin.deck) == (("si",), "si:2x2x2")
     molecule_stages = check_stages(str(water), "sevennet-0", None)
-    assert molecule_stages.crystal is None and molecule_stages.recipe == "random"
+    assert molecule_stages.crystals == () and molecule_stages.deck is None and molecule_stages.recipe == "random"
     assert set(molecule_stages.skipped) == {"validate", "bench"}
     assert all("not periodic in x, y and z" in reason for reason in molecule_stages.skipped.values())
     with pytest.raises(MLFFDError, match=r"teacher emt does not cover element\(s\) Mg of .*MgO.cif"):
         check_stages(str(mgo), "emt", None)
+
+
+def test_a_file_of_several_structures_is_validated_structure_by_structure(tmp_path):
+    """Polymorphs and a slab in one file: one student for all of them (generate takes every
+    structure), and validate each crystal (`FILE@N`) while the slab is named as trained on without
+    property rows; the stages that take one structure refuse the whole file, naming FILE@N."""
+    from ase.build import fcc111
+    from ase.io import write
+
+    from mlffd.bench.benchmark import unit_cell
+    from mlffd.data.systems import load_system
+    from mlffd.distill import check_stages
+    from mlffd.validate.properties.crystal import load_crystal
+
+    fcc, bcc, slab = bulk("Cu", "fcc", a=3.61, cubic=True), bulk("Cu", "bcc", a=2.87, cubic=True), fcc111("Cu", (2, 2, 3), vacuum=5.0)
+    slab.pbc = (True, True, False)
+    path = tmp_path / "cu_forms.extxyz"
+    write(path, [fcc, bcc, slab])
+    assert len(load_system(str(path)).images) == 3
+    one = load_system(f"{path}@1")
+    assert len(one.images) == 1 and len(one.images[0]) == len(bcc) and one.name == "cu_forms_1"
+    with pytest.raises(MLFFDError, match=r"holds 3 structure\(s\), numbered 0 to 2"):
+        load_system(f"{path}@3")
+    for stage in (load_crystal, lambda spec: unit_cell(["Cu"], spec)):
+        with pytest.raises(MLFFDError, match=rf"holds 3 structures .* takes one: give .*cu_forms.extxyz@0 \.\.\. .*@2"):
+            stage(str(path))
+    stages = check_stages(str(path), "sevennet-0", None)
+    assert stages.crystals == (f"{path}@0", f"{path}@1") and stages.deck == f"{path}@0"
+    assert stages.recipe == "random"  # the slab cannot be strained
+    assert list(stages.skipped) == [f"validate {path}@2"] and "trained on, no property rows" in stages.skipped[f"validate {path}@2"]
+    assert load_crystal(f"{path}@1").unit.cell.lengths()[0] == pytest.approx(2.87)
 
 
 @pytest.mark.slow
@@ -387,6 +419,24 @@ def test_distill_runs_a_structure_file_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["properties"] and summary["skipped"] == {}
     assert f"- system: {path};" in (out / "bench" / "bench.md").read_text()
+    assert (out / "in.lammps").exists()
+
+
+@pytest.mark.slow
+def test_distill_validates_each_crystal_of_a_file(tmp_path):
+    """Two Cu polymorphs in one file: one student, one report per crystal, every row named by its
+    structure in the summary, the deck from the first."""
+    from ase.io import write
+
+    path = tmp_path / "cu_forms.extxyz"
+    write(path, [bulk("Cu", "fcc", a=3.61, cubic=True), bulk("Cu", "bcc", a=2.87, cubic=True)])
+    out = tmp_path / "out"
+    assert main(["distill", "--system", str(path), "--teacher", "emt", "--budget", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {row["system"] for row in summary["properties"]} == {f"{path}@0", f"{path}@1"}
+    for name in ("cu_forms_0", "cu_forms_1"):
+        assert (out / "report" / name / "report.md").exists()
+    assert f"- system: {path}@0;" in (out / "bench" / "bench.md").read_text()
     assert (out / "in.lammps").exists()
 
 

@@ -60,13 +60,13 @@ def _log(msg: str) -> None:
 def unit_cell(elements, system: str | None = None):
     """The cell replicated for every size: `system` (built-in name or file) or the built-in that
     matches the model's elements."""
-    from mlffd.data.systems import load_system
+    from mlffd.data.systems import load_one_structure, load_system
 
     if system:
         spec = system.split(":")[0]
         from mlffd.data.systems import BUILTIN_SYSTEMS
 
-        atoms = load_system(f"{spec}:1x1x1" if spec in BUILTIN_SYSTEMS else system).images[0]
+        atoms = load_one_structure(f"{spec}:1x1x1" if spec in BUILTIN_SYSTEMS else system, "bench").images[0]
     else:
         builtin = builtin_for_elements(elements)
         if builtin is None:

@@ -1,7 +1,8 @@
 """Starting structures: built-in crystals or any file ASE can read, validated before use.
 
 A system spec is a built-in name (`si`, `cu`, `sio2`, ...), optionally with a supercell
-(`si:1x1x1`, `cu:3x3x3`), or a path to a structure file (every image in it is used in turn).
+(`si:1x1x1`, `cu:3x3x3`), or a path to a structure file (every image in it is used in turn), or
+`FILE@N` for the file's structure N alone (counted from 0), e.g. one polymorph of several.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def builtin_for_elements(elements) -> str | None:
 
 
 _SPEC = re.compile(r"^([a-z0-9_]+)(?::(\d+)x(\d+)x(\d+))?$")
+_ONE_STRUCTURE = re.compile(r"^(.+)@(\d+)$")  # FILE@N
 
 
 @dataclass
@@ -174,7 +176,10 @@ def load_system(spec: str) -> System:
         name = m.group(1) if not m.group(2) else f"{m.group(1)}{rep[0]}x{rep[1]}x{rep[2]}"
         validate_atoms(atoms, f"system {spec}")
         return System(name=name, images=[atoms], source=f"built-in {m.group(1)} {rep}")
-    path = Path(spec)
+    path, index = Path(spec), None
+    one = _ONE_STRUCTURE.match(spec)
+    if not path.exists() and one and Path(one.group(1)).exists():
+        path, index = Path(one.group(1)), int(one.group(2))
     if not path.exists():
         known = ", ".join(BUILTIN_SYSTEMS)
         raise MLFFDError(f"unknown system {spec!r}: not a built-in ({known}) and no such file")
@@ -197,12 +202,39 @@ def load_system(spec: str) -> System:
         images = [images]
     if not images:
         raise MLFFDError(f"structure file {spec} holds no structures")
+    if index is not None:
+        if index >= len(images):
+            raise MLFFDError(f"system {spec!r}: {path} holds {len(images)} structure(s), numbered 0 to "
+                             f"{len(images) - 1}")
+        a = images[index]
+        validate_atoms(a, f"{path} (structure {index})")
+        return System(name=_safe_name(f"{path.stem}_{index}"), source=f"{path}@{index}", from_file=True,
+                      images=[Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)])
     clean = []
     for i, a in enumerate(images):
         validate_atoms(a, f"{spec} (structure {i})")
         b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
         clean.append(b)
     return System(name=_safe_name(path.stem), images=clean, source=str(path), from_file=True)
+
+
+def load_one_structure(spec: str, stage: str) -> System:
+    """`load_system` for a stage that takes one structure: a file of several is refused, naming the
+    `FILE@N` specs that pick one."""
+    system = load_system(spec)
+    if len(system.images) > 1:
+        raise MLFFDError(f"{spec} holds {len(system.images)} structures and {stage} takes one: give "
+                         f"{spec}@0 ... {spec}@{len(system.images) - 1}")
+    return system
+
+
+def structure_specs(spec: str) -> list[str]:
+    """One spec per structure of `spec`: `FILE@N` for each of a file's several structures, else the
+    spec itself (a built-in, a file of one structure, or already `FILE@N`)."""
+    system = load_system(spec)
+    if not system.from_file or len(system.images) == 1:
+        return [spec]
+    return [f"{spec}@{i}" for i in range(len(system.images))]
 
 
 def periodic_widths(atoms: Atoms) -> dict[int, float]:

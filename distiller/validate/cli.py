@@ -22,8 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--teacher", required=True,
                    help="teacher name (e.g. sevennet-0), or mlffd:PATH (another frozen model) or emt")
     p.add_argument("--system", default=None,
-                   help="crystal: a built-in (si, cu, sio2, ...) or a structure file (default: the built-in for "
-                        "the model's elements)")
+                   help="crystal: a built-in (si, cu, sio2, ...), a structure file, or FILE@N for structure N of "
+                        "several (default: the built-in for the model's elements)")
     p.add_argument("--properties", default=",".join(DEFAULT_PROPERTIES),
                    help=f"comma-separated, from {','.join(PROPERTIES)} (default {','.join(DEFAULT_PROPERTIES)})")
     p.add_argument("--budget", type=float, default=15.0, metavar="MINUTES",

@@ -44,9 +44,10 @@ _CUBIC_BUILTINS = {"si", "ge", "cu", "al"}
 
 
 def load_crystal(spec: str) -> Crystal:
-    """A built-in system name (`si`, `cu`, `sio2`, ...) or a structure file (its first image) as the
-    unit cell. Supercell suffixes are refused: every property builds the supercell it needs."""
-    from mlffd.data.systems import BUILTIN_SYSTEMS, PRIMITIVE_CELLS, load_system
+    """A built-in system name (`si`, `cu`, `sio2`, ...), a structure file of one structure, or
+    `FILE@N` (structure N of several) as the unit cell. Supercell suffixes are refused: every
+    property builds the supercell it needs; so is a file of several structures (which one?)."""
+    from mlffd.data.systems import BUILTIN_SYSTEMS, PRIMITIVE_CELLS, load_one_structure, load_system
 
     name = spec.lower()
     if ":" in name and name.split(":")[0] in BUILTIN_SYSTEMS:
@@ -56,7 +57,7 @@ def load_crystal(spec: str) -> Crystal:
         unit = load_system(f"{name}:1x1x1").images[0]
         primitive = PRIMITIVE_CELLS[name]() if name in PRIMITIVE_CELLS else unit.copy()
         return Crystal(name, unit, primitive, name in _CUBIC_BUILTINS, f"built-in {name}")
-    system = load_system(spec)
+    system = load_one_structure(spec, "the property suite")
     unit = system.images[0]
     if not periodic_3d(unit):
         raise MLFFDError(f"{spec}: the property suite needs a crystal (periodic in x, y and z)")
