@@ -106,7 +106,8 @@ def first_step_above(rows: np.ndarray, column: int, value: float) -> int | None:
 
 
 def first_step_below(rows: np.ndarray, column: int, value: float) -> int | None:
-    return first_step_above(-rows, column, -value) if len(rows) else None
+    below = np.nonzero(rows[:, column] < value)[0]
+    return int(rows[below[0], 0]) if len(below) else None
 
 
 def main() -> int:
