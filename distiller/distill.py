@@ -235,7 +235,7 @@ run             1000
 
 def run(args) -> int:
     from mlffd.data.generate import generate_dataset
-    from mlffd.data.systems import load_system
+    from mlffd.data.systems import load_system, with_supercells
     from mlffd.training.config import TrainConfig
     from mlffd.training.trainer import Trainer
     from mlffd.bench import bench
@@ -260,7 +260,14 @@ def run(args) -> int:
     settings = {**recipe.train_settings(steps["preset"]), "time_budget_minutes": steps["train_minutes"],
                 "epochs": None, "seed": args.seed}
     config = TrainConfig.from_dict(settings)
-    shown = {**steps, "recipe": recipe_name, "n_radial": config.n_radial, "pair_repulsion": config.pair_repulsion}
+    _, supercell = with_supercells(load_system(args.system), config.cutoff)
+    training_temperatures = sorted({t for part in recipe.parts for t in part.temperatures})
+    # every choice made for this system, printed now and kept in summary.json
+    shown = {**steps, "recipe": recipe_name, "n_radial": config.n_radial, "pair_repulsion": config.pair_repulsion,
+             "supercell": supercell or "as given (a built-in's own, or a cell already wide enough)",
+             "temperatures_K": {"training": training_temperatures, "held_out": TEST_TEMPERATURE,
+                                "validate": VALIDATE_TEMPERATURES},
+             "validated": list(stages.crystals)}
     print(f"[distill] plan: {json.dumps(shown)}", flush=True)
     for name, reason in stages.skipped.items():
         print(f"[distill] {name} will be skipped: {reason}", flush=True)
@@ -314,6 +321,7 @@ def run(args) -> int:
                "bench": str(out / "bench" / "bench.md") if result else None,
                "lammps_deck": str(deck) if deck else None,
                "skipped": stages.skipped,
+               "plan": shown,
                "stage_seconds": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(_summary_text(summary))

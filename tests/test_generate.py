@@ -418,6 +418,9 @@ def test_distill_runs_a_structure_file_end_to_end(tmp_path):
     assert main(["distill", "--system", str(path), "--teacher", "emt", "--budget", "2", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["properties"] and summary["skipped"] == {}
+    plan = summary["plan"]  # every choice made for the file, kept beside the results
+    assert "repeated 2x2x2 (4 -> 32 atoms)" in plan["supercell"] and plan["validated"] == [str(path)]
+    assert plan["temperatures_K"]["validate"] == [1200.0, 2000.0] and plan["recipe"] == "fidelity"
     assert f"- system: {path};" in (out / "bench" / "bench.md").read_text()
     assert (out / "in.lammps").exists()
 
