@@ -202,20 +202,20 @@ def load_system(spec: str) -> System:
         images = [images]
     if not images:
         raise MLFFDError(f"structure file {spec} holds no structures")
+    numbers = range(len(images))
     if index is not None:
         if index >= len(images):
             raise MLFFDError(f"system {spec!r}: {path} holds {len(images)} structure(s), numbered 0 to "
                              f"{len(images) - 1}")
-        a = images[index]
-        validate_atoms(a, f"{path} (structure {index})")
-        return System(name=_safe_name(f"{path.stem}_{index}"), source=f"{path}@{index}", from_file=True,
-                      images=[Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)])
+        images, numbers = images[index:index + 1], [index]
     clean = []
-    for i, a in enumerate(images):
-        validate_atoms(a, f"{spec} (structure {i})")
+    for i, a in zip(numbers, images):
+        validate_atoms(a, f"{path} (structure {i})")
         b = Atoms(numbers=a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
         clean.append(b)
-    return System(name=_safe_name(path.stem), images=clean, source=str(path), from_file=True)
+    if index is None:
+        return System(name=_safe_name(path.stem), images=clean, source=str(path), from_file=True)
+    return System(name=_safe_name(f"{path.stem}_{index}"), images=clean, source=f"{path}@{index}", from_file=True)
 
 
 def load_one_structure(spec: str, stage: str) -> System:
