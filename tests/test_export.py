@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,28 +156,26 @@ def test_refuses_foreign_and_newer_files(tmp_path):
         MLFFDCalculator(str(text))
     newer = tmp_path / "newer.pt"
     freeze(trained_like_model(), newer, use_ops=False)
-    with zipfile.ZipFile(newer) as src, zipfile.ZipFile(tmp_path / "newer2.pt", "w") as dst:
+    _with_format_version(newer, tmp_path / "newer2.pt", FORMAT_VERSION + 1)
+    with pytest.raises(MLFFDError, match="newer"):
+        MLFFDCalculator(str(tmp_path / "newer2.pt"))
+
+
+def _with_format_version(model: Path, out: Path, version: int) -> None:
+    """A copy of the frozen `model` whose metadata claims format `version`."""
+    with zipfile.ZipFile(model) as src, zipfile.ZipFile(out, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
             if item.filename.endswith(METADATA_JSON):
-                meta = json.loads(data)
-                meta["format_version"] = FORMAT_VERSION + 1
-                data = json.dumps(meta).encode()
+                data = json.dumps(dict(json.loads(data), format_version=version)).encode()
             dst.writestr(item, data)
-    with pytest.raises(MLFFDError, match="newer"):
-        MLFFDCalculator(str(tmp_path / "newer2.pt"))
 
 
 def test_format_1_files_are_refused_in_one_line(tmp_path):
     """Files of the first format (positions in, no radial tables) get one line saying to re-export."""
     model = tmp_path / "model.pt"
     freeze(trained_like_model(), model, use_ops=False)
-    with zipfile.ZipFile(model) as src, zipfile.ZipFile(tmp_path / "old.pt", "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith(METADATA_JSON):
-                data = json.dumps(dict(json.loads(data), format_version=1)).encode()
-            dst.writestr(item, data)
+    _with_format_version(model, tmp_path / "old.pt", 1)
     with pytest.raises(MLFFDError, match=r"format version 1 .*re-export it from its checkpoint") as info:
         MLFFDCalculator(str(tmp_path / "old.pt"))
     assert "\n" not in str(info.value)

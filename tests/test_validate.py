@@ -150,33 +150,32 @@ def _assert_same_table(a: list, b: list) -> None:
                 assert x[key] == y[key], (x["property"], key)
 
 
-@pytest.mark.parametrize("case", ["missing_model", "not_a_model", "unknown_teacher", "unknown_property",
-                                  "foreign_system", "supercell_suffix", "missing_data", "bad_surface", "bad_budget",
-                                  "bad_temperature", "foreign_cache"])
+# case -> (flags after the model and teacher, what the one-line error says); "{tmp}" is the test's folder
+BAD_FLAGS = {
+    "unknown_property": (["--properties", "eos,bandgap"], "unknown property bandgap"),
+    "foreign_system": (["--system", "cu"], "element(s) Cu that the model does not know"),
+    "supercell_suffix": (["--system", "si:2x2x2"], "takes a unit cell"),
+    "missing_data": (["--data", "{tmp}/nope.h5"], "dataset not found"),
+    "bad_surface": (["--surface", "1x1"], "--surface takes three digits"),
+    "bad_budget": (["--budget", "0"], "--budget must be > 0"),
+    "bad_temperature": (["--temperatures", "300,hot"], "--temperatures must be comma-separated numbers in K"),
+}
+
+
+@pytest.mark.parametrize("case", ["missing_model", "not_a_model", "unknown_teacher", "foreign_cache", *BAD_FLAGS])
 def test_bad_inputs(si_setup, tmp_path, capsys, case):
     m, teacher = str(si_setup["model"]), f"mlffd:{si_setup['model']}"
     extra = []
-    if case == "missing_model":
+    if case in BAD_FLAGS:
+        flags, expect = BAD_FLAGS[case]
+        extra = [flag.format(tmp=tmp_path) for flag in flags]
+    elif case == "missing_model":
         m, expect = str(tmp_path / "nope.pt"), "does not exist"
     elif case == "not_a_model":
         (tmp_path / "fake.pt").write_text("not a model")
         m, expect = str(tmp_path / "fake.pt"), "not an mlffd model"
     elif case == "unknown_teacher":
         teacher, expect = "no-such-teacher", "unknown teacher"
-    elif case == "unknown_property":
-        extra, expect = ["--properties", "eos,bandgap"], "unknown property bandgap"
-    elif case == "foreign_system":
-        extra, expect = ["--system", "cu"], "element(s) Cu that the model does not know"
-    elif case == "supercell_suffix":
-        extra, expect = ["--system", "si:2x2x2"], "takes a unit cell"
-    elif case == "missing_data":
-        extra, expect = ["--data", str(tmp_path / "nope.h5")], "dataset not found"
-    elif case == "bad_surface":
-        extra, expect = ["--surface", "1x1"], "--surface takes three digits"
-    elif case == "bad_budget":
-        extra, expect = ["--budget", "0"], "--budget must be > 0"
-    elif case == "bad_temperature":
-        extra, expect = ["--temperatures", "300,hot"], "--temperatures must be comma-separated numbers in K"
     else:
         from ase.calculators.emt import EMT
 

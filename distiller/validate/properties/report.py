@@ -56,6 +56,14 @@ def write_plots(report_dir: Path, results: dict) -> list[str]:
     return written
 
 
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _eos_plot(path: Path, eos: dict) -> None:
     import matplotlib.pyplot as plt
     from ase.eos import birchmurnaghan
@@ -73,9 +81,7 @@ def _eos_plot(path: Path, eos: dict) -> None:
     ax.set_ylabel("energy (eV/atom)")
     ax.set_title("Equation of state (Birch-Murnaghan, ions relaxed)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _phonon_plot(path: Path, ph: dict) -> None:
@@ -101,9 +107,7 @@ def _phonon_plot(path: Path, ph: dict) -> None:
     ax.legend(fontsize=8, loc="lower right")
     ax_dos.set_xlabel("DOS")
     ax_dos.set_xticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _elastic_plot(path: Path, el: dict) -> None:
@@ -134,9 +138,7 @@ def _elastic_plot(path: Path, el: dict) -> None:
     ax.set_ylabel("GPa")
     ax.set_title("Elastic constants (relaxed ions), student deviation above the bars")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _md_plots(report_dir: Path, runs: dict) -> None:
@@ -156,9 +158,7 @@ def _md_plots(report_dir: Path, runs: dict) -> None:
         axes[1, col].set_ylabel("potential energy (eV/atom)")
         axes[1, col].set_xlabel("time (ps)")
         axes[0, col].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report_dir / "md.png", dpi=120)
-    plt.close(fig)
+    _save(fig, report_dir / "md.png")
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     for col, key in enumerate(keys):
@@ -172,9 +172,7 @@ def _md_plots(report_dir: Path, runs: dict) -> None:
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report_dir / "rdf.png", dpi=120)
-    plt.close(fig)
+    _save(fig, report_dir / "rdf.png")
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     for col, key in enumerate(keys):
@@ -189,6 +187,4 @@ def _md_plots(report_dir: Path, runs: dict) -> None:
         ax.set_xlabel("lag (ps)")
         ax.set_ylabel("MSD (Å²)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(report_dir / "msd.png", dpi=120)
-    plt.close(fig)
+    _save(fig, report_dir / "msd.png")
