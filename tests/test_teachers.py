@@ -194,8 +194,7 @@ def test_a_registered_teacher_is_usable_everywhere(tmp_path):
     from mlffd.teachers.registry import TEACHERS, TeacherCalculator, TeacherSpec, register_teacher
 
     def load(spec, device, **options):
-        return TeacherCalculator(EMT(), teacher_name=spec.name, teacher_version="ase EMT", elements=spec.elements,
-                                 conservative=True)
+        return TeacherCalculator(EMT(), spec, "ase EMT")
 
     register_teacher(TeacherSpec("test-emt", "ase", "ase", True, ("Cu",), "EMT as a teacher (test)", load,
                                  lambda spec: (True, "analytic")))
