@@ -72,23 +72,32 @@ def wall_case(pair_repulsion: bool, seed: int):
     return model, atoms
 
 
-def minus_energy_slope(model, displaced, h: float) -> float:
-    """-dE/ds by central difference, `displaced(s)` giving the structure moved by s."""
-    return -(float(evaluate(model, displaced(h))["energy"]) - float(evaluate(model, displaced(-h))["energy"])) / (2 * h)
+def minus_energy_slope(model, atoms, h: float, move=None, strain=None) -> float:
+    """-dE/ds by central difference along positions + s * `move` (an array like them) or the cell
+    deformed by 1 + s * `strain` (3 x 3, atoms scaled with it)."""
+    energies = []
+    for step in (h, -h):
+        moved = atoms.copy()
+        if move is not None:
+            moved.positions += step * move
+        if strain is not None:
+            moved.set_cell(atoms.cell.array @ (np.eye(3) + step * strain).T, scale_atoms=True)
+        energies.append(float(evaluate(model, moved)["energy"]))
+    return -(energies[0] - energies[1]) / (2 * h)
+
+
+def unit(shape, index) -> np.ndarray:
+    out = np.zeros(shape)
+    out[index] = 1.0
+    return out
 
 
 @WALL
 def test_forces_are_minus_finite_difference_gradient(pair_repulsion):
     model, atoms = wall_case(pair_repulsion, 1)
     forces = evaluate(model, atoms)["forces"].numpy()
-    h = 1e-5
     for atom, axis in [(0, 0), (1, 2), (5, 1)]:
-        def moved(step, atom=atom, axis=axis):
-            out = atoms.copy()
-            out.positions[atom, axis] += step
-            return out
-
-        fd = minus_energy_slope(model, moved, h)
+        fd = minus_energy_slope(model, atoms, 1e-5, move=unit(forces.shape, (atom, axis)))
         assert fd == pytest.approx(forces[atom, axis], abs=1e-7 if pair_repulsion else 1e-8, rel=1e-6)
 
 
@@ -96,17 +105,10 @@ def test_forces_are_minus_finite_difference_gradient(pair_repulsion):
 def test_virial_is_strain_derivative(pair_repulsion):
     model, atoms = wall_case(pair_repulsion, 2)
     virial = evaluate(model, atoms)["virial"].numpy()
-    h = 1e-6
     for a, b in [(0, 0), (1, 2), (2, 1)]:
-        def strained(step, a=a, b=b):
-            strain = np.eye(3)
-            strain[a, b] += step
-            out = atoms.copy()
-            out.set_cell(atoms.cell.array @ strain.T, scale_atoms=True)
-            return out
-
         # W_ab = -dE/d(eps_ab)
-        assert minus_energy_slope(model, strained, h) == pytest.approx(virial[a, b], abs=1e-7, rel=1e-6)
+        fd = minus_energy_slope(model, atoms, 1e-6, strain=unit((3, 3), (a, b)))
+        assert fd == pytest.approx(virial[a, b], abs=1e-7, rel=1e-6)
 
 
 def test_pair_repulsion_is_zbl_inside_the_covalent_distance_and_nothing_beyond():
