@@ -20,6 +20,7 @@ from ase.data import chemical_symbols
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import VerletList, check_numbers, check_overlap
 from mlffd.export.load import load_frozen
+from mlffd.voigt import voigt
 # What ASE's compare_atoms looks at besides cell and pbc: Atoms.arrays keys.
 STATE_ARRAYS = tuple(k for k in all_changes if k not in ("cell", "pbc"))
 
@@ -158,7 +159,7 @@ class MLFFDCalculator(Calculator):
             virial = out["virial"].detach().cpu().double().numpy()
             virial = 0.5 * (virial + virial.T)
             stress = -virial / atoms.get_volume()
-            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+            self.results["stress"] = voigt(stress)
         elif "stress" in properties:
             raise MLFFDError("stress needs a cell periodic in all three directions")
         self.calculations += 1

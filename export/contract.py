@@ -8,11 +8,14 @@ from pathlib import Path
 
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import MIN_DISTANCE
+from mlffd.voigt import TO_LAMMPS
 
 FORMAT = "mlffd"
 # 2: the call takes float64 edge vectors instead of positions and shifts (precision far from the
 # origin); frozen graphs on the custom ops carry radial tables. Hosts refuse format 1 (re-export).
-FORMAT_VERSION = 2
+# 3: the per-atom virial in mlffd's one Voigt order (mlffd.voigt, ASE's); format 2 gave it in LAMMPS's.
+FORMAT_VERSION = 3
+ASE_VOIGT_FORMAT = 3  # the first format whose per-atom virial is in mlffd.voigt's order
 OLDEST_FORMAT_VERSION = 2
 METADATA_JSON = "mlffd/metadata.json"
 METADATA_TXT = "mlffd/metadata.txt"
@@ -42,6 +45,10 @@ def cpp_header() -> str:
         f'static const char *MLFFD_METADATA_TXT = "{METADATA_TXT}";',
         "// closer than this (A) means overlapping atoms, not chemistry (mlffd.neighbours.MIN_DISTANCE)",
         f"static constexpr double MLFFD_MIN_DISTANCE = {MIN_DISTANCE!r};",
+        "// the atom_virial column of each LAMMPS vatom column (mlffd.voigt.TO_LAMMPS), from format",
+        "// MLFFD_ASE_VOIGT_FORMAT on (format 2 files give the per-atom virial in LAMMPS's order already)",
+        f"static constexpr int MLFFD_ASE_VOIGT_FORMAT = {ASE_VOIGT_FORMAT};",
+        f"static constexpr int MLFFD_ATOM_VIRIAL_TO_LAMMPS[6] = {{{', '.join(map(str, TO_LAMMPS))}}};",
         ""])
 
 

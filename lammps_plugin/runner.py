@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mlffd.errors import MLFFDError
+from mlffd.voigt import TO_LAMMPS
 
 # LAMMPS `units metal` pressure conversion (force.cpp: nktv2p = 1.6021765e6 bar per eV/A^3)
 NKTV2P_METAL = 1.6021765e6
@@ -124,8 +125,8 @@ def run_lammps(model, atoms, type_elements, nprocs: int = 1, plugin: str | None 
 
     `pair_coeff` replaces the default `pair_coeff * * model El...` line(s) (e.g. for hybrid
     styles); `atom_ids=False` runs with `atom_modify id no` (atoms are then matched by position).
-    Returns energy, forces [N,3], energies [N] (compute pe/atom), virial [6] (xx yy zz xy xz yz,
-    eV) and atom_virial [N,6] (eV), all in the order of `atoms`."""
+    Returns energy, forces [N,3], energies [N] (compute pe/atom), virial [6] and
+    atom_virial [N,6] (eV, in mlffd.voigt's order: converted from LAMMPS's), all in the order of `atoms`."""
     from mlffd.lammps_plugin import plugin_path
 
     plugin = plugin or plugin_path()
@@ -166,7 +167,7 @@ print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g)
         raise RuntimeError(f"LAMMPS failed (rc {proc.returncode}) in {workdir}:\n{log[-3000:]}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     line = [ln for ln in log.splitlines() if ln.startswith("MLFFD_RESULT")][-1].split()
     pe, vol = float(line[1]), float(line[2])
-    virial = np.array([float(v) for v in line[3:9]]) * vol / NKTV2P_METAL
+    virial = np.array([float(v) for v in line[3:9]])[list(TO_LAMMPS)] * vol / NKTV2P_METAL  # its own inverse
     rows = []
     with open(workdir / "forces.dump") as fh:
         lines = fh.read().splitlines()
@@ -184,7 +185,7 @@ print "MLFFD_RESULT $(pe:%.17g) $(vol:%.17g) $(c_vir[1]:%.17g) $(c_vir[2]:%.17g)
         "forces": rows[:, 1:4],
         "energies": rows[:, 4],
         "virial": virial,
-        "atom_virial": -rows[:, 5:11] / NKTV2P_METAL,
+        "atom_virial": -rows[:, 5:11][:, list(TO_LAMMPS)] / NKTV2P_METAL,
         "log": log,
         "workdir": workdir,
     }

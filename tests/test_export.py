@@ -129,6 +129,7 @@ def test_the_cpp_host_reads_the_contract_from_the_one_source(tmp_path):
     from mlffd.export import contract
     from mlffd.lammps_plugin.build import SOURCE_DIR
     from mlffd.neighbours import MIN_DISTANCE
+    from mlffd.voigt import TO_LAMMPS
 
     header = tmp_path / "mlffd_contract.h"
     subprocess.run([sys.executable, "-m", "mlffd.export.contract", str(header)], check=True)
@@ -136,10 +137,14 @@ def test_the_cpp_host_reads_the_contract_from_the_one_source(tmp_path):
     values = dict(re.findall(r"(MLFFD_\w+) = \"?([^\";]+)\"?;", text))
     assert values == {"MLFFD_FORMAT": contract.FORMAT, "MLFFD_FORMAT_VERSION": str(contract.FORMAT_VERSION),
                       "MLFFD_OLDEST_FORMAT_VERSION": str(contract.OLDEST_FORMAT_VERSION),
-                      "MLFFD_METADATA_TXT": contract.METADATA_TXT, "MLFFD_MIN_DISTANCE": repr(MIN_DISTANCE)}
+                      "MLFFD_METADATA_TXT": contract.METADATA_TXT, "MLFFD_MIN_DISTANCE": repr(MIN_DISTANCE),
+                      "MLFFD_ASE_VOIGT_FORMAT": str(contract.ASE_VOIGT_FORMAT)}
+    permutation = re.search(r"MLFFD_ATOM_VIRIAL_TO_LAMMPS\[6\] = \{([^}]*)\};", text).group(1)
+    assert tuple(int(k) for k in permutation.split(",")) == TO_LAMMPS
     source = (SOURCE_DIR / "src" / "pair_mlffd.cpp").read_text()
     assert '#include "mlffd_contract.h"' in source
-    assert not re.search(r"MLFFD_(FORMAT|FORMAT_VERSION|OLDEST_FORMAT_VERSION|METADATA_TXT|MIN_DISTANCE) =", source)
+    assert not re.search(r"MLFFD_(FORMAT|FORMAT_VERSION|OLDEST_FORMAT_VERSION|METADATA_TXT|MIN_DISTANCE|ASE_VOIGT_FORMAT|"
+                         r"ATOM_VIRIAL_TO_LAMMPS(\[6\])?) =", source)
     stamp = header.stat().st_mtime_ns
     contract.write_cpp_header(header)  # unchanged contract: the file is left alone (nothing recompiles)
     assert header.stat().st_mtime_ns == stamp

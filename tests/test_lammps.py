@@ -18,8 +18,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 
+from mlffd.export.contract import FORMAT_VERSION
 from mlffd.export.testing import make_demo_model
-from mlffd.training.config import PRESETS
 from mlffd.lammps_plugin.runner import (
     lammps_env,
     lmp_binary,
@@ -27,6 +27,8 @@ from mlffd.lammps_plugin.runner import (
     run_lammps,
     write_data,
 )
+from mlffd.training.config import PRESETS
+from mlffd.voigt import TO_LAMMPS, voigt
 
 pytestmark = pytest.mark.lammps
 
@@ -49,7 +51,7 @@ def reference(model_path, atoms) -> dict:
         "energy": float(out["energy"]),
         "forces": out["forces"].detach().double().numpy(),
         "energies": out["atom_energy"].detach().double().numpy(),
-        "virial": np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]]),
+        "virial": voigt(w),
         "atom_virial": out["atom_virial"].detach().double().numpy(),
     }
 
@@ -115,6 +117,20 @@ def test_silicon_float64_l2(plugin, models, fold):
     assert abs(want["energy"]) > 1 and np.abs(want["forces"]).max() > 1e-4  # a non-trivial check
     assert_close(got, want, 1e-10)
     assert np.abs(got["forces"].sum(axis=0)).max() < 1e-12
+
+
+def test_a_format_2_models_per_atom_virial_is_read_in_lammps_order(plugin, models, tmp_path):
+    """Format 2 gave the per-atom virial in LAMMPS's order, format 3 in mlffd.voigt's: the plugin
+    permutes only the latter, so a format-2 file's columns land in vatom as they are."""
+    atoms = silicon(seed=3)
+    old = tmp_path / "format2.pt"
+    with_format_version(models["si_l2"], old, 2)
+    want = reference(models["si_l2"], atoms)["atom_virial"]
+    assert_close(run_lammps(models["si_l2"], atoms, ["Si"], plugin=plugin), {"atom_virial": want}, 1e-10,
+                 keys=("atom_virial",))
+    got = run_lammps(str(old), atoms, ["Si"], plugin=plugin)["atom_virial"]  # runner: LAMMPS -> mlffd order
+    assert_close({"atom_virial": got[:, list(TO_LAMMPS)]}, {"atom_virial": want}, 1e-10, keys=("atom_virial",))
+    assert np.abs(got - want).max() > 0.1 * np.abs(want).max()  # the two orders differ on these atoms
 
 
 @FOLD
@@ -266,7 +282,7 @@ def ase_results(model, atoms) -> dict:
     w = -stress * atoms.get_volume()
     return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
             "energies": atoms.get_potential_energies(),
-            "virial": np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])}
+            "virial": voigt(w)}
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 2e-6), ("float64", 1e-10)])
@@ -420,6 +436,17 @@ def run_deck(tmp_path, plugin, body: str, units="metal", newton="on"):
     return proc.returncode, log
 
 
+def with_format_version(model, out, version: int) -> None:
+    """A copy of the frozen `model` whose metadata.txt (what the plugin reads) claims format `version`."""
+    files = {"mlffd/metadata.txt": "", "mlffd/metadata.json": ""}
+    module = torch.jit.load(str(model), _extra_files=files)
+    txt = files["mlffd/metadata.txt"]
+    txt = txt.decode() if isinstance(txt, bytes) else txt
+    files["mlffd/metadata.txt"] = txt.replace(f"format_version {FORMAT_VERSION}", f"format_version {version}")
+    assert f"format_version {version}" in files["mlffd/metadata.txt"]
+    torch.jit.save(module, str(out), _extra_files=files)
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory, models) -> dict:
     root = tmp_path_factory.mktemp("bad")
@@ -430,14 +457,9 @@ def bad_models(tmp_path_factory, models) -> dict:
 
     torch.jit.save(torch.jit.script(Plain()), str(root / "plain.pt"))
     (root / "text.pt").write_text("this is not a model\n")
-    # a newer format: same model, metadata says format_version 2
-    files = {"mlffd/metadata.txt": "", "mlffd/metadata.json": ""}
-    module = torch.jit.load(models["si_l2"], _extra_files=files)
-    txt = files["mlffd/metadata.txt"].decode() if isinstance(files["mlffd/metadata.txt"], bytes) else files["mlffd/metadata.txt"]
-    for name, version in (("newer", "3"), ("older", "1")):
-        files["mlffd/metadata.txt"] = txt.replace("format_version 2", f"format_version {version}")
-        assert f"format_version {version}" in files["mlffd/metadata.txt"]
-        torch.jit.save(module, str(root / f"{name}.pt"), _extra_files=files)
+    # a newer and an older format: the same model, its metadata claiming another format_version
+    for name, version in (("newer", FORMAT_VERSION + 1), ("older", 1)):
+        with_format_version(models["si_l2"], root / f"{name}.pt", version)
     return {"plain": str(root / "plain.pt"), "text": str(root / "text.pt"), "newer": str(root / "newer.pt"),
             "older": str(root / "older.pt")}
 
@@ -452,7 +474,7 @@ def bad_models(tmp_path_factory, models) -> dict:
         ("units real", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'units metal'"),
         ("plain torchscript", "pair_style mlffd\npair_coeff * * {plain} Si", "is not an mlffd model: it has no mlffd/metadata.txt"),
         ("not a zip", "pair_style mlffd\npair_coeff * * {text} Si", "is not an mlffd model (not a TorchScript archive)"),
-        ("newer format", "pair_style mlffd\npair_coeff * * {newer} Si", "has format_version 3, newer than the 2"),
+        ("newer format", "pair_style mlffd\npair_coeff * * {newer} Si", f"has format_version {FORMAT_VERSION + 1}, newer than the {FORMAT_VERSION}"),
         ("older format", "pair_style mlffd\npair_coeff * * {older} Si",
          "has format_version 1 (positions as input), which this plugin no longer runs; re-export it"),
         ("newton off", "pair_style mlffd\npair_coeff * * {si_l2} Si", "requires 'newton on'"),

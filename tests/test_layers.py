@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"distiller": "mlffd", "export": "mlffd.export", "lammps_plugin": "mlffd.lammps_plugin"}
 LAYERS = [
     ("mlffd.__version__", "mlffd.errors", "mlffd.flags", "mlffd.model", "mlffd.neighbours", "mlffd.relax",
-     "mlffd.md"),
+     "mlffd.md", "mlffd.voigt"),
     ("mlffd.data", "mlffd.training", "mlffd.teachers"),
     ("mlffd.export",),
     ("mlffd.calculator", "mlffd.MLFFDCalculator", "mlffd.lammps_plugin"),

@@ -9,6 +9,7 @@ from mlffd.model.student import StudentConfig, StudentPotential
 from mlffd.neighbours import neighbour_graph
 from mlffd.training.graphs import collate, frame_to_graph, predict
 from mlffd.neighbours import NeighbourList
+from mlffd.voigt import voigt
 
 
 def make_model(num_interactions=2, lmax=2, seed=0, elements=("Si", "O"), products=None, pair_repulsion=False):
@@ -109,6 +110,15 @@ def test_virial_is_strain_derivative(pair_repulsion):
         # W_ab = -dE/d(eps_ab)
         fd = minus_energy_slope(model, atoms, 1e-6, strain=unit((3, 3), (a, b)))
         assert fd == pytest.approx(virial[a, b], abs=1e-7, rel=1e-6)
+
+
+def test_per_atom_virial_is_in_the_one_voigt_order():
+    """Each edge's virial is split between its two atoms in mlffd.voigt's (ASE's) order, so the
+    per-atom virials sum to the virial as a Voigt vector (its off-diagonal terms all differ here)."""
+    out = evaluate(make_model(), structure(4))
+    virial = out["virial"].double().numpy()
+    assert len({round(virial[a, b], 6) for a, b in [(1, 2), (0, 2), (0, 1)]}) == 3
+    np.testing.assert_allclose(out["atom_virial"].double().sum(0).numpy(), voigt(virial), rtol=1e-10, atol=1e-12)
 
 
 def test_pair_repulsion_is_zbl_inside_the_covalent_distance_and_nothing_beyond():

@@ -12,7 +12,7 @@ import numpy as np
 
 from mlffd.data.atomic import remove_stale_temps, temp_path
 from mlffd.data.dataset import open_dataset
-from mlffd.data.schema import SAMPLER_LEN, voigt
+from mlffd.data.schema import SAMPLER_LEN
 from mlffd.data.writer import DatasetWriter, frame_rows
 from mlffd.errors import MLFFDError
 

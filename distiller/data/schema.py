@@ -165,9 +165,3 @@ def read_atom_field(f: h5py.File, name: str, n_atoms: int) -> np.ndarray:
 
 
 
-def voigt(stress) -> np.ndarray:
-    """A stress as ASE's Voigt 6-vector (xx, yy, zz, yz, xz, xy), from that or a 3 x 3 tensor."""
-    stress = np.asarray(stress, dtype=np.float64)
-    return stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if stress.shape == (3, 3) else stress.reshape(6)
-
-

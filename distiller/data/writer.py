@@ -35,10 +35,10 @@ from mlffd.data.schema import (
     open_for_read,
     read_atom_field,
     truncated_error,
-    voigt,
 )
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import check_cell, check_numbers, check_overlap, shortest_distance
+from mlffd.voigt import voigt
 
 
 def _mlffd_version() -> str:

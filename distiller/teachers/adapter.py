@@ -17,6 +17,7 @@ from ase.data import chemical_symbols
 from mlffd.data.schema import ATOM_ENERGY_SUM_TOL
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import periodic_3d
+from mlffd.voigt import voigt
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,7 @@ class TeacherCalculator(Calculator):
         if atom_energies is not None:
             self.results["energies"] = atom_energies
         if periodic and "stress" in r:
-            s = np.asarray(r["stress"], dtype=np.float64)
-            if s.shape == (3, 3):
-                s = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-            self.results["stress"] = s.reshape(6)
+            self.results["stress"] = voigt(r["stress"])
 
 
 def per_atom_energies(results: dict, energy: float, n_atoms: int) -> np.ndarray | None:

@@ -10,6 +10,7 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import NeighbourList, check_overlap
+from mlffd.voigt import TO_MATRIX
 
 Graph = Dict[str, torch.Tensor]
 
@@ -102,10 +103,6 @@ def pad_edges(batch: Graph, cutoff: float) -> Graph:
     return dict(batch, edge_index=edge_index, edge_vec=edge_vec, neighbours_per_atom=torch.tensor(k))
 
 
-# Voigt (xx yy zz xy xz yz) -> row-major symmetric 3x3
-_VOIGT_TO_MATRIX = [0, 3, 4, 3, 1, 5, 4, 5, 2]
-
-
 def predict(model, graph: Graph, create_graph: bool) -> Dict[str, torch.Tensor]:
     """Energies, forces and virials per frame of a batched graph (edges padded or not), by the
     model's own `compute` (the code the frozen model runs), summed per frame."""
@@ -156,7 +153,7 @@ def per_frame(graph: Graph, atom_energy: torch.Tensor, forces: torch.Tensor,
     membership = torch.nn.functional.one_hot(graph["batch"], n_frames).to(atom_energy.dtype)  # [N, frames]
     energy = atom_energy @ membership
     voigt = membership.T @ atom_virial
-    return {"energy": energy, "forces": forces, "virial": voigt[:, _VOIGT_TO_MATRIX].view(n_frames, 3, 3),
+    return {"energy": energy, "forces": forces, "virial": voigt[:, list(TO_MATRIX)].view(n_frames, 3, 3),
             "atom_energy": atom_energy}
 
 

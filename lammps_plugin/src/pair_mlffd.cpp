@@ -1,10 +1,11 @@
 /* pair_style mlffd: runs a frozen mlffd student (TorchScript .pt) inside LAMMPS.
 
-   Contract (docs/artifact.md, format 2):
+   Contract (docs/artifact.md, format 3):
      out = model(edge_vec [E,3] float64, species [N], edge_index [2,E] sorted by centre, n_local)
      (edge_vec = x_j - x_i from LAMMPS's double coordinates, so precision does not depend on where
      the box is)
-     out: energy [], atom_energy [n_local], forces [N,3], virial [3,3], atom_virial [N,6]
+     out: energy [], atom_energy [n_local], forces [N,3], virial [3,3], atom_virial [N,6] (ASE Voigt
+     order; format 2: LAMMPS order)
 
    Graph construction on each rank: the local atoms of the types mapped to elements (all types,
    or the non-NULL ones under pair_style hybrid) are the first nodes and the first centres. With L message-passing layers, a breadth-first pass over the
@@ -50,6 +51,8 @@ namespace LAMMPS_NS {
 struct PairMLFFDImpl {
   torch::jit::Module model;
   bool loaded = false;
+  // the model's per-atom virial is in mlffd's (ASE's) Voigt order: LAMMPS's vatom needs it permuted
+  bool ase_voigt = true;
   torch::Device device{torch::kCPU};
   std::vector<torch::jit::IValue> inputs;
   // MLFFD_PROFILE=1: time in compute(), in building the graph and in the model's forward,
@@ -296,6 +299,7 @@ void PairMLFFD::load_model(const std::string &path)
   }
 
   impl->loaded = true;
+  impl->ase_voigt = version >= MLFFD_ASE_VOIGT_FORMAT;
   model_path = path;
   cutoff = rc;
   cutoffsq = rc * rc;
@@ -664,7 +668,8 @@ void PairMLFFD::run_model(int eflag, int vflag)
     const double *vp = av.data_ptr<double>();
     for (int n = 0; n < N; n++) {
       double *va = vatom[atom_of_node[n]];
-      for (int k = 0; k < 6; k++) va[k] += vp[6 * n + k];
+      for (int k = 0; k < 6; k++)
+        va[k] += vp[6 * n + (impl->ase_voigt ? MLFFD_ATOM_VIRIAL_TO_LAMMPS[k] : k)];
     }
   }
 }

@@ -237,7 +237,7 @@ at::Tensor conv_scatter_h_autograd(const at::Tensor& radial, const at::Tensor& h
 
 // forces[k]      = sum_{e: centre = k} g[e] - sum_{e: neighbour = k} g[e]
 // virial         = sum_e -vec[e] (x) g[e]       (per centre atom, then over atoms, in double)
-// atom_virial[k] = sum_{e: centre = k or neighbour = k} 0.5 voigt(-vec[e] (x) g[e])   (xx yy zz xy xz yz)
+// atom_virial[k] = sum_{e: centre = k or neighbour = k} 0.5 voigt(-vec[e] (x) g[e])   (xx yy zz yz xz xy)
 // One pass per atom over its CSR rows (from mlffd::edge_graph); sums run in ascending edge order
 // per atom (like index_add_); no atomics, any thread count.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> edge_forces_virial_cpu(const at::Tensor& grad_, const at::Tensor& vec_,

@@ -196,15 +196,16 @@ MLFFD_HD T bessel_derivative(T prefactor, T f, T r, T sin_fr, T cos_fr) {
   return prefactor * (f * cos_fr * r - sin_fr) / (r * r);
 }
 
-// 0.5 voigt(-vec (x) grad) in LAMMPS order xx yy zz xy xz yz: one edge's share of each end atom's virial.
+// 0.5 voigt(-vec (x) grad) in mlffd's (ASE's) order xx yy zz yz xz xy (distiller/voigt.py): one edge's
+// share of each end atom's virial.
 template <typename T>
 MLFFD_HD void half_edge_virial(const T* vec, const T* grad, T* out) {
   out[0] = -vec[0] * grad[0] * T(0.5);
   out[1] = -vec[1] * grad[1] * T(0.5);
   out[2] = -vec[2] * grad[2] * T(0.5);
-  out[3] = -vec[0] * grad[1] * T(0.5);
+  out[3] = -vec[1] * grad[2] * T(0.5);
   out[4] = -vec[0] * grad[2] * T(0.5);
-  out[5] = -vec[1] * grad[2] * T(0.5);
+  out[5] = -vec[0] * grad[1] * T(0.5);
 }
 
 }  // namespace mlffd
