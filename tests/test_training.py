@@ -14,7 +14,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from mlffd.data.writer import DatasetWriter
-from mlffd.training.trainer import VALIDATE_EVERY, split_indices
+from mlffd.training.trainer import VALIDATE_EVERY
+from mlffd.training.trainset import split_indices
 
 # EMT is a cheap stand-in labeller: these tests check the training machinery, not a teacher.
 
@@ -135,7 +136,7 @@ def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_pa
 def test_displaced_pairs_are_planned_sampled_and_batched_together():
     from mlffd.data.sampling import PAIR_STEP, plan_recipes, sample_pair
     from mlffd.data.systems import load_systems
-    from mlffd.training.trainer import pair_units
+    from mlffd.training.trainset import pair_units
 
     systems = load_systems(["si:1x1x1"])
     plan = plan_recipes(systems, 12, [300.0, 900.0], seed=0, md_fraction=0.0, pair_fraction=0.5)
@@ -240,7 +241,8 @@ def test_sampler_force_weights_scale_the_force_term_of_their_frames_only(tmp_pat
     """sampler_force_weights multiply the force weight (after relative force errors) of the frames
     their sampler made, and leave every other frame and every other term alone."""
     from mlffd.training.config import TrainConfig
-    from mlffd.training.trainer import Trainer, split_indices
+    from mlffd.training.trainer import Trainer
+    from mlffd.training.trainset import split_indices
 
     rng = np.random.default_rng(0)
     kinds = ["rattle", "relaxed_strain"] * 4
@@ -355,7 +357,7 @@ def _config(tmp_path, text):
 
 
 def test_relative_force_weights_even_out_frames_of_small_and_large_forces():
-    from mlffd.training.trainer import set_relative_force_weights
+    from mlffd.training.trainset import set_relative_force_weights
 
     small = {"forces": torch.full((4, 3), 0.1, dtype=torch.float64), "species": torch.zeros(4, dtype=torch.long)}
     large = {"forces": torch.full((4, 3), 1.0, dtype=torch.float64), "species": torch.zeros(4, dtype=torch.long)}

@@ -50,7 +50,7 @@ class StudentConfig:
     # (mlffd.model.repulsion): where no training frame puts atoms, the energy still rises.
     pair_repulsion: bool = False
     avg_num_neighbors: float = 20.0
-    # Fitted from the training data (mlffd.training.trainer.fit_statistics).
+    # Fitted from the training data (mlffd.training.trainset.fit_statistics).
     atomic_energies: Optional[List[float]] = None
     energy_scale: float = 1.0
     architecture: str = DEFAULT_ARCHITECTURE

@@ -36,11 +36,11 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
     atom_energies = frame.get("atom_energies")
     pbc = np.asarray(frame["pbc"], dtype=bool)
     has_stress = stress is not None and bool(pbc.all())
+    volume = abs(float(np.linalg.det(frame["cell"])))  # 0 for a cell that is not 3D
     virial = np.zeros((3, 3))
     if has_stress:
-        s = np.asarray(stress)  # ASE Voigt: xx yy zz yz xz xy, eV/A^3
-        sigma = np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
-        virial = -sigma * abs(np.linalg.det(frame["cell"]))
+        sigma = np.asarray(stress, dtype=np.float64)[list(TO_MATRIX)].reshape(3, 3)  # eV/A^3
+        virial = -sigma * volume
     return {
         "species": torch.from_numpy(species),
         "edge_index": torch.from_numpy(edge_index),
@@ -48,6 +48,7 @@ def frame_to_graph(frame: dict, species_of: Dict[int, int], neighbours: Neighbou
         "energy": torch.tensor([frame["energy"]], dtype=torch.float64),
         "forces": torch.tensor(frame["forces"], dtype=torch.float64),
         "virial": torch.tensor(virial, dtype=torch.float64).unsqueeze(0),
+        "volume": torch.tensor([volume], dtype=torch.float64),
         "has_stress": torch.tensor([has_stress]),
         "n_atoms": torch.tensor([n]),
         "atom_energy": torch.tensor(np.full(n, np.nan) if atom_energies is None else atom_energies,
@@ -72,7 +73,7 @@ def collate(graphs: Sequence[Graph], dtype: torch.dtype = torch.float32) -> Grap
         "n_atoms": torch.cat([g["n_atoms"] for g in graphs]),
         "has_atom_energy": torch.cat([g["has_atom_energy"] for g in graphs]),
     }
-    for key in ("edge_vec", "forces", "atom_energy", "frame_weight", "force_weight", "stress_weight"):
+    for key in ("edge_vec", "forces", "atom_energy", "frame_weight", "force_weight", "stress_weight", "volume"):
         out[key] = torch.cat([g[key] for g in graphs]).to(dtype)
     out["energy"] = torch.cat([g["energy"] for g in graphs]).to(dtype)
     out["virial"] = torch.cat([g["virial"] for g in graphs]).to(dtype)

@@ -14,24 +14,22 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
-from ase import units
-from ase.data import atomic_numbers, chemical_symbols
 from tqdm import tqdm
 
-from mlffd.data.dataset import open_dataset
 from mlffd.errors import MLFFDError
 from mlffd.model.potential import descriptor_distance
 from mlffd.model.registry import build_model, make_config
 from mlffd.training.checkpoint import BEST, CHECKPOINT, handoff, read_checkpoint, write_checkpoint
 from mlffd.training.config import TrainConfig
-from mlffd.training.graphs import Graph, build_graphs, collate, pad_edges, predict
-from mlffd.training.step import GradientStep
+from mlffd.training.graphs import Graph, collate, pad_edges, predict
 from mlffd.training.metrics import force_metrics, frame_metrics, parity_plot
 from mlffd.training.runfolder import finite_json, run_folder
+from mlffd.training.step import GradientStep
+from mlffd.training.trainset import load_training_set
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_per_atom", "val_force_mae", "val_force_rmse",
                  "val_force_r2", "val_stress_mae", "elapsed_s"]
@@ -39,69 +37,6 @@ METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_energy_mae_per_atom", "val_fo
 # and the last: validating costs ~9 % of a compiled epoch (issue 29), and the best weights of a decaying
 # schedule come at its end. By epoch number, so that a resumed run picks the uninterrupted run's best.pt.
 VALIDATE_EVERY = 4
-
-
-def fit_statistics(frames: List[dict], graphs: List[Graph], elements: List[str]) -> dict:
-    """Per-element energy shifts (least squares on composition), force scale, mean neighbour count."""
-    counts = np.array([[np.sum(f["numbers"] == atomic_numbers[s]) for s in elements] for f in frames], dtype=float)
-    energies = np.array([f["energy"] for f in frames])
-    shifts, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    forces = np.concatenate([f["forces"] for f in frames])
-    n_atoms = sum(len(g["species"]) for g in graphs)
-    n_edges = sum(g["edge_index"].shape[1] for g in graphs)
-    return {
-        "atomic_energies": [float(x) for x in shifts],
-        "energy_scale": float(np.sqrt(np.mean(forces**2))) or 1.0,
-        "avg_num_neighbors": max(n_edges / max(n_atoms, 1), 1.0),
-    }
-
-
-def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    n_valid = max(1, int(round(n * valid_fraction))) if n > 1 else 0
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
-
-
-def relative_weight(frame_sq: float, overall_sq: float, floor: float) -> torch.Tensor:
-    """A frame's weight under relative errors: (overall mean square + floor^2) / (its own + floor^2)."""
-    return torch.tensor([(overall_sq + floor**2) / (frame_sq + floor**2)], dtype=torch.float64)
-
-
-def set_relative_force_weights(graphs: List[Graph], floor: float) -> None:
-    """Each frame's force weight: relative_weight of its <|F|^2> against all frames' (per atom)."""
-    frame_sq = [float(torch.mean(torch.sum(g["forces"] ** 2, dim=1))) for g in graphs]
-    n_atoms = [len(g["species"]) for g in graphs]
-    overall = float(np.average(frame_sq, weights=n_atoms))
-    for g, sq in zip(graphs, frame_sq):
-        g["force_weight"] = relative_weight(sq, overall, floor)
-
-
-def set_relative_stress_weights(graphs: List[Graph], floor_gpa: float) -> None:
-    """Each periodic frame's stress weight: relative_weight of its <sigma^2> against all such frames',
-    sigma the teacher's stress tensor in GPa; graphs need `volume`."""
-    stressed = [g for g in graphs if bool(g["has_stress"].all())]
-    if not stressed:
-        return
-    sq = [float(torch.mean((g["virial"] / g["volume"] / units.GPa) ** 2)) for g in stressed]
-    overall = float(np.mean(sq))
-    for g, frame_sq in zip(stressed, sq):
-        g["stress_weight"] = relative_weight(frame_sq, overall, floor_gpa)
-
-
-def pair_units(keys: List[str]) -> List[List[int]]:
-    """Indices grouped so that both frames of a displaced pair (keys ...a / ...b) stay together."""
-    position = {k: i for i, k in enumerate(keys)}
-    units, taken = [], set()
-    for i, key in enumerate(keys):
-        if i in taken:
-            continue
-        partner = position.get(key[:-1] + "b") if key.endswith("a") and "/pair/" in key else None
-        if partner is not None:
-            units.append([i, partner])
-            taken.update((i, partner))
-        else:
-            units.append([i])
-    return units
 
 
 def descriptor_statistics(model, batches: List[Graph]) -> Optional[dict]:
@@ -169,36 +104,12 @@ class Trainer:
         self.dtype = torch.float32 if config.dtype == "float32" else torch.float64
         if config.threads:
             torch.set_num_threads(config.threads)
-        dataset = open_dataset(data_path)
-        frames = dataset.frames()
-        if len(frames) < 2:
-            raise MLFFDError(f"dataset {data_path} has {len(frames)} frame(s); training needs at least 2")
-        self.teacher = {"name": dataset.metadata.get("teacher_name"), "version": dataset.metadata.get("teacher_version")}
-        self.fingerprint = dataset.fingerprint
-        self.elements = list(dataset.elements)
-        train_idx, valid_idx = split_indices(len(frames), config.valid_fraction, config.seed)
-        # the sampling temperatures the student saw (validation tests inside and above them)
-        self.temperatures = sorted({float(frames[i]["temperature"]) for i in train_idx if frames[i]["temperature"] > 0})
-        train_elements = {int(z) for i in train_idx for z in frames[i]["numbers"]}
-        unseen = {int(z) for i in valid_idx for z in frames[i]["numbers"]} - train_elements
-        if unseen:
-            names = ", ".join(chemical_symbols[z] for z in sorted(unseen))
-            raise MLFFDError(f"element(s) {names} appear in the validation split but never in training")
+        data = load_training_set(data_path, config, test_paths)
+        self.teacher, self.fingerprint, self.elements = data.teacher, data.fingerprint, data.elements
+        self.temperatures = data.temperatures
+        self.train_graphs, self.train_units = data.train_graphs, data.train_units
         settings = config.model_settings()
-        self._check_label_options(frames, train_idx, data_path)
-        graphs = build_graphs(frames, self.elements, settings["cutoff"], config.sampler_weights)
-        for g, f in zip(graphs, frames):
-            g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
-        self.train_graphs = [graphs[i] for i in train_idx]
-        if config.relative_force_floor is not None:
-            set_relative_force_weights(self.train_graphs, config.relative_force_floor)
-        if config.relative_stress_floor is not None:
-            set_relative_stress_weights(self.train_graphs, config.relative_stress_floor)
-        for g, i in zip(self.train_graphs, train_idx):
-            g["force_weight"] = g["force_weight"] * float(config.sampler_force_weights.get(frames[i]["sampler"], 1.0))
-        self.train_units = pair_units([frames[i]["key"] for i in train_idx])
-        stats = fit_statistics([frames[i] for i in train_idx], self.train_graphs, self.elements)
-        self.model_config = make_config({"elements": self.elements, **settings, **stats})
+        self.model_config = make_config({"elements": self.elements, **settings, **data.statistics})
         warm = self._warm_start_payload(config.init_from, settings) if config.init_from else None
         if warm is not None:  # its energy statistics belong with its weights
             self.model_config = make_config(warm["model_config"])
@@ -209,14 +120,8 @@ class Trainer:
         self.ema = copy.deepcopy(self.model)
         # dense per-atom kernels where the student has them (the same numbers, half the time)
         self.pad_cutoff = settings["cutoff"] if getattr(self.model, "padded_edges", False) else None
-        self.valid_batches = self._batches([graphs[i] for i in valid_idx], shuffle=False)
-        self.test_batches = {}
-        for path in test_paths or []:
-            test_frames = open_dataset(path).frames()
-            test_graphs = build_graphs(test_frames, self.elements, settings["cutoff"])
-            for g, f in zip(test_graphs, test_frames):
-                g["volume"] = torch.tensor([abs(float(np.linalg.det(f["cell"])))])
-            self.test_batches[path] = self._batches(test_graphs, shuffle=False)
+        self.valid_batches = self._batches(data.valid_graphs, shuffle=False)
+        self.test_batches = {path: self._batches(graphs, shuffle=False) for path, graphs in data.test_graphs.items()}
         self.step = GradientStep(self.model, self.cfg)
         # fused: one kernel per step for all parameters (the per-parameter loop cost ~6 % of a compiled epoch)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
@@ -225,18 +130,6 @@ class Trainer:
         self.elapsed = 0.0
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
-
-    def _check_label_options(self, frames: List[dict], train_idx: np.ndarray, data_path: str) -> None:
-        """Options that need labels or frame kinds the training split lacks are refused, not ignored."""
-        samplers = {frames[i]["sampler"] for i in train_idx}
-        for key in ("sampler_weights", "sampler_force_weights"):
-            missing = sorted(set(getattr(self.cfg, key)) - samplers)
-            if missing:
-                raise MLFFDError(f"{key} names {', '.join(missing)}, which no training frame of {data_path} "
-                                 f"has (its samplers: {', '.join(sorted(samplers))})")
-        if self.cfg.atom_energy_weight > 0 and not any(frames[i]["atom_energies"] is not None for i in train_idx):
-            raise MLFFDError(f"atom_energy_weight is set but {data_path} has no per-atom energies (its teacher "
-                             "did not report them); set it to 0")
 
     def _warm_start_payload(self, source: str, settings: dict) -> dict:
         try:
@@ -267,7 +160,6 @@ class Trainer:
         for chunk in chunks:
             members = [graphs[i] for i in chunk]
             batch = collate(members, self.dtype)
-            batch["volume"] = torch.cat([g["volume"] for g in members]).to(self.dtype)
             pairs = [(k, k + 1) for k in range(len(chunk) - 1) if [chunk[k], chunk[k + 1]] in units]
             if pairs:
                 starts = np.cumsum([0] + [len(g["species"]) for g in members])
