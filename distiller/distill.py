@@ -129,7 +129,7 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     from mlffd.data.systems import BUILTIN_SYSTEMS, load_system, structure_specs
     from mlffd.bench.benchmark import unit_cell
     from mlffd.validate.properties.crystal import load_crystal
-    from mlffd.validate.reference import reference_elements
+    from mlffd.reference import reference_elements
 
     images = load_system(system).images
     elements = sorted({s for a in images for s in a.get_chemical_symbols()})

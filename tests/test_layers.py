@@ -2,9 +2,12 @@
 
 - one namespace: every module imports the package as `mlffd` (never the checkout folders'
   names `distiller`, `export`, `lammps_plugin`, which pytest could import as other modules);
-- layers import one way: model core -> data and training -> export -> engines (ASE calculator,
-  LAMMPS plugin) -> the applications (validate, bench, active learning, distill, CLI);
+- layers import one way: model core -> data and training -> export -> engines (ASE calculator, the
+  reference calculator, LAMMPS plugin) -> the applications (validate, bench, active learning,
+  distill, CLI);
 - product code never imports test helpers;
+- rooms do one job (validate is physics, bench is speed; a teacher adapter knows only the shared
+  adapter module) and the Voigt order has one owner (mlffd.voigt);
 - deployment needs only what deployment needs: a frozen model runs in ASE with torch, ase and
   vesin, without e3nn, h5py or matplotlib.
 """
@@ -27,7 +30,7 @@ LAYERS = [
      "mlffd.md", "mlffd.voigt"),
     ("mlffd.data", "mlffd.training", "mlffd.teachers"),
     ("mlffd.export",),
-    ("mlffd.calculator", "mlffd.MLFFDCalculator", "mlffd.lammps_plugin"),
+    ("mlffd.calculator", "mlffd.MLFFDCalculator", "mlffd.lammps_plugin", "mlffd.reference"),
     ("mlffd.validate", "mlffd.bench", "mlffd.active", "mlffd.distill", "mlffd.info", "mlffd.cli"),
 ]
 
@@ -84,6 +87,41 @@ def test_product_code_imports_no_test_helpers():
                for line, name in _imports(path)
                if name.startswith("mlffd.") and ("testing" in name.split(".") or name.startswith("tests"))]
     assert not helpers, helpers
+
+
+# Rooms that do one job: physics validation and speed benchmarking share nothing but the layers
+# above them; a teacher adapter knows the shared adapter module, not the registry or its siblings.
+SEPARATE_ROOMS = [("mlffd.validate", "mlffd.bench"), ("mlffd.bench", "mlffd.validate")]
+TEACHER_ADAPTERS = ("chgnet", "emt", "mace", "orb", "sevennet")
+
+
+def test_rooms_do_one_job():
+    crossing = [f"{module} imports {name}, {path.relative_to(ROOT)}:{line}"
+                for module, path in _modules() for room, other in SEPARATE_ROOMS if module.startswith(room + ".")
+                for line, name in _imports(path) if name == other or name.startswith(other + ".")]
+    assert not crossing, crossing
+    for adapter in TEACHER_ADAPTERS:
+        path = ROOT / "distiller" / "teachers" / f"{adapter}.py"
+        siblings = [name for _, name in _imports(path)
+                    if name.startswith("mlffd.teachers.") and not name.startswith("mlffd.teachers.adapter")]
+        assert not siblings, f"{path.relative_to(ROOT)} imports {siblings}"
+    registered = {path.stem for path in (ROOT / "distiller" / "teachers").glob("*.py")} - {
+        "__init__", "adapter", "registry", "cli"}
+    assert registered == set(TEACHER_ADAPTERS), "a teacher adapter file is not in TEACHER_ADAPTERS"
+
+
+# Literal index lists that reorder Voigt components: only mlffd.voigt writes them (and the TorchScript
+# kernel, which cannot read a module-level tuple; test_student checks its order).
+VOIGT_LITERALS = ("[0, 4, 8, 5, 2, 1]", "[0, 4, 8, 1, 2, 5]", "[0, 1, 2, 1, 0, 0]", "[0, 5, 4, 5, 1, 3, 4, 3, 2]",
+                  "[0, 3, 4, 3, 1, 5, 4, 5, 2]", "[0, 1, 2, 5, 4, 3]")
+VOIGT_OWNERS = ("distiller/voigt.py", "distiller/model/kernels.py")
+
+
+def test_one_owner_of_the_voigt_order():
+    restated = [f"{path.relative_to(ROOT)} writes {literal}" for _, path in _modules()
+                if str(path.relative_to(ROOT)) not in VOIGT_OWNERS
+                for literal in VOIGT_LITERALS if literal in path.read_text()]
+    assert not restated, restated
 
 
 DEPLOYMENT = r"""

@@ -274,7 +274,7 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
         raise MLFFDError(f"bench warmup must be >= 0, got {warmup}")
     elements = list(meta["elements"])
     if teacher:
-        from mlffd.validate.reference import check_reference_name, reference_elements
+        from mlffd.reference import check_reference_name, reference_elements
 
         check_reference_name(teacher)
         covered = reference_elements(teacher)

@@ -43,7 +43,7 @@ def make_calculator(spec: dict):
         from mlffd.calculator import MLFFDCalculator
 
         return MLFFDCalculator(spec["model"], threads=threads)
-    from mlffd.validate.reference import load_reference
+    from mlffd.reference import load_reference
 
     calc, _ = load_reference(spec["model"], threads=threads)
     return calc

@@ -62,7 +62,7 @@ def structure_key(atoms) -> str:
 class CachedReference(Calculator):
     """An ASE calculator that answers from the cache file and asks the teacher only on a miss.
 
-    `teacher` is a reference name (see `mlffd.validate.reference.load_reference`); it is
+    `teacher` is a reference name (see `mlffd.reference.load_reference`); it is
     loaded when the cache is opened, so its version can be checked against the file's. `tag`
     (set by the suite while it computes a property) is stored as each new frame's sampler name.
     """
@@ -71,7 +71,7 @@ class CachedReference(Calculator):
 
     def __init__(self, teacher: str, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
         super().__init__()
-        from mlffd.validate.reference import load_reference
+        from mlffd.reference import load_reference
 
         self.path = Path(path)
         self.calls = 0

@@ -130,7 +130,7 @@ def validate(model_path: str | Path, teacher: str, report_dir: str | Path, *, sy
     from mlffd.calculator import MLFFDCalculator
     from mlffd.data.systems import builtin_for_elements
     from mlffd.validate.properties.crystal import load_crystal
-    from mlffd.validate.reference import check_reference_name, reference_elements
+    from mlffd.reference import check_reference_name, reference_elements
     from mlffd.export.contract import read_metadata
 
     meta = read_metadata(model_path)

@@ -1,4 +1,4 @@
-"""The reference ("teacher") calculator that validation and benchmarks compare a student with.
+"""The reference ("teacher") calculator that validation and the speed benchmark compare a student with.
 
 A reference is named like a teacher in the registry (`sevennet-0`, `chgnet`, `emt`, ...), or is
 `mlffd:PATH`: another frozen mlffd model (for example the previous student, or the student itself,
@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from mlffd.calculator import MLFFDCalculator
 from mlffd.errors import MLFFDError
+from mlffd.export.contract import read_metadata
+from mlffd.teachers.registry import TEACHERS, load_teacher, teacher_elements
 
 
 def load_reference(name: str, device: str = "cpu", threads: int | None = None):
@@ -20,15 +25,9 @@ def load_reference(name: str, device: str = "cpu", threads: int | None = None):
         path = name[len("mlffd:"):]
         if not Path(path).is_file():
             raise MLFFDError(f"reference model {path} does not exist")
-        from mlffd.calculator import MLFFDCalculator
-
         calc = MLFFDCalculator(path, device=device, threads=threads)
         return calc, {"name": name, "version": f"mlffd model {Path(path).name}", "elements": list(calc.elements)}
-    from mlffd.teachers.registry import load_teacher
-
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     calc = load_teacher(name, device=device)
     return calc, {
@@ -44,8 +43,6 @@ def check_reference_name(name: str) -> None:
         if not Path(name[len("mlffd:"):]).is_file():
             raise MLFFDError(f"reference model {name[len('mlffd:'):]} does not exist")
         return
-    from mlffd.teachers.registry import TEACHERS
-
     if name not in TEACHERS:
         raise MLFFDError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)} (or mlffd:PATH)")
 
@@ -53,9 +50,5 @@ def check_reference_name(name: str) -> None:
 def reference_elements(name: str) -> set[str] | None:
     """Elements a reference covers, without loading it (None: unknown until loaded)."""
     if name.startswith("mlffd:"):
-        from mlffd.export.contract import read_metadata
-
         return set(read_metadata(name[len("mlffd:"):])["elements"])
-    from mlffd.teachers.registry import teacher_elements
-
     return teacher_elements(name)
