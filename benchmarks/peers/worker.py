@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
+
+# mlffd bench's timing loop, loaded by path: this process may run in a peer's venv without mlffd
+_TIMING_FILE = Path(__file__).resolve().parents[2] / "distiller" / "bench" / "timing.py"
+_spec = importlib.util.spec_from_file_location("mlffd_bench_timing", _TIMING_FILE)
+TIMING = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(TIMING)
 
 
 def load_calculator(kind: str, model: str):
@@ -83,14 +88,8 @@ def time_md(calc, request: dict) -> dict:
     MaxwellBoltzmannDistribution(atoms, temperature_K=float(request.get("temperature", 300.0)),
                                  rng=np.random.default_rng(int(request.get("seed", 0))))
     dyn = VelocityVerlet(atoms, float(request.get("timestep_fs", 1.0)) * units.fs)
-    dyn.run(int(request.get("warmup", 2)))  # first calls: allocator, caches, neighbour-list set-up
-    steps = int(request["steps"])
-    samples = []
-    for _ in range(int(request.get("repeats", 3))):
-        t = time.perf_counter()
-        dyn.run(steps)
-        samples.append((time.perf_counter() - t) / steps * 1000.0)
-    return {"ms_per_step": statistics.median(samples), "samples_ms_per_step": samples,
+    timing = TIMING.time_steps(dyn, int(request["steps"]), int(request.get("repeats", 3)), int(request.get("warmup", 2)))
+    return {"ms_per_step": timing["ms_per_step"], "samples_ms_per_step": timing["samples_ms_per_step"],
             "finite": bool(np.isfinite(atoms.get_potential_energy()))}
 
 

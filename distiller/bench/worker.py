@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import sys
 import time
+
+from mlffd.bench.timing import time_steps
 
 MARKER = "MLFFD_BENCH_RESULT"
 
@@ -63,23 +64,8 @@ def run(spec: dict) -> dict:
     atoms.calc = calc
     initial_velocities(atoms, float(spec.get("temperature", 300.0)), int(spec.get("seed", 0)))
     dyn = VelocityVerlet(atoms, float(spec.get("timestep", 1.0)) * units.fs)
-    t0 = time.perf_counter()
-    dyn.run(int(spec.get("warmup", 3)))  # first calls: TorchScript profiling, allocator, caches
-    warmup_s = time.perf_counter() - t0
-    steps = int(spec["steps"])
-    samples = []
-    for _ in range(int(spec.get("repeats", 3))):
-        t = time.perf_counter()
-        dyn.run(steps)
-        samples.append((time.perf_counter() - t) / steps * 1000.0)
-    out = {
-        "ms_per_step": statistics.median(samples),
-        "samples_ms_per_step": samples,
-        "steps": steps,
-        "repeats": len(samples),
-        "warmup_s": warmup_s,
-        "rss_before_model_mb": rss_before_model,
-    }
+    out = time_steps(dyn, int(spec["steps"]), int(spec.get("repeats", 3)), int(spec.get("warmup", 3)))
+    out["rss_before_model_mb"] = rss_before_model
     long_steps = int(spec.get("long_steps") or 0)
     if long_steps:
         rss0 = current_rss_mb()
