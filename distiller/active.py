@@ -36,10 +36,22 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from ase import Atoms, units
+from ase.io import read
+from ase.md.langevin import Langevin
 
+from mlffd.calculator import MLFFDCalculator
+from mlffd.data.dataset import open_dataset
+from mlffd.data.sampling import derive_seed
+from mlffd.data.systems import load_systems
+from mlffd.data.writer import DatasetWriter
 from mlffd.errors import MLFFDError
+from mlffd.export.contract import read_metadata
 from mlffd.flags import comma_separated
 from mlffd.md import THERMOSTAT_FRICTION_PER_FS, initial_velocities, md_timestep
+from mlffd.teachers.registry import load_teacher
+from mlffd.training.config import TrainConfig
+from mlffd.training.trainer import Trainer
 
 SAMPLER = "active"
 SCORES = ("committee", "uncertainty")
@@ -102,8 +114,7 @@ def _read_json(path: Path, default):
 def train_committee(data: Path, out: Path, round_index: int, settings: ActiveSettings, train_config,
                     quiet: bool = True) -> list[Path]:
     """Train (or resume) the members of one round; returns their exported .pt files (float64)."""
-    from mlffd.training.config import TrainConfig
-    from mlffd.training.trainer import Trainer
+    # the fused export's module costs ~2 s to import: when a round exports, not at CLI start
     from mlffd.export.freeze import export_checkpoint
 
     if round_index == 0 and settings.model is not None:
@@ -147,11 +158,6 @@ def _starts(systems, settings: ActiveSettings) -> list[tuple[str, object]]:
 
 def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log=print) -> list[Candidate]:
     """Student MD from every start at every temperature; candidates every `sample_every` steps."""
-    from ase import units
-    from ase.md.langevin import Langevin
-
-    from mlffd.calculator import MLFFDCalculator
-    from mlffd.data.sampling import derive_seed
 
     calc = MLFFDCalculator(str(model))
     candidates = []
@@ -182,9 +188,6 @@ def explore(model: Path, starts, settings: ActiveSettings, round_index: int, log
 def read_trajectories(paths: list, elements: list[str], every: int) -> list[Candidate]:
     """Every `every`-th frame of each file (ase.io.read's formats; a LAMMPS dump needs an element
     column, `dump_modify ID element Si O`), as candidates without velocities or labels."""
-    from ase import Atoms
-    from ase.io import read
-
     candidates = []
     for path in paths:
         try:
@@ -205,8 +208,6 @@ def read_trajectories(paths: list, elements: list[str], every: int) -> list[Cand
 def uncertainty_scores(model: Path, candidates: list[Candidate]) -> float:
     """Sets each candidate's score, the student's largest per-atom uncertainty (inf where it
     refuses the frame); returns the largest of its own training atoms (the default threshold)."""
-    from mlffd.calculator import MLFFDCalculator
-
     calc = MLFFDCalculator(str(model))
     if not calc.metadata.get("uncertainty"):
         raise MLFFDError(f"{model} carries no uncertainty (re-export it with mlffd export from its run folder); "
@@ -224,8 +225,6 @@ def uncertainty_scores(model: Path, candidates: list[Candidate]) -> float:
 
 def committee_std(models: list[Path], candidates: list[Candidate]) -> None:
     """Sets each candidate's score: max over atoms of the members' force standard deviation."""
-    from mlffd.calculator import MLFFDCalculator
-
     calcs = [MLFFDCalculator(str(m)) for m in models]
     for c in candidates:
         forces = []
@@ -268,10 +267,6 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
     """Rounds of training, candidates (student MD or given trajectories), scoring, selection and
     teacher labelling (see the module docstring); `data` must exist (the seed data set) and grows.
     Returns the per-round record."""
-    from mlffd.data.dataset import open_dataset
-    from mlffd.data.writer import DatasetWriter
-    from mlffd.data.systems import load_systems
-
     settings.check()
     data, out = Path(data), Path(out)
     dataset = open_dataset(data)
@@ -291,8 +286,6 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
         t0 = time.perf_counter()
         models = train_committee(data, out, r, settings, train_config)
         if settings.trajectories:
-            from mlffd.export.contract import read_metadata
-
             elements = read_metadata(models[0])["elements"]
             candidates = read_trajectories(settings.trajectories, elements, settings.sample_every)
             log(f"active: round {r}: {len(candidates)} candidate frames from {len(settings.trajectories)} trajectories")
@@ -313,8 +306,6 @@ def active_learning(data, teacher: str, systems: list[str], out, settings: Activ
                   "selected": len(picked), "keys": [frame_key(c, r, settings.seed) for c in picked]}
         if picked:
             if calc is None:
-                from mlffd.teachers.registry import load_teacher
-
                 calc = load_teacher(teacher)
             with DatasetWriter(data, dataset.metadata["teacher_name"], dataset.metadata["teacher_version"]) as w:
                 have = w.keys()
@@ -382,9 +373,6 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from mlffd.data.dataset import open_dataset
-    from mlffd.training.config import TrainConfig
-
     config = TrainConfig.read(args.config) if args.config else {}
     if args.epochs is not None:
         config.update(epochs=args.epochs, time_budget_minutes=None)

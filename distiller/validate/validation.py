@@ -20,9 +20,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
 
+from mlffd.calculator import MLFFDCalculator
+from mlffd.data.dataset import open_dataset
+from mlffd.data.systems import builtin_for_elements
 from mlffd.errors import MLFFDError
-from mlffd.validate.properties.suite import DEFAULT_PROPERTIES, SuiteSettings, check_properties
+from mlffd.export.contract import read_metadata
+from mlffd.reference import check_reference_name, reference_elements
+from mlffd.training.metrics import force_metrics, frame_metrics, parity_plot
+from mlffd.validate.properties.crystal import load_crystal
+from mlffd.validate.properties.report import table_markdown, write_plots
+from mlffd.validate.properties.suite import (
+    DEFAULT_PROPERTIES,
+    SuiteSettings,
+    check_properties,
+    property_table,
+    run_suite,
+)
+from mlffd.validate.reference_cache import CachedReference, default_cache_path
 
 EV_PER_A3_TO_GPA = 160.21766208
 
@@ -32,15 +49,11 @@ def _log(msg: str) -> None:
 
 
 def _frame_atoms(frame: dict):
-    from ase import Atoms
-
     return Atoms(numbers=frame["numbers"], positions=frame["positions"], cell=frame["cell"], pbc=frame["pbc"])
 
 
 def evaluate_frames(calc, frames: list[dict]) -> dict:
     """Student predictions on labelled frames, with the reference labels next to them."""
-    from ase.data import chemical_symbols
-
     pred_f, ref_f, numbers = [], [], []
     pred_e, ref_e = [], []
     pred_s, ref_s = [], []
@@ -71,8 +84,6 @@ def evaluate_frames(calc, frames: list[dict]) -> dict:
 
 def frame_errors(pairs: dict) -> dict:
     """forces / energy / stress sections of the report from `evaluate_frames` output."""
-    from mlffd.training.metrics import force_metrics, frame_metrics
-
     pred, ref = pairs["forces"]
     forces = force_metrics(pred, ref)
     forces["n_atoms"] = int(len(ref))
@@ -99,8 +110,6 @@ def frame_errors(pairs: dict) -> dict:
 
 
 def _held_out_frames(model_elements: list[str], data_path, max_frames: int | None) -> list[dict]:
-    from mlffd.data.dataset import open_dataset
-
     dataset = open_dataset(data_path)
     if len(dataset) == 0:
         raise MLFFDError(f"dataset {data_path} has no frames")
@@ -127,12 +136,6 @@ def validate(model_path: str | Path, teacher: str, report_dir: str | Path, *, sy
     data: optional held-out labelled frames; reference_cache: the teacher cache file (default
     under ~/.cache/mlffd/reference); temperatures: MD temperatures in K (default: one inside and
     one above the model's training range)."""
-    from mlffd.calculator import MLFFDCalculator
-    from mlffd.data.systems import builtin_for_elements
-    from mlffd.validate.properties.crystal import load_crystal
-    from mlffd.reference import check_reference_name, reference_elements
-    from mlffd.export.contract import read_metadata
-
     meta = read_metadata(model_path)
     elements = list(meta["elements"])
     properties = check_properties(properties)
@@ -185,10 +188,6 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
                         threads: int | None = None, verbose: bool = True) -> dict:
     """The suite for any ASE calculator as the student (the tests use ASE's EMT and perturbed
     copies of it); what `validate` runs once it has loaded the frozen model."""
-    from mlffd.validate.properties.report import write_plots
-    from mlffd.validate.properties.suite import property_table, run_suite
-    from mlffd.validate.reference_cache import CachedReference, default_cache_path
-
     log = _log if verbose else (lambda _m: None)
     report_dir = Path(report_dir)
     cache_path = Path(reference_cache) if reference_cache else default_cache_path(teacher, crystal.name)
@@ -218,8 +217,6 @@ def validate_calculator(student, model_info: dict, teacher: str, crystal, report
     if frames is not None:
         pairs = evaluate_frames(student, frames)
         report["frames"] = frame_errors(pairs)
-        from mlffd.training.metrics import parity_plot
-
         parity_plot({"held-out": {"forces": pairs["forces"], "energy_per_atom": pairs["energy_per_atom"]}},
                     report_dir / "parity.png")
     report["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -234,8 +231,6 @@ def rejudge(report_dir: str | Path) -> dict:
     """Judge a finished report again under the current rules: the table of `report.json` recomputed
     from its stored measurements (no model or teacher call), `report.json` and `report.md` rewritten.
     For when what a row judges changes; a row whose measurement changed needs validate again."""
-    from mlffd.validate.properties.suite import property_table
-
     report_dir = Path(report_dir)
     path = report_dir / "report.json"
     if not path.is_file():
@@ -248,8 +243,6 @@ def rejudge(report_dir: str | Path) -> dict:
 
 def _write_report(report_dir: Path, report: dict) -> None:
     """report.json and report.md of a finished report (its table included)."""
-    from mlffd.validate.properties.report import table_markdown
-
     (report_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (report_dir / "report.md").write_text(report_markdown(report, table_markdown(report["table"])))
 
