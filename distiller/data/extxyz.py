@@ -15,6 +15,7 @@ from mlffd.data.dataset import open_dataset
 from mlffd.data.schema import SAMPLER_LEN
 from mlffd.data.writer import DatasetWriter, frame_rows
 from mlffd.errors import MLFFDError
+from mlffd.voigt import voigt
 
 
 def export_extxyz(path: str | os.PathLike, out: str | os.PathLike) -> int:
