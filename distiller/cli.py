@@ -1,7 +1,9 @@
 """The `mlffd` command. Each stage of the pipeline registers its own subcommands.
 
 A command module exposes `register(subparsers)`; it adds its parser(s) and sets `func` to a
-callable taking the parsed arguments and returning an exit code.
+callable taking the parsed arguments and returning an exit code. Every parser is built at start, so
+a command module imports its stage's library inside the function it runs (the one place in mlffd
+where imports are lazy for speed: `mlffd --help` does not load every stage).
 """
 
 from __future__ import annotations
