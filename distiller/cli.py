@@ -2,8 +2,8 @@
 
 A command module exposes `register(subparsers)`; it adds its parser(s) and sets `func` to a
 callable taking the parsed arguments and returning an exit code. Every parser is built at start, so
-a command module imports its stage's library inside the function it runs (with the few other lazy
-imports of mlffd, which say why: `mlffd --help` does not load every stage).
+a command module imports its stage's library inside the function it runs: `mlffd --help` does not
+load every stage. (The few other lazy imports in mlffd say why in a comment.)
 """
 
 from __future__ import annotations
