@@ -260,3 +260,24 @@ def test_student_in_the_wrong_thermal_state_is_not_called_stable():
     melted = rows(side(250.0, t_prod=1777.0, t_nve=1126.0))["MD 2000 K: stable"]
     assert melted["ok"] is True and "melted or changed phase" in melted["note"]
     assert "note" not in same["MD 2000 K: stable"]
+
+
+def test_a_new_property_is_its_record_and_one_entry(tmp_path, monkeypatch):
+    """A property the suite does not know, registered as one `Property` record: computed by the same
+    code for both sides on their own relaxed crystals, and its rows in the table."""
+    from mlffd.validate.properties import suite
+    from mlffd.validate.properties.protocol import Property, relative_row
+
+    def volume_per_atom(eq, calc, ctx):
+        assert ctx.crystal.name == "cu" and ctx.width == 7.0
+        return {"v_A3": eq.unit.get_volume() / len(eq.unit)}
+
+    toy = Property("volume", volume_per_atom,
+                   lambda r: [relative_row("V per atom", "A^3", r["teacher"]["v_A3"], r["student"]["v_A3"], "v0")])
+    monkeypatch.setitem(suite.STATIC_PROPERTIES, "volume", toy)
+    report = _run(ScaledEMT(length=1.01), tmp_path / "r", tmp_path / "c.h5", ("volume",))
+    assert list(report["properties"]) == ["volume"]
+    (row,) = report["table"]
+    assert row["property"] == "V per atom" and row["goal"] == 0.2 and row["ok"] is False
+    # each side on its own equilibrium: lengths 1 % longer, volumes 3.03 % larger
+    assert row["deviation"] == pytest.approx(100 * (1.01**3 - 1), abs=0.01)

@@ -16,6 +16,7 @@ from ase.units import J, m
 
 from mlffd.relax import relax
 from mlffd.validate.properties.crystal import DEFECT_FMAX, Equilibrium, perpendicular_widths, repeats_for_width
+from mlffd.validate.properties.protocol import GOALS, Context, Property, failed_row, relative_row, row
 
 SYMMETRY_BREAK_A = 0.02  # seeded displacement so a relaxation can leave a symmetric saddle
 EV_PER_A2_IN_J_PER_M2 = 1.0 / (J / m**2)
@@ -58,3 +59,34 @@ def surface(eq: Equilibrium, calc, miller: tuple[int, int, int], width: float) -
         energy = (r.energy - len(slab) * eq.energy_per_atom) / (2.0 * area) * EV_PER_A2_IN_J_PER_M2
     return {"miller": list(miller), "layers": layers, "n_atoms": len(slab), "area_A2": area,
             "E_surf_J_per_m2": energy, "relaxed": r.converged, "steps": r.steps, "relax_failure": r.failure}
+
+
+def _vacancy_rows(result: dict) -> list[dict]:
+    t, s = result["teacher"], result["student"]
+    rows = []
+    for element, tv in t["per_element"].items():
+        label = f"E_vac({element})"
+        if "failure" in s or s["per_element"][element]["E_vac_eV"] is None:
+            reason = s.get("failure") or s["per_element"][element]["relax_failure"]
+            rows.append(failed_row(label, "eV", tv["E_vac_eV"], reason))
+            continue
+        sv = s["per_element"][element]["E_vac_eV"]
+        rows.append(row(label, "eV", tv["E_vac_eV"], sv, sv - tv["E_vac_eV"], "eV", GOALS["vacancy_eV"]))
+    return rows
+
+
+def _surface_rows(result: dict) -> list[dict]:
+    t, s = result["teacher"], result["student"]
+    label = "E_surf(" + "".join(str(i) for i in t["miller"]) + ")"
+    if "failure" in s or s["E_surf_J_per_m2"] is None:
+        return [failed_row(label, "J/m^2", t["E_surf_J_per_m2"], s.get("failure") or s["relax_failure"])]
+    return [relative_row(label, "J/m^2", t["E_surf_J_per_m2"], s["E_surf_J_per_m2"], None)]
+
+
+def _surface_miller(ctx: Context) -> tuple:
+    return ctx.surface_miller or ((1, 0, 0) if ctx.crystal.cubic else (0, 0, 1))
+
+
+VACANCY = Property("vacancy", lambda eq, calc, ctx: vacancies(eq, calc, ctx.crystal.elements, ctx.width, ctx.seed),
+                   _vacancy_rows)
+SURFACE = Property("surface", lambda eq, calc, ctx: surface(eq, calc, _surface_miller(ctx), ctx.width), _surface_rows)

@@ -13,6 +13,7 @@ from ase.units import GPa
 from mlffd.errors import MLFFDError
 from mlffd.relax import relax
 from mlffd.validate.properties.crystal import IONS_FMAX, Crystal, Equilibrium
+from mlffd.validate.properties.protocol import Property, failed_row, relative_row
 
 EOS_SPAN = 0.06  # +-6 % in volume
 EOS_POINTS = 11
@@ -108,3 +109,34 @@ def voigt_reuss_hill(c: np.ndarray) -> dict:
         "G_voigt_GPa": float(shear_v), "G_reuss_GPa": float(shear_r),
         "mechanically_stable": bool(np.all(np.linalg.eigvalsh(c) > 0)),
     }
+
+
+def _eos_rows(result: dict) -> list[dict]:
+    t, s = result["teacher"], result["student"]
+    if "failure" in s:
+        return [failed_row("EOS", "", None, s["failure"])]
+    rows = [relative_row("a0", "A", t["a0_A"], s["a0_A"], "a0") if "a0_A" in t else
+            relative_row("V0", "A^3/atom", t["v0_A3_per_atom"], s["v0_A3_per_atom"], "v0")]
+    rows.append(relative_row("B (EOS)", "GPa", t["B_GPa"], s["B_GPa"], "B"))
+    rows.append(relative_row("B'", "1", t["Bprime"], s["Bprime"], None))
+    return rows
+
+
+def _elastic_rows(result: dict) -> list[dict]:
+    t, s = result["teacher"], result["student"]
+    if "failure" in s:
+        return [failed_row("elastic constants", "", None, s["failure"])]
+    if "C11_GPa" in t:
+        rows = [relative_row(k, "GPa", t[f"{k}_GPa"], s[f"{k}_GPa"], "Cij") for k in ("C11", "C12", "C44")]
+    else:
+        ct, cs = np.asarray(t["C_GPa"]), np.asarray(s["C_GPa"])
+        rows = [relative_row(f"C{i + 1}{j + 1}", "GPa", float(ct[i, j]), float(cs[i, j]), "Cij")
+                for i in range(6) for j in range(i, 6)
+                if abs(ct[i, j]) >= 5.0]  # the independent, non-negligible constants
+    rows.append(relative_row("B (VRH)", "GPa", t["B_VRH_GPa"], s["B_VRH_GPa"], "B"))
+    rows.append(relative_row("G (VRH)", "GPa", t["G_VRH_GPa"], s["G_VRH_GPa"], "B"))
+    return rows
+
+
+EOS = Property("eos", lambda eq, calc, ctx: equation_of_state(eq, calc, ctx.crystal), _eos_rows)
+ELASTIC = Property("elastic", lambda eq, calc, ctx: elastic_constants(eq, calc, ctx.crystal), _elastic_rows)

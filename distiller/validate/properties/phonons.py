@@ -16,12 +16,15 @@ their largest deviation is reported, without a goal.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 
 import numpy as np
 
 from mlffd.validate.properties.crystal import Crystal, Equilibrium, repeats_for_width
+from mlffd.validate.properties.protocol import GOALS, Context, Property, failed_row, row
 
 EV_PER_THZ = 4.135667696e-3  # h * 1 THz in eV
 DISPLACEMENT = 0.01  # A
@@ -80,3 +83,37 @@ def band_deviation(teacher: dict, student: dict) -> dict:
     path = np.abs(np.asarray(student["bands_THz"]) - np.asarray(teacher["bands_THz"]))
     return {"max_abs_dev_THz": float(exact.max()), "mean_abs_dev_THz": float(exact.mean()),
             "path_max_abs_dev_THz": float(path.max())}
+
+
+def _compute(eq: Equilibrium, calc, ctx: Context) -> dict:
+    # ase.phonons prints warnings about ~1e-8 THz imaginary acoustic modes at Gamma to stdout
+    with contextlib.redirect_stdout(io.StringIO()):
+        return phonons(eq, calc, band_path(ctx.crystal), ctx.width)
+
+
+def _compare(result: dict, ctx: Context) -> None:
+    """The path's axis for plots, and the bands' deviation when the student has bands."""
+    path = band_path(ctx.crystal)
+    x, special_x, labels = path.get_linear_kpoint_axis()
+    result["path"] = path.path
+    result["axis"] = {"x": x.tolist(), "special_x": special_x.tolist(), "labels": list(labels)}
+    if "failure" not in result["student"]:
+        result.update(band_deviation(result["teacher"], result["student"]))
+
+
+def _rows(result: dict) -> list[dict]:
+    t, s = result["teacher"], result["student"]
+    if "failure" in s:
+        return [failed_row("phonons", "THz", None, s["failure"])]
+    return [
+        row("phonons: max abs deviation", "THz", None, None, result["max_abs_dev_THz"], "THz",
+            GOALS["phonon_max_THz"], signed=False),
+        row("phonons: mean abs deviation", "THz", None, None, result["mean_abs_dev_THz"], "THz", None, signed=False),
+        row("phonon bands along the path: max abs deviation", "THz", None, None, result["path_max_abs_dev_THz"],
+            "THz", None, signed=False),
+        row("highest phonon", "THz", t["max_THz"], s["max_THz"], s["max_THz"] - t["max_THz"], "THz", None),
+        row("imaginary modes", "", t["imaginary"], s["imaginary"], None, "", None, ok=s["imaginary"] == t["imaginary"]),
+    ]
+
+
+PHONONS = Property("phonons", _compute, _rows, _compare)

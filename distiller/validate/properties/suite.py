@@ -25,15 +25,19 @@ from mlffd.errors import MLFFDError
 from mlffd.md import md_timestep
 from mlffd.validate.properties import defects, dynamics, elasticity, phonons
 from mlffd.validate.properties.crystal import Crystal, default_min_distance, equilibrium, repeats_for_width
+from mlffd.validate.properties.protocol import GOALS, Context, failed_row, relative, row
 
-PROPERTIES = ("eos", "elastic", "phonons", "vacancy", "surface", "md")
+# The properties computed on each model's relaxed crystal, in report order: a new one is its module's
+# `Property` record (mlffd.validate.properties.protocol) and its line here.
+STATIC_PROPERTIES = {p.name: p for p in (
+    elasticity.EOS,
+    elasticity.ELASTIC,
+    phonons.PHONONS,
+    defects.VACANCY,
+    defects.SURFACE,
+)}
+PROPERTIES = (*STATIC_PROPERTIES, "md")
 DEFAULT_PROPERTIES = ("eos", "elastic", "phonons", "vacancy", "md")
-
-# The project's fidelity goal (student vs teacher); relative goals in %, absolute in the unit.
-GOALS = {
-    "a0": 0.2, "v0": 0.2, "B": 2.0, "Cij": 2.0, "phonon_max_THz": 0.3, "vacancy_eV": 0.05,
-    "md_force_rel_mae_in_range": 3.0, "md_force_rel_mae_above_range": 5.0, "rdf": 2.0,
-}
 MIN_EQUILIBRATION, MIN_PRODUCTION = 100, 200  # MD steps per temperature whatever the budget
 MAX_MD_STEPS = 5000
 STUDENT_SHARE = 0.1  # of the budget kept for the student's side and the report
@@ -129,29 +133,16 @@ def run_suite(student, teacher, crystal: Crystal, settings: SuiteSettings, log=p
     student_failed = isinstance(eq_s, dict)
     failed = {"failure": f"the student's equilibrium could not be found: {eq_s['failure']}"} if student_failed else None
 
-    static = {
-        "eos": lambda eq, calc: elasticity.equation_of_state(eq, calc, crystal),
-        "elastic": lambda eq, calc: elasticity.elastic_constants(eq, calc, crystal),
-        "vacancy": lambda eq, calc: defects.vacancies(eq, calc, crystal.elements, width, settings.seed),
-    }
-    if "phonons" in settings.properties:
-        path = phonons.band_path(crystal)
-        static["phonons"] = lambda eq, calc: _quiet(phonons.phonons, eq, calc, path, width)
-    if "surface" in settings.properties:
-        miller = settings.surface_miller or ((1, 0, 0) if crystal.cubic else (0, 0, 1))
-        static["surface"] = lambda eq, calc: defects.surface(eq, calc, miller, width)
-    for name in [p for p in PROPERTIES if p in settings.properties and p in static]:
-        t_side = clock.run(name, "teacher", static[name], eq_t, teacher)
-        s_side = failed or clock.run(name, "student", _student_side, static[name], eq_s, student)
+    context = Context(crystal, width, settings.seed, settings.surface_miller)
+    for name, prop in STATIC_PROPERTIES.items():
+        if name not in settings.properties:
+            continue
+        t_side = clock.run(name, "teacher", prop.compute, eq_t, teacher, context)
+        s_side = failed or clock.run(name, "student", _student_side, prop.compute, eq_s, student, context)
         out["properties"][name] = {"teacher": t_side, "student": s_side}
+        if prop.compare is not None:
+            prop.compare(out["properties"][name], context)
         note(name)
-    if "phonons" in out["properties"]:
-        ph = out["properties"]["phonons"]
-        x, special_x, labels = path.get_linear_kpoint_axis()
-        ph["path"] = path.path
-        ph["axis"] = {"x": x.tolist(), "special_x": special_x.tolist(), "labels": list(labels)}
-        if "failure" not in ph["student"]:
-            ph.update(phonons.band_deviation(ph["teacher"], ph["student"]))
 
     if "md" in settings.properties:
         out["properties"]["md"] = _run_md(student, teacher, crystal, eq_t, eq_s if not student_failed else None,
@@ -161,15 +152,6 @@ def run_suite(student, teacher, crystal: Crystal, settings: SuiteSettings, log=p
     out["teacher_calls"] = {"calls": teacher.calls, "cache_hits": teacher.hits, "cache": str(teacher.path),
                             "frames_in_cache": len(teacher)}
     return out
-
-
-def _quiet(fn, *args):
-    """ase.phonons prints warnings about ~1e-8 THz imaginary acoustic modes at Gamma to stdout."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn(*args)
 
 
 # ---------------------------------------------------------------------------------------- MD
@@ -336,94 +318,13 @@ def _compare_runs(student, t_traj, s_traj, start_t, start_s, dt, protocol) -> di
 # ------------------------------------------------------------------------------------ table
 
 
-def _rel(s, t):
-    if s is None or t is None or t == 0 or not np.isfinite(s) or not np.isfinite(t):
-        return None
-    return 100.0 * (s - t) / abs(t)
-
-
-def _row(prop: str, unit: str, teacher, student, deviation, dev_unit: str, goal, ok=None, signed=True) -> dict:
-    """`deviation` is student minus teacher (`signed`) or an error measure that is never negative."""
-    if ok is None and goal is not None and deviation is not None:
-        ok = bool(abs(deviation) <= goal)
-    return {"property": prop, "unit": unit, "teacher": teacher, "student": student, "deviation": deviation,
-            "deviation_unit": dev_unit, "goal": goal, "ok": ok, "signed": signed}
-
-
-def _failed_row(prop: str, unit: str, teacher, reason: str) -> dict:
-    row = _row(prop, unit, teacher, None, None, "", None, False)
-    row["note"] = reason
-    return row
-
-
 def property_table(results: dict) -> list[dict]:
     """One row per compared number: property | unit | teacher | student | deviation | goal | ok."""
     rows: list[dict] = []
     props = results["properties"]
-
-    def relative(prop, unit, t, s, goal_key):
-        rows.append(_row(prop, unit, t, s, _rel(s, t), "%", GOALS.get(goal_key)))
-
-    if "eos" in props:
-        t, s = props["eos"]["teacher"], props["eos"]["student"]
-        if "failure" in s:
-            rows.append(_failed_row("EOS", "", None, s["failure"]))
-        else:
-            if "a0_A" in t:
-                relative("a0", "A", t["a0_A"], s["a0_A"], "a0")
-            else:
-                relative("V0", "A^3/atom", t["v0_A3_per_atom"], s["v0_A3_per_atom"], "v0")
-            relative("B (EOS)", "GPa", t["B_GPa"], s["B_GPa"], "B")
-            relative("B'", "1", t["Bprime"], s["Bprime"], None)
-    if "elastic" in props:
-        t, s = props["elastic"]["teacher"], props["elastic"]["student"]
-        if "failure" in s:
-            rows.append(_failed_row("elastic constants", "", None, s["failure"]))
-        else:
-            if "C11_GPa" in t:
-                for k in ("C11", "C12", "C44"):
-                    relative(k, "GPa", t[f"{k}_GPa"], s[f"{k}_GPa"], "Cij")
-            else:
-                ct, cs = np.asarray(t["C_GPa"]), np.asarray(s["C_GPa"])
-                for i in range(6):
-                    for j in range(i, 6):
-                        if abs(ct[i, j]) >= 5.0:  # the independent, non-negligible constants
-                            relative(f"C{i + 1}{j + 1}", "GPa", float(ct[i, j]), float(cs[i, j]), "Cij")
-            relative("B (VRH)", "GPa", t["B_VRH_GPa"], s["B_VRH_GPa"], "B")
-            relative("G (VRH)", "GPa", t["G_VRH_GPa"], s["G_VRH_GPa"], "B")
-    if "phonons" in props:
-        ph = props["phonons"]
-        t, s = ph["teacher"], ph["student"]
-        if "failure" in s:
-            rows.append(_failed_row("phonons", "THz", None, s["failure"]))
-        else:
-            rows.append(_row("phonons: max abs deviation", "THz", None, None, ph["max_abs_dev_THz"], "THz",
-                             GOALS["phonon_max_THz"], signed=False))
-            rows.append(_row("phonons: mean abs deviation", "THz", None, None, ph["mean_abs_dev_THz"], "THz",
-                             None, signed=False))
-            rows.append(_row("phonon bands along the path: max abs deviation", "THz", None, None,
-                             ph["path_max_abs_dev_THz"], "THz", None, signed=False))
-            rows.append(_row("highest phonon", "THz", t["max_THz"], s["max_THz"], s["max_THz"] - t["max_THz"], "THz",
-                             None))
-            rows.append(_row("imaginary modes", "", t["imaginary"], s["imaginary"], None, "", None,
-                             ok=s["imaginary"] == t["imaginary"]))
-    if "vacancy" in props:
-        t, s = props["vacancy"]["teacher"], props["vacancy"]["student"]
-        for element, tv in t["per_element"].items():
-            label = f"E_vac({element})"
-            if "failure" in s or s["per_element"][element]["E_vac_eV"] is None:
-                reason = s.get("failure") or s["per_element"][element]["relax_failure"]
-                rows.append(_failed_row(label, "eV", tv["E_vac_eV"], reason))
-                continue
-            sv = s["per_element"][element]["E_vac_eV"]
-            rows.append(_row(label, "eV", tv["E_vac_eV"], sv, sv - tv["E_vac_eV"], "eV", GOALS["vacancy_eV"]))
-    if "surface" in props:
-        t, s = props["surface"]["teacher"], props["surface"]["student"]
-        label = "E_surf(" + "".join(str(i) for i in t["miller"]) + ")"
-        if "failure" in s or s["E_surf_J_per_m2"] is None:
-            rows.append(_failed_row(label, "J/m^2", t["E_surf_J_per_m2"], s.get("failure") or s["relax_failure"]))
-        else:
-            relative(label, "J/m^2", t["E_surf_J_per_m2"], s["E_surf_J_per_m2"], None)
+    for name, prop in STATIC_PROPERTIES.items():
+        if name in props:
+            rows.extend(prop.rows(props[name]))
     if "md" in props:
         for key, run in props["md"]["runs"].items():
             rows.extend(_md_rows(key, run))
@@ -466,54 +367,54 @@ def _md_rows(key: str, run: dict) -> list[dict]:
     t, s = run["teacher"], run["student"]
     where = f"MD {key} K"
     if "failure" in s:
-        return [_failed_row(f"{where}: stable", "", t["stable"], s["failure"])]
+        return [failed_row(f"{where}: stable", "", t["stable"], s["failure"])]
     wrong_state = _thermal_state_failures(t, s)
     stable = s["stable"] and not wrong_state
     ok = stable if t["stable"] else None  # a teacher that breaks down says nothing of the student
-    row = _row(f"{where}: stable", "", f"{'yes' if t['stable'] else 'no'} ({t['simulated_ps']:.2f} ps)",
-               f"{'yes' if stable else 'no'} ({s['simulated_ps']:.2f} ps)", None, "", None, ok=ok)
+    stable_row = row(f"{where}: stable", "", f"{'yes' if t['stable'] else 'no'} ({t['simulated_ps']:.2f} ps)",
+                     f"{'yes' if stable else 'no'} ({s['simulated_ps']:.2f} ps)", None, "", None, ok=ok)
     notes = [f"{n}: {r}" for n, r in (("teacher", t["stopped"]), ("student", s["stopped"])) if r] + wrong_state
     cooled = _nve_cooling_note(s)
     if cooled:
         notes.append(cooled)
     if notes:
-        row["note"] = "; ".join(notes)
-    rows.append(row)
+        stable_row["note"] = "; ".join(notes)
+    rows.append(stable_row)
     if t.get("excess_epot_ev_per_atom") is not None and s.get("excess_epot_ev_per_atom") is not None:
         te, se = 1000.0 * t["excess_epot_ev_per_atom"], 1000.0 * s["excess_epot_ev_per_atom"]
-        rows.append(_row(f"{where}: potential energy above the crystal", "meV/atom", te, se, _rel(se, te), "%",
+        rows.append(row(f"{where}: potential energy above the crystal", "meV/atom", te, se, relative(se, te), "%",
                          100.0 * THERMAL_STATE_TOLERANCE))
     frames = run.get("teacher_frames", {})
     if "force_rel_mae" in frames:
         above = run.get("above_training_range")
         goal = GOALS["md_force_rel_mae_above_range" if above else "md_force_rel_mae_in_range"]
         label = f"{where}: force rel. MAE on teacher frames" + (" (above training T)" if above else "")
-        rows.append(_row(label, "%", None, None, 100.0 * frames["force_rel_mae"], "%", goal, signed=False))
-        rows.append(_row(f"{where}: energy MAE on teacher frames", "meV/atom", None, None,
+        rows.append(row(label, "%", None, None, 100.0 * frames["force_rel_mae"], "%", goal, signed=False))
+        rows.append(row(f"{where}: energy MAE on teacher frames", "meV/atom", None, None,
                          1000.0 * frames["energy_mae_ev_per_atom"], "meV/atom", None, signed=False))
     elif "failure" in frames:
-        rows.append(_failed_row(f"{where}: forces on teacher frames", "%", None, frames["failure"]))
+        rows.append(failed_row(f"{where}: forces on teacher frames", "%", None, frames["failure"]))
     rdf = run.get("rdf", {})
     if "deviation" in rdf:
-        row = _row(f"{where}: RDF integrated abs deviation", "%", None, None, 100.0 * rdf["deviation"], "%",
-                   GOALS["rdf"], signed=False)
+        rdf_row = row(f"{where}: RDF integrated abs deviation", "%", None, None, 100.0 * rdf["deviation"], "%",
+                      GOALS["rdf"], signed=False)
         noise = rdf.get("teacher_halves_deviation")
         if noise is not None:
-            row["note"] = f"noise floor (the teacher's two halves against each other): {100.0 * noise:.1f} %"
-            if not row["ok"] and rdf["deviation"] <= noise:  # within the noise of a run this short
-                row["ok"] = None
-                row["note"] += "; the deviation is within it: longer MD (--md-steps) decides"
-        rows.append(row)
+            rdf_row["note"] = f"noise floor (the teacher's two halves against each other): {100.0 * noise:.1f} %"
+            if not rdf_row["ok"] and rdf["deviation"] <= noise:  # within the noise of a run this short
+                rdf_row["ok"] = None
+                rdf_row["note"] += "; the deviation is within it: longer MD (--md-steps) decides"
+        rows.append(rdf_row)
     msd = run.get("msd", {})
     if "teacher" in msd and "student" in msd:
         for element, tm in msd["teacher"].get("per_element", {}).items():
             sm = msd["student"].get("per_element", {}).get(element)
             if sm and (tm["diffusive"] or sm["diffusive"]):
-                rows.append(_row(f"{where}: D({element})", "A^2/ps", tm["D_A2_per_ps"], sm["D_A2_per_ps"],
-                                 _rel(sm["D_A2_per_ps"], tm["D_A2_per_ps"]), "%", None))
+                rows.append(row(f"{where}: D({element})", "A^2/ps", tm["D_A2_per_ps"], sm["D_A2_per_ps"],
+                                 relative(sm["D_A2_per_ps"], tm["D_A2_per_ps"]), "%", None))
     drift = s.get("nve", {}).get("drift_ev_per_atom_per_ps")
     if drift is not None:
-        rows.append(_row(f"{where}: student NVE drift ({s['nve']['duration_ps']:.1f} ps)", "eV/atom/ps", None, drift,
+        rows.append(row(f"{where}: student NVE drift ({s['nve']['duration_ps']:.1f} ps)", "eV/atom/ps", None, drift,
                          None, "", None))
     return rows
 
