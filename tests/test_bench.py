@@ -108,9 +108,10 @@ def test_bench_lammps(models, tmp_path, capsys):
 
 def test_lammps_missing_plugin_is_skipped(models, tmp_path, monkeypatch):
     """Without the built plugin the student row says why; no number is made up."""
-    from mlffd.bench import benchmark, bench
+    from mlffd.bench import bench
+    from mlffd.bench.engines import lammps
 
-    monkeypatch.setattr(benchmark, "plugin_path", lambda: str(tmp_path / "missing.so"))
+    monkeypatch.setattr(lammps, "plugin_path", lambda: str(tmp_path / "missing.so"))
     result = bench(models["si"], None, [8], ["lammps"], tmp_path / "b", steps=2, repeats=1, warmup=1,
                    long_steps=0, verbose=False)
     rows = {r["model"]: r for r in result["rows"]}

@@ -110,6 +110,22 @@ def test_rooms_do_one_job():
     assert registered == set(TEACHER_ADAPTERS), "a teacher adapter file is not in TEACHER_ADAPTERS"
 
 
+def test_a_bench_engine_is_one_file_and_one_registration():
+    """Each module in mlffd/bench/engines is registered in ENGINES by its file name and knows the
+    plan and its own host, not its sibling engines or the bench that drives it."""
+    from mlffd.bench.engines import ENGINES
+
+    folder = ROOT / "distiller" / "bench" / "engines"
+    files = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    assert {name: rows.__module__ for name, rows in ENGINES.items()} == {
+        name: f"mlffd.bench.engines.{name}" for name in files}
+    for name in files:
+        reaches = [imported for _, imported in _imports(folder / f"{name}.py")
+                   if imported.startswith("mlffd.bench.")
+                   and not imported.startswith(("mlffd.bench.plan", "mlffd.bench.worker"))]
+        assert not reaches, f"engine {name} imports {reaches}"
+
+
 # Literal index lists that reorder Voigt components: only mlffd.voigt writes them (and the TorchScript
 # kernel, which cannot read a module-level tuple; test_student checks its order).
 VOIGT_LITERALS = ("[0, 4, 8, 5, 2, 1]", "[0, 4, 8, 1, 2, 5]", "[0, 1, 2, 1, 0, 0]", "[0, 5, 4, 5, 1, 3, 4, 3, 2]",

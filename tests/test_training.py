@@ -104,6 +104,23 @@ def test_unknown_config_key_is_named(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_the_model_settings_are_the_students_own_fields():
+    """TrainConfig hands the student its settings by the student's field names, a preset filling
+    the shape and the student's own defaults the rest (one owner of each default)."""
+    import dataclasses
+
+    from mlffd.model.student import StudentConfig
+    from mlffd.training.config import PRESETS, TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(StudentConfig)}
+    for preset, shape in PRESETS.items():
+        settings = TrainConfig(preset=preset).model_settings()
+        assert set(settings) <= set(fields)
+        assert {key: settings[key] for key in shape} == shape
+        assert {key: settings[key] for key in set(settings) - set(shape)} == {
+            key: fields[key] for key in set(settings) - set(shape)}
+
+
 def test_empty_dataset_is_refused(tmp_path):
     with DatasetWriter(tmp_path / "empty.h5", "emt", "ase-emt"):
         pass

@@ -47,7 +47,7 @@ sys.path.insert(0, str(HERE))
 from remote import RemoteCalculator  # noqa: E402  (benchmarks/peers is not a package)
 
 from mlffd.errors import MLFFDError  # noqa: E402
-from mlffd.bench.benchmark import CLASSICAL  # noqa: E402
+from mlffd.bench.engines.lammps import CLASSICAL  # noqa: E402
 
 PEERS = ("mlffd", "mace", "graph-pes", "pod", "classical")
 # what each peer's own environment installs (torch is pinned to the CPU wheel mlffd uses)
@@ -130,7 +130,7 @@ class Peer:
         raise NotImplementedError
 
     def lammps_rows(self, pair_lines: list[str], plugin: str | None = None) -> list[dict]:
-        from mlffd.bench.benchmark import run_lammps_md
+        from mlffd.bench.engines.lammps import run_lammps_md
 
         rows = []
         for n, (atoms, _) in self.ctx.structures.items():
@@ -191,7 +191,7 @@ class MlffdPeer(Peer):
 
     def timings(self, info: dict) -> list[dict]:
         from mlffd.lammps_plugin import plugin_path
-        from mlffd.bench.benchmark import run_ase_md
+        from mlffd.bench.engines.ase import run_ase_md
 
         rows = self.lammps_rows(["pair_style mlffd", f"pair_coeff * * {info['model']} {' '.join(self.ctx.elements)}"],
                                 plugin=plugin_path())

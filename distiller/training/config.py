@@ -14,6 +14,7 @@ import yaml
 
 from mlffd.errors import MLFFDError
 from mlffd.model.registry import DEFAULT_ARCHITECTURE, architectures
+from mlffd.model.student import StudentConfig
 
 # Presets trade speed for fidelity (benchmarks/results/frontier.md has the measured points).
 PRESETS: dict[str, dict] = {
@@ -23,6 +24,11 @@ PRESETS: dict[str, dict] = {
     "medium": {"num_interactions": 2, "channels": 32, "lmax": 3, "radial_hidden": 64, "mlp_hidden": 64},
 }
 DEFAULT_PRESET = "fast"
+# The student's own defaults for what no preset sets: one owner (mlffd.model.student.StudentConfig).
+_STUDENT = {f.name: f.default for f in dataclasses.fields(StudentConfig)}
+# The settings TrainConfig hands the architecture's config class (model_settings), by name.
+MODEL_KEYS = ("architecture", "cutoff", "num_interactions", "channels", "lmax", "n_radial", "radial_hidden",
+              "mlp_hidden", "products", "pair_repulsion")
 
 
 def _finite_at_least(value, minimum: float) -> bool:
@@ -34,15 +40,15 @@ class TrainConfig:
     # model: a registered architecture (mlffd.model.registry) and, for the default one, its size
     architecture: str = DEFAULT_ARCHITECTURE
     preset: str = DEFAULT_PRESET
-    cutoff: float = 5.0
+    cutoff: float = _STUDENT["cutoff"]
     num_interactions: Optional[int] = None  # None: from the preset
     channels: Optional[int] = None
     lmax: Optional[int] = None
-    n_radial: int = 8
+    n_radial: int = _STUDENT["n_radial"]
     radial_hidden: Optional[int] = None
     mlp_hidden: Optional[int] = None
-    products: Optional[int] = None  # invariant products per degree; None: channels (per-atom cost only)
-    pair_repulsion: bool = False  # a fixed ZBL wall under the learned energy (mlffd.model.repulsion)
+    products: Optional[int] = _STUDENT["products"]  # invariant products per degree; None: channels
+    pair_repulsion: bool = _STUDENT["pair_repulsion"]  # a fixed ZBL wall under the learned energy (mlffd.model.repulsion)
     # optimisation
     epochs: Optional[int] = 200
     # overrides epochs when set; minutes of training epochs (validation included, the one-off compile not)
@@ -91,14 +97,10 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def model_settings(self) -> dict:
+        """MODEL_KEYS' values, a preset filling what this config leaves None."""
         preset = PRESETS[self.preset]
-        settings = {"architecture": self.architecture, "cutoff": self.cutoff, "n_radial": self.n_radial}
-        for key in ("num_interactions", "channels", "lmax", "radial_hidden", "mlp_hidden"):
-            value = getattr(self, key)
-            settings[key] = preset[key] if value is None else value
-        settings["products"] = self.products
-        settings["pair_repulsion"] = self.pair_repulsion
-        return settings
+        settings = {key: getattr(self, key) for key in MODEL_KEYS}
+        return {key: preset[key] if value is None and key in preset else value for key, value in settings.items()}
 
     def validate(self) -> "TrainConfig":
         if self.architecture not in architectures():
