@@ -23,11 +23,12 @@ from ase.io import write
 
 from mlffd.bench import bench
 from mlffd.bench.benchmark import unit_cell
-from mlffd.data.generate import generate_dataset
+from mlffd.data.generate import generate_dataset, teacher_calls
 from mlffd.data.systems import BUILTIN_SYSTEMS, load_system, structure_specs, with_supercells
 from mlffd.errors import MLFFDError
 from mlffd.neighbours import periodic_3d
 from mlffd.reference import reference_elements
+from mlffd.teachers.registry import load_teacher
 from mlffd.training.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from mlffd.training.trainer import Trainer
 from mlffd.validate import validate
@@ -216,6 +217,54 @@ def part_plans(recipe: Recipe, total: int, seed: int) -> list[tuple[Part, int, i
     return [(part, n, seed + 100 * k) for k, (part, n) in enumerate(zip(recipe.parts, counts))]
 
 
+def labelling_jobs(out: Path, recipe: Recipe, train_frames: int, test_frames: int, seed: int,
+                   cutoff: float) -> list[tuple[Path, int, dict]]:
+    """(file, frames, generate_dataset settings) of every labelling call distill makes, in order: the
+    recipe's parts into train.h5, then the held-out frames into test.h5. A structure file's cell is
+    repeated until the student's cutoff fits in it (built-ins have theirs)."""
+    jobs = [(out / "data" / "train.h5", frames,
+             {"temperatures": list(part.temperatures), "seed": part_seed, "md_stride": MD_STRIDE,
+              "md_fraction": part.md_fraction, "vacancy_fraction": part.vacancy_fraction,
+              "fractions": part.fractions, "relax": part.relax, "supercell_width": cutoff})
+            for part, frames, part_seed in part_plans(recipe, train_frames, seed)]
+    jobs.append((out / "data" / "test.h5", test_frames,
+                 {"temperatures": [TEST_TEMPERATURE], "seed": seed + 1000, "md_fraction": 0.0,
+                  "supercell_width": cutoff}))
+    return jobs
+
+
+def seconds_per_teacher_call(calc, atoms, calls: int = 4) -> float:
+    """Wall time of one teacher label (energy, forces, and stress when 3D-periodic) of `atoms`: the
+    fastest call after the first (a cold model's; this machine's speed drifts, and a warning should not
+    come from a slow moment), each on freshly rattled positions so that nothing is cached."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    times = []
+    for i in range(max(2, calls)):
+        atoms.rattle(0.01, seed=i)
+        t = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        if periodic_3d(atoms):
+            atoms.get_stress()
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
+
+
+def labelling_estimate(calls: int, seconds_per_call: float, natoms: int, budget: float) -> tuple[dict, str | None]:
+    """The plan's labelling cost (teacher calls, time) and a warning when it alone passes the budget,
+    which sets the frames through the recipe, not through the teacher's speed on this structure."""
+    minutes = calls * seconds_per_call / 60.0
+    estimate = {"teacher_calls": calls, "seconds_per_call": round(seconds_per_call, 3), "atoms": natoms,
+                "minutes": round(minutes, 1)}
+    warning = None
+    if minutes > budget:
+        warning = (f"labelling alone will take about {minutes:.0f} minutes ({calls:,} teacher calls at "
+                   f"{seconds_per_call:.2f} s on {natoms} atoms), more than the whole {budget:g}-minute budget; "
+                   f"fewer frames (--frames) keep to it")
+    return estimate, warning
+
+
 def lammps_deck(model: Path, elements: list[str]) -> str:
     types = " ".join(elements)
     return f"""# NVT then NVE with the distilled student ({model.name}); run: lmp -in in.lammps
@@ -259,29 +308,32 @@ def run(args) -> int:
     settings = {**recipe.train_settings(steps["preset"]), "time_budget_minutes": steps["train_minutes"],
                 "epochs": None, "seed": args.seed}
     config = TrainConfig.from_dict(settings)
-    _, supercell = with_supercells(load_system(args.system), config.cutoff)
+    sampled, supercell = with_supercells(load_system(args.system), config.cutoff)
+    jobs = labelling_jobs(out, recipe, steps["train_frames"], steps["test_frames"], args.seed,
+                          config.cutoff)
+    calls = sum(teacher_calls(path, [args.system], frames, **kw) for path, frames, kw in jobs)
+    # one teacher for every part (and the estimate), loaded only when there is something to label
+    teacher = load_teacher(args.teacher) if calls else None
+    labelling, warning = labelling_estimate(
+        calls, seconds_per_teacher_call(teacher, sampled.images[0]) if calls else 0.0, len(sampled.images[0]),
+        args.budget)
     training_temperatures = sorted({t for part in recipe.parts for t in part.temperatures})
     # every choice made for this system, printed now and kept in summary.json
     shown = {**steps, "recipe": recipe_name, "n_radial": config.n_radial, "pair_repulsion": config.pair_repulsion,
              "supercell": supercell or "as given (a built-in's own, or a cell already wide enough)",
              "temperatures_K": {"training": training_temperatures, "held_out": TEST_TEMPERATURE,
                                 "validate": VALIDATE_TEMPERATURES},
-             "validated": list(stages.crystals)}
+             "validated": list(stages.crystals), "labelling": labelling}
     print(f"[distill] plan: {json.dumps(shown)}", flush=True)
+    if warning:
+        print(f"[distill] warning: {warning}", flush=True)
     for name, reason in stages.skipped.items():
         print(f"[distill] {name} will be skipped: {reason}", flush=True)
     if len(stages.crystals) > 1:
         print(f"[distill] validate will run on each crystal ({', '.join(stages.crystals)}), sharing its budget; "
               f"bench and the LAMMPS deck on {stages.crystals[0]}", flush=True)
-    # a structure file's cell is repeated until the student's cutoff fits in it (built-ins have theirs)
-    for part, frames, seed in part_plans(recipe, steps["train_frames"], args.seed):
-        generate_dataset(out / "data" / "train.h5", args.teacher, [args.system], frames,
-                         temperatures=list(part.temperatures), seed=seed, md_stride=MD_STRIDE,
-                         md_fraction=part.md_fraction, vacancy_fraction=part.vacancy_fraction,
-                         fractions=part.fractions, relax=part.relax, supercell_width=config.cutoff)
-    generate_dataset(out / "data" / "test.h5", args.teacher, [args.system], steps["test_frames"],
-                     temperatures=[TEST_TEMPERATURE], seed=args.seed + 1000, md_fraction=0.0,
-                     supercell_width=config.cutoff)
+    for path, frames, kw in jobs:
+        generate_dataset(path, args.teacher, [args.system], frames, calculator=teacher, **kw)
     stage("generate")
 
     trainer = Trainer(str(out / "data" / "train.h5"), str(out / "run"), config, [str(out / "data" / "test.h5")])

@@ -312,6 +312,52 @@ def test_distill_recipes_plan_their_parts():
         TrainConfig.from_dict(dict(recipe.train))
 
 
+def test_teacher_calls_are_counted_as_labelling_makes_them(tmp_path):
+    """The estimate distill prints is the calls generate makes: one per label, an MD frame's Langevin
+    steps plus its first force call; relaxations at RELAXATION_CALLS each; none for frames already in
+    the file."""
+    from ase.calculators.emt import EMT
+
+    from mlffd.data.generate import RELAXATION_CALLS, teacher_calls
+    from mlffd.data.sampling import TO_RELAX
+
+    assert set(TO_RELAX) < set(RELAXATION_CALLS)  # every relaxed sampler has its count
+
+    class CountingEMT(EMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            CountingEMT.calls += 1
+            super().calculate(*args, **kwargs)
+
+    settings = {"temperatures": [300.0, 600.0], "seed": 3, "md_fraction": 0.5, "md_stride": 4}
+    out = tmp_path / "d.h5"
+    expected = teacher_calls(out, ["cu"], 10, **settings)
+    generate_dataset(out, "emt", ["cu"], 10, calculator=CountingEMT(), progress=False, log=lambda *_: None,
+                     **settings)
+    assert expected == CountingEMT.calls > 10
+    assert teacher_calls(out, ["cu"], 10, **settings) == 0
+    assert teacher_calls(out, ["cu"], 12, **settings) > 0  # a larger plan's new frames
+    relaxed = {"temperatures": [300.0], "md_fraction": 0.0, "fractions": {"relaxed_strain": 0.5}, "relax": True}
+    plan_size = teacher_calls(tmp_path / "new.h5", ["cu"], 4, **relaxed)
+    # the centre, two relaxed strains, two rattles or strains
+    assert plan_size == RELAXATION_CALLS["centre"] + 2 * RELAXATION_CALLS["relaxed_strain"] + 2
+
+
+def test_distill_warns_when_labelling_alone_passes_the_budget():
+    from mlffd.distill import labelling_estimate, seconds_per_teacher_call
+    from mlffd.teachers.registry import load_teacher
+
+    estimate, warning = labelling_estimate(6000, 0.7, 48, 30.0)
+    assert estimate == {"teacher_calls": 6000, "seconds_per_call": 0.7, "atoms": 48, "minutes": 70.0}
+    assert "about 70 minutes" in warning and "30-minute budget" in warning and "--frames" in warning
+    assert labelling_estimate(3300, 0.2, 64, 15.0)[1] is None
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    before = atoms.positions.copy()
+    assert seconds_per_teacher_call(load_teacher("emt"), atoms) > 0
+    assert np.array_equal(atoms.positions, before) and atoms.calc is None
+
+
 def test_distill_picks_the_student_by_budget():
     """The 2-layer `small` student from a 30-minute budget on, `fast` below; an asked-for preset wins."""
     from mlffd.distill import RECIPES, plan
