@@ -48,7 +48,7 @@ class TrainConfig:
     radial_hidden: Optional[int] = None
     mlp_hidden: Optional[int] = None
     products: Optional[int] = _STUDENT["products"]  # invariant products per degree; None: channels
-    pair_repulsion: bool = _STUDENT["pair_repulsion"]  # a fixed ZBL wall under the learned energy (mlffd.model.repulsion)
+    pair_repulsion: bool = _STUDENT["pair_repulsion"]  # a fixed ZBL wall under the energy (mlffd.model.repulsion)
     # optimisation
     epochs: Optional[int] = 200
     # overrides epochs when set; minutes of training epochs (validation included, the one-off compile not)
