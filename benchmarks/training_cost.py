@@ -13,6 +13,10 @@
                                                           # and the compile, for preset_cost.py's variants
     python benchmarks/training_cost.py loop DATA.h5       # seconds per compiled epoch, the loop around
                                                           # the step as it was against mlffd train's
+    python benchmarks/training_cost.py rebatch DATA.h5    # seconds per compiled epoch, batches built
+                                                          # (collated, padded) every epoch, as mlffd train
+                                                          # did, against built once, their order shuffled
+                                                          # (mlffd train's since issue 29)
 
 A step is the loss, its gradient and the AdamW update of `mlffd train` (the distill recipe's loss
 settings) on the first frames of DATA (e.g. a distill run's data/train.h5). Two rounds each: this
@@ -120,9 +124,41 @@ def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
     return statistics.median(times[False]), statistics.median(times[True])
 
 
+def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
+    """Median seconds per compiled epoch: (batches built every epoch, as `Trainer.run` did; built once,
+    only their order shuffled, as it does), alternating epoch by epoch in one process."""
+    config = TrainConfig.from_dict({"epochs": 1, **LOSS, "preset": preset, "compile": True})
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(data, tmp, config)
+        trainer.step.compile(must=True)
+        params = list(trainer.model.parameters())
+        fixed = trainer._batches(trainer.train_graphs, shuffle=True, units=trainer.train_units)
+
+        def epoch(once: bool, k: int) -> float:
+            start = time.perf_counter()
+            batches = ([fixed[i] for i in trainer.rng.permutation(len(fixed))] if once else
+                       trainer._batches(trainer.train_graphs, shuffle=True, units=trainer.train_units))
+            for batch in batches:
+                trainer.step(batch).item()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+                trainer.optimizer.step()
+                update_ema(trainer.ema, trainer.model, config.ema_decay)
+            if k % VALIDATE_EVERY == 0:
+                evaluate(trainer.ema, trainer.valid_batches)
+            return time.perf_counter() - start
+
+        for k in range(4):  # the compile, and the first epochs' odd batch shapes: not timed
+            epoch(False, 1)
+        times = {False: [], True: []}
+        for k in range(epochs):
+            for once in (False, True):
+                times[once].append(epoch(once, k))
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "variants"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "rebatch", "variants"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
     p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile); of each loop (loop)")
@@ -163,6 +199,11 @@ def main() -> None:
                 before, after = loop_seconds(args.data, preset, args.epochs)
                 print(f"round {round_} {preset}: {before:.3f} s per epoch with the per-parameter loop, {after:.3f} "
                       f"with mlffd train's ({before / after:.2f}x)", flush=True)
+        elif args.what == "rebatch":
+            for preset in args.presets.split(","):
+                every, once = rebatch_seconds(args.data, preset, args.epochs)
+                print(f"round {round_} {preset}: {every:.3f} s per epoch with batches built every epoch, {once:.3f} "
+                      f"built once ({every / once:.2f}x)", flush=True)
         else:
             for preset in ("fast", "small", "medium"):
                 times = {padded: ms_per_frame(args.data, args.frames, padded=padded, preset=preset)
