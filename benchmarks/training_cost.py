@@ -89,6 +89,18 @@ def train_epochs(data: str, shape: dict, compile_step: bool, epochs: int) -> tup
     return 60.0 * (len(elapsed) - 4) / (elapsed[-1] - elapsed[3]), compile_s
 
 
+def alternating_epochs(epoch, epochs: int) -> tuple[float, float]:
+    """Median seconds of `epoch(arm, k)` for arm False and True, alternating epoch by epoch so that
+    the machine's drift cancels, after four untimed epochs (the compile, the first odd batch shapes)."""
+    for _ in range(4):
+        epoch(True, 1)
+    times = {False: [], True: []}
+    for k in range(epochs):
+        for arm in (False, True):
+            times[arm].append(epoch(arm, k))
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
 def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
     """Median seconds per compiled epoch: (the loop before 51761c6, mlffd train's), alternating."""
     config = TrainConfig.from_dict({"epochs": 1, **LOSS, "preset": preset, "compile": True})
@@ -115,13 +127,7 @@ def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
                 evaluate(trainer.ema, trainer.valid_batches)
             return time.perf_counter() - start
 
-        for k in range(4):  # the compile, and the first epochs' odd batch shapes: not timed
-            epoch(True, 1)
-        times = {False: [], True: []}
-        for k in range(epochs):
-            for fused in (False, True):
-                times[fused].append(epoch(fused, k))
-    return statistics.median(times[False]), statistics.median(times[True])
+        return alternating_epochs(epoch, epochs)
 
 
 def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
@@ -147,13 +153,7 @@ def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
                 evaluate(trainer.ema, trainer.valid_batches)
             return time.perf_counter() - start
 
-        for k in range(4):  # the compile, and the first epochs' odd batch shapes: not timed
-            epoch(False, 1)
-        times = {False: [], True: []}
-        for k in range(epochs):
-            for once in (False, True):
-                times[once].append(epoch(once, k))
-    return statistics.median(times[False]), statistics.median(times[True])
+        return alternating_epochs(epoch, epochs)
 
 
 def main() -> None:
