@@ -131,8 +131,8 @@ class Trainer:
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
         # Built once, from the seed (a resumed run rebuilds the same): each epoch reshuffles their order,
-        # not their members. Collating and padding them every epoch cost 1.18-1.25x a compiled `fast`
-        # epoch (benchmarks/NOTES.md, issue 29).
+        # not their members. Collating and padding them every epoch cost 1.18-1.32x a compiled `fast`
+        # epoch in a one-process A/B (benchmarks/NOTES.md, issue 29).
         self.train_batches = self._batches(self.train_graphs, shuffle=True, units=self.train_units)
 
     def _warm_start_payload(self, source: str, settings: dict) -> dict:
