@@ -15,8 +15,7 @@
                                                           # the step as it was against mlffd train's
     python benchmarks/training_cost.py rebatch DATA.h5    # seconds per compiled epoch, batches built
                                                           # (collated, padded) every epoch, as mlffd train
-                                                          # did, against built once, their order shuffled
-                                                          # (mlffd train's since issue 29)
+                                                          # does, against built once, their order shuffled
 
 A step is the loss, its gradient and the AdamW update of `mlffd train` (the distill recipe's loss
 settings) on the first frames of DATA (e.g. a distill run's data/train.h5). Two rounds each: this
@@ -131,8 +130,8 @@ def loop_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
 
 
 def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
-    """Median seconds per compiled epoch: (batches built every epoch, as `Trainer.run` did; built once,
-    only their order shuffled, as it does), alternating epoch by epoch in one process."""
+    """Median seconds per compiled epoch: (batches built every epoch, as `Trainer.run`; built once, only
+    their order shuffled), alternating epoch by epoch in one process."""
     config = TrainConfig.from_dict({"epochs": 1, **LOSS, "preset": preset, "compile": True})
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(data, tmp, config)

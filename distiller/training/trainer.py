@@ -130,10 +130,6 @@ class Trainer:
         self.elapsed = 0.0
         self.best = {"val_force_mae": math.inf, "epoch": -1}
         self.rng = np.random.default_rng(config.seed)
-        # Built once, from the seed (a resumed run rebuilds the same): each epoch reshuffles their order,
-        # not their members. Collating and padding them every epoch cost 1.18-1.32x a compiled `fast`
-        # epoch in a one-process A/B (benchmarks/NOTES.md, issue 29).
-        self.train_batches = self._batches(self.train_graphs, shuffle=True, units=self.train_units)
 
     def _warm_start_payload(self, source: str, settings: dict) -> dict:
         try:
@@ -268,8 +264,8 @@ class Trainer:
                 group["lr"] = lr
             self.model.train()
             losses = []
-            for index in self.rng.permutation(len(self.train_batches)):
-                loss = self.step(self.train_batches[index])
+            for batch in self._batches(self.train_graphs, shuffle=True, units=self.train_units):
+                loss = self.step(batch)
                 if not torch.isfinite(loss):
                     kept = f"the last good state is in {self.out / CHECKPOINT}" if self.epoch else "no epoch finished"
                     raise MLFFDError(f"loss became {loss.item()} in epoch {self.epoch + 1}; {kept} (try a lower lr)")
