@@ -1,7 +1,7 @@
 """A diffusion coefficient from MD, student against teacher, by validate's MD protocol (not a test).
 
     python benchmarks/diffusion.py teacher --system licoo2 --vacancy Li --temperature 2000 --ps 3 --out DIR
-    python benchmarks/diffusion.py student MODEL.pt --out DIR [--ps 30]
+    python benchmarks/diffusion.py student MODEL.pt --out DIR [--seeds 8] [--ps 40]
 
 Why a script beside `mlffd validate --properties md`: an ion hops on a picosecond scale only where
 there is a site to hop into, and the teacher's MD of validate's 192-atom cell costs ~2.4 s a step
@@ -14,10 +14,10 @@ origin removed, the ions relaxed again in that cell. Then `mlffd.validate`'s pro
 a weak friction, positions every 5 steps, the same seed on both sides) and its MSD (all time
 origins, D = slope / 6 over the second half of the lags up to half the run).
 
-`teacher` runs once and keeps what the student needs in DIR/teacher.npz (the protocol, the
-production positions, float32) with DIR/teacher.json; `student` runs the same protocol over the
-teacher's production length and, with `--ps`, over a longer one (the student is cheap: its own
-noise). The noise floor of a run is the spread of D between its two halves. Writes
+`teacher` runs once (DIR/teacher.json: settings, timings, MSD and D per element). `student` runs
+the teacher's protocol (its seed and length), the same length with `--seeds` other seeds, and one
+`--ps` run: a few ion hops decide a run this short, so the teacher's single D is read against the
+spread of the student's D over runs of the same length (and each run's two halves). Writes
 DIR/diffusion.json, DIR/diffusion.md and DIR/msd.png.
 """
 
@@ -78,18 +78,19 @@ def diffusion(positions, numbers, protocol: dynamics.Protocol) -> dict:
     return out
 
 
-def run_side(label: str, calc, args, production_ps: float) -> dict:
-    atoms, prep = start_structure(args.system, args.vacancy, calc)
-    protocol = make_protocol(atoms, args.temperature, production_ps, args.seed)
-    traj = dynamics.run_protocol(atoms, calc, protocol, label=label, progress=True)
+def run_md(label: str, calc, start, prep: dict, temperature: float, production_ps: float, seed: int) -> dict:
+    """One protocol run from `start`: what it cost, its temperature, D per element."""
+    protocol = make_protocol(start, temperature, production_ps, seed)
+    traj = dynamics.run_protocol(start, calc, protocol, label=label, progress=True)
     if traj.stopped:
         print(f"{label}: MD stopped early: {traj.stopped}")
     temps = [t for t, p in zip(traj.temperature, traj.phase) if p == "production"]
-    return {"atoms": atoms, "protocol": protocol, "positions": np.asarray(traj.positions, dtype=np.float32),
-            "summary": {**prep, "n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
-                        "steps_done": traj.steps_done, "stopped": traj.stopped, "md_wall_s": round(traj.wall_s, 1),
-                        "production_ps": len(traj.positions) * protocol.sample_every * protocol.timestep_fs / 1000.0,
-                        "mean_temperature_K": float(np.mean(temps)) if temps else None}}
+    positions = list(traj.positions)
+    return {**prep, "n_atoms": len(start), "formula": start.get_chemical_formula(), "seed": seed,
+            "steps_done": traj.steps_done, "stopped": traj.stopped, "md_wall_s": round(traj.wall_s, 1),
+            "production_ps": len(positions) * protocol.sample_every * protocol.timestep_fs / 1000.0,
+            "mean_temperature_K": float(np.mean(temps)) if temps else None,
+            "diffusion": diffusion(positions, start.numbers, protocol)}
 
 
 def cmd_teacher(args) -> None:
@@ -97,41 +98,56 @@ def cmd_teacher(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    side = run_side("teacher", load_teacher(args.teacher), args, args.ps)
-    d = diffusion(list(side["positions"]), side["atoms"].numbers, side["protocol"])
-    np.savez_compressed(out / "teacher.npz", positions=side["positions"], numbers=side["atoms"].numbers,
-                        protocol=json.dumps(side["protocol"].__dict__))
+    calc = load_teacher(args.teacher)
+    start, prep = start_structure(args.system, args.vacancy, calc)
+    run = run_md("teacher", calc, start, prep, args.temperature, args.ps, args.seed)
     settings = {"teacher": args.teacher, "system": args.system, "vacancy": args.vacancy,
                 "temperature_K": args.temperature, "seed": args.seed}
-    (out / "teacher.json").write_text(json.dumps({"settings": settings, **side["summary"], "diffusion": d}, indent=1))
-    print(json.dumps({e: (m["D_A2_per_ps"], m["D_halves"]) for e, m in d["per_element"].items()}))
+    (out / "teacher.json").write_text(json.dumps({"settings": settings, **run}, indent=1))
+    d = run["diffusion"]["per_element"]
+    print(json.dumps({e: (m["D_A2_per_ps"], m["D_halves"]) for e, m in d.items()}))
 
 
 def cmd_student(args) -> None:
+    """The teacher's protocol (its seed and length), the same length with `--seeds` other seeds
+    (where a run this short puts D), and one `--ps` run."""
     from mlffd.calculator import MLFFDCalculator
 
     out = Path(args.out)
     ref = json.loads((out / "teacher.json").read_text())
-    saved = np.load(out / "teacher.npz")
-    t_protocol = dynamics.Protocol(**json.loads(str(saved["protocol"])))
-    t_positions = list(saved["positions"])
-    for key, value in ref["settings"].items():
-        if key != "teacher":
-            setattr(args, key, value)
-    t_ps = ref["production_ps"]
+    s = ref["settings"]
     calc = MLFFDCalculator(args.model)
-    runs = {"teacher": {**ref, "diffusion": diffusion(t_positions, saved["numbers"], t_protocol)}}
-    for name, ps in (("student", t_ps), ("student_long", args.ps)):
-        if ps is None or (name == "student_long" and ps <= t_ps):
-            continue
-        side = run_side(name, calc, args, ps)
-        runs[name] = {**side["summary"], "diffusion": diffusion(list(side["positions"]), side["atoms"].numbers,
-                                                                side["protocol"])}
-    report = {"settings": ref["settings"], "model": str(args.model), "protocol": t_protocol.__dict__, "runs": runs}
+    start, prep = start_structure(s["system"], s["vacancy"], calc)
+    t_ps, temperature = ref["production_ps"], s["temperature_K"]
+    runs = {"teacher": ref, "student": run_md("student", calc, start, prep, temperature, t_ps, s["seed"])}
+    for k in range(1, args.seeds + 1):
+        runs[f"student seed {s['seed'] + k}"] = run_md(f"student seed {s['seed'] + k}", calc, start, prep,
+                                                       temperature, t_ps, s["seed"] + k)
+    if args.ps and args.ps > t_ps:
+        runs[f"student {args.ps:g} ps"] = run_md("student long", calc, start, prep, temperature, args.ps,
+                                                 s["seed"])
+    protocol = make_protocol(start, temperature, t_ps, s["seed"]).__dict__
+    report = {"settings": s, "model": str(args.model), "protocol": protocol, "runs": runs,
+              "same_length": same_length(runs, t_ps)}
     (out / "diffusion.json").write_text(json.dumps(report, indent=1))
     (out / "diffusion.md").write_text(markdown(report))
     plot(report, out / "msd.png")
     print((out / "diffusion.md").read_text())
+
+
+def same_length(runs: dict, production_ps: float) -> dict:
+    """Per element: the student's D over its runs of the teacher's length, and how many of them lie
+    below the teacher's (the teacher's rank among them: near the middle when they agree)."""
+    teacher = runs["teacher"]["diffusion"]["per_element"]
+    out = {}
+    for element, t in teacher.items():
+        ds = sorted(r["diffusion"]["per_element"][element]["D_A2_per_ps"] for name, r in runs.items()
+                    if name.startswith("student") and abs(r["production_ps"] - production_ps) < 1e-6
+                    and element in r["diffusion"].get("per_element", {}))
+        if ds:
+            out[element] = {"teacher": t["D_A2_per_ps"], "student_runs": ds, "student_median": float(np.median(ds)),
+                            "student_runs_below_teacher": sum(d < t["D_A2_per_ps"] for d in ds)}
+    return out
 
 
 def markdown(report: dict) -> str:
@@ -139,17 +155,26 @@ def markdown(report: dict) -> str:
     lines = [f"# Diffusion: {s['system']}, one {s['vacancy']} vacancy, {s['temperature_K']:g} K",
              "",
              f"Protocol: {p['timestep_fs']:g} fs, {p['equilibration_steps']} steps of Langevin equilibration, "
-             f"production with a weak friction, positions every {p['sample_every']} steps, seed {p['seed']}. "
-             "D = MSD slope / 6 over the second half of the lags (up to half the run); in brackets D over "
-             "each half of the run (the run's own noise).",
+             f"production with a weak friction, positions every {p['sample_every']} steps. D = MSD slope / 6 "
+             "over the second half of the lags (up to half the run); halves: D over each half of the run.",
              "",
-             "| run | atoms | production ps | mean T (K) | element | D (A^2/ps) | halves | MSD at the longest lag (A^2) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| run | atoms | seed | production ps | mean T (K) | element | D (A^2/ps) | halves | MSD at the longest lag (A^2) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["runs"].items():
+        if " seed " in name:
+            continue
         for element, m in r["diffusion"]["per_element"].items():
-            lines.append(f"| {name} | {r['formula']} | {r['production_ps']:.2f} | {r['mean_temperature_K']:.0f} | "
-                         f"{element} | {m['D_A2_per_ps']:.4f} | {' / '.join(_fmt(h) for h in m['D_halves'])} | "
-                         f"{m['msd_A2'][-1]:.2f} |")
+            lines.append(f"| {name} | {r['formula']} | {r['seed']} | {r['production_ps']:.2f} | "
+                         f"{r['mean_temperature_K']:.0f} | {element} | {m['D_A2_per_ps']:.4f} | "
+                         f"{' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f} |")
+    lines += ["", "Runs of the teacher's length: the student's D over its runs (the teacher's seed and the others), "
+              "and how many of them lie below the teacher's D.", "",
+              "| element | teacher D | student median | student min - max | student runs below the teacher |",
+              "|---|---|---|---|---|"]
+    for element, m in report["same_length"].items():
+        ds = m["student_runs"]
+        lines.append(f"| {element} | {m['teacher']:.4f} | {m['student_median']:.4f} | {ds[0]:.4f} - {ds[-1]:.4f} | "
+                     f"{m['student_runs_below_teacher']} of {len(ds)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,19 +183,27 @@ def _fmt(value: float | None) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
+    """MSD of the vacancy's element against lag: the teacher, the student's runs of its length (thin),
+    the long student run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    element = report["settings"]["vacancy"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, r), style in zip(report["runs"].items(), ("-", "--", ":")):
+    for name, r in report["runs"].items():
         d = r["diffusion"]
-        for element, m in d["per_element"].items():
-            ax.plot(d["lag_ps"], m["msd_A2"], style, label=f"{name} {element}")
+        if element not in d.get("per_element", {}):
+            continue
+        style = ({"color": "k", "lw": 2} if name == "teacher" else
+                 {"color": "C0", "lw": 0.7, "alpha": 0.6} if " seed " in name or name == "student" else
+                 {"color": "C1", "lw": 1.5})
+        ax.plot(d["lag_ps"], d["per_element"][element]["msd_A2"], label=None if " seed " in name else name, **style)
     ax.set_xlabel("lag (ps)")
-    ax.set_ylabel("MSD (A$^2$)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel(f"MSD of {element} (A$^2$)")
+    ax.set_title(f"{report['settings']['system']}, {report['settings']['temperature_K']:g} K")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -188,6 +221,7 @@ def main() -> None:
     t.add_argument("--out", required=True)
     s = sub.add_parser("student")
     s.add_argument("model")
+    s.add_argument("--seeds", type=int, default=8, help="student runs of the teacher's length with other seeds")
     s.add_argument("--ps", type=float, help="also a longer student run of this many ps")
     s.add_argument("--out", required=True, help="the teacher's DIR")
     args = ap.parse_args()
