@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from mlffd.data.systems import load_system
 from mlffd.relax import relax
@@ -38,6 +39,7 @@ from mlffd.validate.properties.suite import protocol_timestep
 
 EQUILIBRATION_PS = 0.5
 RELAX_FMAX = 0.01  # eV/A
+HOP_A = 2.0  # an ion this far from where it last sat has hopped (LiCoO2's Li-Li distance: 2.82 A)
 
 
 def start_structure(system: str, vacancy: str | None, calc) -> tuple:
@@ -78,6 +80,21 @@ def diffusion(positions, numbers, protocol: dynamics.Protocol) -> dict:
     return out
 
 
+def hops(positions, numbers) -> dict:
+    """Per element: how many times an ion moved more than HOP_A from where it last sat."""
+    x = np.asarray(positions)
+    out = {}
+    for z in sorted(set(numbers)):
+        count = 0
+        for track in np.moveaxis(x[:, numbers == z], 1, 0):  # [frame, 3] per ion
+            site = track[0]
+            for p in track:
+                if np.linalg.norm(p - site) > HOP_A:
+                    count, site = count + 1, p
+        out[chemical_symbols[z]] = count
+    return out
+
+
 def run_md(label: str, calc, start, prep: dict, temperature: float, production_ps: float, seed: int) -> dict:
     """One protocol run from `start`: what it cost, its temperature, D per element."""
     protocol = make_protocol(start, temperature, production_ps, seed)
@@ -90,7 +107,7 @@ def run_md(label: str, calc, start, prep: dict, temperature: float, production_p
             "steps_done": traj.steps_done, "stopped": traj.stopped, "md_wall_s": round(traj.wall_s, 1),
             "production_ps": len(positions) * protocol.sample_every * protocol.timestep_fs / 1000.0,
             "mean_temperature_K": float(np.mean(temps)) if temps else None,
-            "diffusion": diffusion(positions, start.numbers, protocol)}
+            "hops": hops(positions, start.numbers), "diffusion": diffusion(positions, start.numbers, protocol)}
 
 
 def cmd_teacher(args) -> None:
@@ -158,14 +175,14 @@ def markdown(report: dict) -> str:
              f"production with a weak friction, positions every {p['sample_every']} steps. D = MSD slope / 6 "
              "over the second half of the lags (up to half the run); halves: D over each half of the run.",
              "",
-             "| run | atoms | seed | production ps | mean T (K) | element | D (A^2/ps) | halves | MSD at the longest lag (A^2) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| run | atoms | seed | production ps | mean T (K) | element | hops | D (A^2/ps) | halves | MSD at the longest lag (A^2) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["runs"].items():
         if " seed " in name:
             continue
         for element, m in r["diffusion"]["per_element"].items():
             lines.append(f"| {name} | {r['formula']} | {r['seed']} | {r['production_ps']:.2f} | "
-                         f"{r['mean_temperature_K']:.0f} | {element} | {m['D_A2_per_ps']:.4f} | "
+                         f"{r['mean_temperature_K']:.0f} | {element} | {r['hops'][element]} | {m['D_A2_per_ps']:.4f} | "
                          f"{' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f} |")
     lines += ["", "Runs of the teacher's length: the student's D over its runs (the teacher's seed and the others), "
               "and how many of them lie below the teacher's D.", "",
