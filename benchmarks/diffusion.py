@@ -59,6 +59,7 @@ def start_structure(system: str, vacancy: str | None, calc) -> tuple:
 
 
 def make_protocol(atoms, temperature: float, production_ps: float, seed: int) -> dynamics.Protocol:
+    """validate's protocol; a collapsed pair stops the run."""
     dt = protocol_timestep(atoms, temperature)
     return dynamics.Protocol(temperature=temperature, timestep_fs=dt,
                              equilibration_steps=int(round(1000.0 * EQUILIBRATION_PS / dt)),
@@ -82,12 +83,12 @@ def diffusion(positions, numbers, protocol: dynamics.Protocol) -> dict:
 
 def hops(positions, numbers) -> dict:
     """Per element: how many times an ion moved more than HOP_A from where it last sat."""
-    x = np.asarray(positions)
+    x = np.asarray(positions).reshape(len(positions), len(numbers), 3)
     out = {}
     for z in sorted(set(numbers)):
         count = 0
         for track in np.moveaxis(x[:, numbers == z], 1, 0):  # [frame, 3] per ion
-            site = track[0]
+            site = track[0] if len(track) else None
             for p in track:
                 if np.linalg.norm(p - site) > HOP_A:
                     count, site = count + 1, p
@@ -102,9 +103,17 @@ def run_md(label: str, calc, start, prep: dict, temperature: float, production_p
     if traj.stopped:
         print(f"{label}: MD stopped early: {traj.stopped}")
     temps = [t for t, p in zip(traj.temperature, traj.phase) if p == "production"]
+    stopped = traj.stopped
+    limit = dynamics.RUNAWAY_FACTOR * temperature  # validate's runaway (the start at 2T is not one)
+    hot = next((k for k, t in enumerate(temps) if t > limit), None)
+    if stopped is None and hot is not None:
+        stopped = (f"ran away: {temps[hot]:.0f} K > {limit:.0f} K after "
+                   f"{(hot + 1) * protocol.timestep_fs / 1000.0:.2f} ps of production")
+        print(f"{label}: {stopped}")
     positions = list(traj.positions)
     return {**prep, "n_atoms": len(start), "formula": start.get_chemical_formula(), "seed": seed,
-            "steps_done": traj.steps_done, "stopped": traj.stopped, "md_wall_s": round(traj.wall_s, 1),
+            "steps_done": traj.steps_done, "stopped": stopped, "md_wall_s": round(traj.wall_s, 1),
+            "planned_ps": production_ps,
             "production_ps": len(positions) * protocol.sample_every * protocol.timestep_fs / 1000.0,
             "mean_temperature_K": float(np.mean(temps)) if temps else None,
             "hops": hops(positions, start.numbers), "diffusion": diffusion(positions, start.numbers, protocol)}
@@ -145,50 +154,58 @@ def cmd_student(args) -> None:
                                                  s["seed"])
     protocol = make_protocol(start, temperature, t_ps, s["seed"]).__dict__
     report = {"settings": s, "model": str(args.model), "protocol": protocol, "runs": runs,
-              "same_length": same_length(runs, t_ps)}
+              "same_length": same_length(runs, t_ps, s["vacancy"])}
     (out / "diffusion.json").write_text(json.dumps(report, indent=1))
     (out / "diffusion.md").write_text(markdown(report))
     plot(report, out / "msd.png")
     print((out / "diffusion.md").read_text())
 
 
-def same_length(runs: dict, production_ps: float) -> dict:
-    """Per element: the student's D over its runs of the teacher's length, and how many of them lie
-    below the teacher's (the teacher's rank among them: near the middle when they agree)."""
+def same_length(runs: dict, production_ps: float, mobile: str) -> dict:
+    """Per element: the student's D over its completed runs of the teacher's length, how many lie
+    below the teacher's (near half when they agree), and in how many the other elements hopped too
+    (the host lattice gave way)."""
     teacher = runs["teacher"]["diffusion"]["per_element"]
-    out = {}
+    same = [r for name, r in runs.items() if name.startswith("student") and abs(r["planned_ps"] - production_ps) < 1e-6]
+    students = [r for r in same if not r["stopped"]]
+    stopped = len(same) - len(students)
+    lattice_hopped = sum(1 for r in students if any(n for e, n in r["hops"].items() if e != mobile))
+    out = {"completed": len(students), "stopped": stopped, "host_hopped": lattice_hopped, "per_element": {}}
     for element, t in teacher.items():
-        ds = sorted(r["diffusion"]["per_element"][element]["D_A2_per_ps"] for name, r in runs.items()
-                    if name.startswith("student") and abs(r["production_ps"] - production_ps) < 1e-6
-                    and element in r["diffusion"].get("per_element", {}))
+        ds = sorted(r["diffusion"]["per_element"][element]["D_A2_per_ps"] for r in students)
         if ds:
-            out[element] = {"teacher": t["D_A2_per_ps"], "student_runs": ds, "student_median": float(np.median(ds)),
-                            "student_runs_below_teacher": sum(d < t["D_A2_per_ps"] for d in ds)}
+            out["per_element"][element] = {"teacher": t["D_A2_per_ps"], "student_runs": ds,
+                                           "student_median": float(np.median(ds)),
+                                           "student_runs_below_teacher": sum(d < t["D_A2_per_ps"] for d in ds)}
     return out
 
 
 def markdown(report: dict) -> str:
-    s, p = report["settings"], report["protocol"]
-    lines = [f"# Diffusion: {s['system']}, one {s['vacancy']} vacancy, {s['temperature_K']:g} K",
+    s, p, mobile = report["settings"], report["protocol"], report["settings"]["vacancy"]
+    elements = list(report["runs"]["teacher"]["hops"])
+    lines = [f"# Diffusion: {s['system']}, one {mobile} vacancy, {s['temperature_K']:g} K",
              "",
              f"Protocol: {p['timestep_fs']:g} fs, {p['equilibration_steps']} steps of Langevin equilibration, "
-             f"production with a weak friction, positions every {p['sample_every']} steps. D = MSD slope / 6 "
-             "over the second half of the lags (up to half the run); halves: D over each half of the run.",
+             f"production with a weak friction, positions every {p['sample_every']} steps; a production hotter "
+             f"than {dynamics.RUNAWAY_FACTOR:g}x the target is a runaway (validate's rule), and a runaway's D does "
+             "not count. D = MSD slope / 6 over the second half of the lags "
+             "(up to half the run); halves: D over each half of the run. Hops: an ion more than "
+             f"{HOP_A:g} A from where it last sat.",
              "",
-             "| run | atoms | seed | production ps | mean T (K) | element | hops | D (A^2/ps) | halves | MSD at the longest lag (A^2) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| run | seed | production ps | mean T (K) | stopped | hops ({', '.join(elements)}) | D({mobile}) (A^2/ps) "
+             f"| halves | MSD({mobile}) at the longest lag (A^2) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["runs"].items():
-        if " seed " in name:
-            continue
-        for element, m in r["diffusion"]["per_element"].items():
-            lines.append(f"| {name} | {r['formula']} | {r['seed']} | {r['production_ps']:.2f} | "
-                         f"{r['mean_temperature_K']:.0f} | {element} | {r['hops'][element]} | {m['D_A2_per_ps']:.4f} | "
-                         f"{' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f} |")
-    lines += ["", "Runs of the teacher's length: the student's D over its runs (the teacher's seed and the others), "
-              "and how many of them lie below the teacher's D.", "",
+        m = r["diffusion"].get("per_element", {}).get(mobile)
+        d = "-" if m is None else f"{m['D_A2_per_ps']:.4f} | {' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f}"
+        lines.append(f"| {name} | {r['seed']} | {r['production_ps']:.2f} | {r['mean_temperature_K']:.0f} | "
+                     f"{r['stopped'] or 'no'} | {', '.join(str(r['hops'][e]) for e in elements)} | {d} |")
+    same = report["same_length"]
+    lines += ["", f"The student's runs of the teacher's length: {same['completed']} completed, {same['stopped']} "
+              f"stopped; in {same['host_hopped']} of the completed ones ions other than {mobile} hopped.", "",
               "| element | teacher D | student median | student min - max | student runs below the teacher |",
               "|---|---|---|---|---|"]
-    for element, m in report["same_length"].items():
+    for element, m in same["per_element"].items():
         ds = m["student_runs"]
         lines.append(f"| {element} | {m['teacher']:.4f} | {m['student_median']:.4f} | {ds[0]:.4f} - {ds[-1]:.4f} | "
                      f"{m['student_runs_below_teacher']} of {len(ds)} |")
@@ -201,7 +218,7 @@ def _fmt(value: float | None) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """MSD of the vacancy's element against lag: the teacher, the student's runs of its length (thin),
-    the long student run."""
+    the long student run; runs that stopped or ran away are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,7 +228,7 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in report["runs"].items():
         d = r["diffusion"]
-        if element not in d.get("per_element", {}):
+        if r["stopped"] or element not in d.get("per_element", {}):
             continue
         style = ({"color": "k", "lw": 2} if name == "teacher" else
                  {"color": "C0", "lw": 0.7, "alpha": 0.6} if " seed " in name or name == "student" else
