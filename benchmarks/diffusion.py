@@ -40,6 +40,7 @@ from mlffd.validate.properties.suite import protocol_timestep
 EQUILIBRATION_PS = 0.5
 RELAX_FMAX = 0.01  # eV/A
 HOP_A = 2.0  # an ion this far from where it last sat has hopped (LiCoO2's Li-Li distance: 2.82 A)
+MSD_POINTS = 200  # MSD curves are kept thinned to about this many lags (the fit uses them all)
 
 
 def start_structure(system: str, vacancy: str | None, calc) -> tuple:
@@ -68,14 +69,18 @@ def make_protocol(atoms, temperature: float, production_ps: float, seed: int) ->
 
 
 def diffusion(positions, numbers, protocol: dynamics.Protocol) -> dict:
-    """D per element over the whole production and over each half (the run's own noise)."""
+    """D per element over the whole production and over each half (the run's own noise); the MSD
+    curve thinned to about MSD_POINTS lags, its last lag kept."""
     sample_fs = protocol.sample_every * protocol.timestep_fs
     half = len(positions) // 2
     whole = dynamics.mean_squared_displacement(positions, numbers, sample_fs)
     halves = [dynamics.mean_squared_displacement(p, numbers, sample_fs) for p in (positions[:half], positions[half:])]
-    out = {"lag_ps": whole.get("lag_ps", []), "per_element": {}}
+    lags = whole.get("lag_ps", [])
+    keep = sorted(set(range(0, len(lags), max(1, len(lags) // MSD_POINTS))) | {len(lags) - 1}) if lags else []
+    out = {"lag_ps": [lags[k] for k in keep], "per_element": {}}
     for element, m in whole.get("per_element", {}).items():
-        out["per_element"][element] = {"D_A2_per_ps": m["D_A2_per_ps"], "msd_A2": m["msd_A2"],
+        out["per_element"][element] = {"D_A2_per_ps": m["D_A2_per_ps"],
+                                       "msd_A2": [round(m["msd_A2"][k], 5) for k in keep],
                                        "diffusive": m["diffusive"],
                                        "D_halves": [h.get("per_element", {}).get(element, {}).get("D_A2_per_ps") for h in halves]}
     return out
@@ -129,7 +134,7 @@ def cmd_teacher(args) -> None:
     run = run_md("teacher", calc, start, prep, args.temperature, args.ps, args.seed)
     settings = {"teacher": args.teacher, "system": args.system, "vacancy": args.vacancy,
                 "temperature_K": args.temperature, "seed": args.seed}
-    (out / "teacher.json").write_text(json.dumps({"settings": settings, **run}, indent=1))
+    (out / "teacher.json").write_text(json.dumps({"settings": settings, **run}))
     d = run["diffusion"]["per_element"]
     print(json.dumps({e: (m["D_A2_per_ps"], m["D_halves"]) for e, m in d.items()}))
 
@@ -155,7 +160,7 @@ def cmd_student(args) -> None:
     protocol = make_protocol(start, temperature, t_ps, s["seed"]).__dict__
     report = {"settings": s, "model": str(args.model), "protocol": protocol, "runs": runs,
               "same_length": same_length(runs, t_ps, s["vacancy"])}
-    (out / "diffusion.json").write_text(json.dumps(report, indent=1))
+    (out / "diffusion.json").write_text(json.dumps(report))
     (out / "diffusion.md").write_text(markdown(report))
     plot(report, out / "msd.png")
     print((out / "diffusion.md").read_text())
