@@ -88,12 +88,14 @@ def diffusion(positions, numbers, protocol: dynamics.Protocol) -> dict:
 
 def hops(positions, numbers) -> dict:
     """Per element: how many times an ion moved more than HOP_A from where it last sat."""
-    x = np.asarray(positions).reshape(len(positions), len(numbers), 3)
+    if not len(positions):  # stopped before production
+        return {chemical_symbols[z]: 0 for z in sorted(set(numbers))}
+    x = np.asarray(positions)
     out = {}
     for z in sorted(set(numbers)):
         count = 0
         for track in np.moveaxis(x[:, numbers == z], 1, 0):  # [frame, 3] per ion
-            site = track[0] if len(track) else None
+            site = track[0]
             for p in track:
                 if np.linalg.norm(p - site) > HOP_A:
                     count, site = count + 1, p
