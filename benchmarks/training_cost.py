@@ -9,6 +9,8 @@
                                                           # compiled, for the presets fast and small
     python benchmarks/training_cost.py compile DATA.h5    # `mlffd train` epochs per minute, compile
                                                           # false against true, alternating, per preset
+    python benchmarks/training_cost.py trainbatch DATA.h5 # `mlffd train` epochs per minute (compiled)
+                                                          # by batch size (--sizes), per preset
     python benchmarks/training_cost.py variants DATA.h5   # `mlffd train` epochs per minute (compiled)
                                                           # and the compile, for preset_cost.py's variants
     python benchmarks/training_cost.py loop DATA.h5       # seconds per compiled epoch, the loop around
@@ -157,12 +159,14 @@ def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "rebatch", "variants"])
+    p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "rebatch", "variants",
+                                       "trainbatch"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
     p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile); of each loop (loop)")
     p.add_argument("--presets", default="fast,small,medium", help="presets of step, compile and loop")
     p.add_argument("--variants", default=",".join(VARIANTS), help="variants (preset_cost.py's names) of variants")
+    p.add_argument("--sizes", default="4,8,16", help="frames per batch of trainbatch (the first is the baseline)")
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
@@ -188,6 +192,13 @@ def main() -> None:
                     train_epochs(args.data, {"preset": preset}, flag, args.epochs) for flag in (False, True))
                 print(f"round {round_} {preset}: {eager:.1f} epochs per minute uncompiled, {compiled:.1f} "
                       f"compiled ({compiled / eager:.2f}x); compiling cost {compile_s:.0f} s", flush=True)
+        elif args.what == "trainbatch":
+            sizes = [int(n) for n in args.sizes.split(",")]
+            for preset in args.presets.split(","):
+                rates = {size: train_epochs(args.data, {"preset": preset, "batch_size": size}, True, args.epochs)[0]
+                         for size in sizes}
+                print(f"round {round_} {preset}: epochs per minute compiled, by frames per batch: " + ", ".join(
+                    f"{size}: {rate:.1f} ({rate / rates[sizes[0]]:.2f}x)" for size, rate in rates.items()), flush=True)
         elif args.what == "variants":
             for name in names:
                 rate, compile_s = train_epochs(args.data, VARIANTS[name], True, args.epochs)
