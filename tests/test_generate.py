@@ -597,3 +597,43 @@ def test_relaxed_vacancy_frames_are_the_teachers_relaxed_vacancy_in_the_unstrain
         assert np.abs(f["forces"]).max() < RELAX_FMAX * 1.01
         start.calc = calc
         assert f["energy"] < start.get_potential_energy() - 1e-3
+
+
+def test_vacancy_md_chains_run_teacher_md_with_one_atom_of_each_element_missing(tmp_path):
+    """vacancy_md: a chain per element and temperature, each frame one atom short of the image (an atom
+    of the chain's element), each continuing the previous frame of its chain (stored velocities), labelled
+    by the teacher at its final positions; a plan without the sampler keeps its old keys."""
+    from ase.io import write
+
+    from mlffd.data.sampling import MD_SAMPLERS
+    from mlffd.teachers import load_teacher
+
+    cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
+    cu3au[0].symbol = "Au"
+    cu3au = cu3au.repeat(2)
+    structure = tmp_path / "Cu3Au.cif"
+    write(structure, cu3au)
+    path = tmp_path / "vmd.h5"
+    generate_dataset(path, "emt", [str(structure)], 4, temperatures=[800.0], md_fraction=0.0, md_stride=3,
+                     fractions={"vacancy_md": 1.0}, progress=False, log=lambda *a: None)
+    frames = open_dataset(path).frames()
+    assert {f["sampler"] for f in frames} == {"vacancy_md"} and "vacancy_md" in MD_SAMPLERS
+    chains = {}
+    for f in frames:
+        element = f["key"].split("/")[-2]
+        chains.setdefault(element, []).append(f)
+    assert sorted(chains) == ["Au", "Cu"] and all(len(c) == 2 for c in chains.values())
+    image_counts = {"Au": 8, "Cu": 24}
+    calc = load_teacher("emt")
+    for element, chain in chains.items():
+        for f in chain:
+            symbols = Atoms(numbers=f["numbers"]).get_chemical_symbols()
+            assert symbols.count(element) == image_counts[element] - 1 and len(symbols) == 31
+            atoms = Atoms(numbers=f["numbers"], positions=f["positions"], cell=f["cell"], pbc=True)
+            atoms.calc = calc
+            np.testing.assert_allclose(f["forces"], atoms.get_forces(), atol=1e-6)
+        # the second frame continues the first: moved on from it, by its own velocities' order of magnitude
+        step = np.abs(chain[1]["positions"] - chain[0]["positions"]).max()
+        assert 1e-3 < step < 1.0 and np.abs(chain[0]["velocities"]).max() > 0
+    old = plan_recipes(load_systems(["si"]), 12, [300.0, 900.0], md_fraction=0.25, fractions={"volume": 0.25})
+    assert not any(r.element for r in old) and all("/Si/" not in r.key for r in old)

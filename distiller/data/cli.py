@@ -52,7 +52,7 @@ def _generate(args) -> int:
         pair_fraction=args.pair_fraction,
         fractions={"volume": args.volume_fraction, "elastic": args.elastic_fraction,
                    "interstitial": args.interstitial_fraction, "relaxed_strain": args.relaxed_strain_fraction,
-                   "relaxed_vacancy": args.relaxed_vacancy_fraction},
+                   "relaxed_vacancy": args.relaxed_vacancy_fraction, "vacancy_md": args.vacancy_md_fraction},
         relax=args.relax,
         supercell_width=_supercell_width(args.supercell_width),
         device=args.device,
@@ -114,6 +114,9 @@ def register(subparsers) -> None:
     p.add_argument("--relaxed-vacancy-fraction", type=float, default=0.0,
                    help="share of single-vacancy cells whose ions the teacher relaxes: the relaxed vacancy that "
                         "E_vac measures, 10-100 teacher calls each (default 0)")
+    p.add_argument("--vacancy-md-fraction", type=float, default=0.0,
+                   help="share of frames from teacher MD with one atom removed, a chain per element and "
+                        "temperature: vacancy hops (default 0)")
     p.add_argument("--pair-fraction", type=float, default=0.0,
                    help="share of frames in displaced pairs (teacher Hessian-vector data, default 0)")
     p.add_argument("--supercell-width", type=float, default=None, metavar="A",

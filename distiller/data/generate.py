@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlffd.data.dataset import open_dataset
 from mlffd.data.sampling import (
+    MD_SAMPLERS,
     TO_RELAX,
     MDState,
     plan_recipes,
@@ -111,7 +112,7 @@ def teacher_calls(out: str | os.PathLike, systems: list[str], frames: int, tempe
     if not todo:
         return 0
     centres = RELAXATION_CALLS["centre"] * sum(len(s.images) for s in syss) if relax else 0
-    return centres + sum(md_stride + 1 if r.sampler == "md" else RELAXATION_CALLS.get(r.sampler, 1) for r in todo)
+    return centres + sum(md_stride + 1 if r.sampler in MD_SAMPLERS else RELAXATION_CALLS.get(r.sampler, 1) for r in todo)
 
 
 def generate_dataset(
@@ -170,7 +171,7 @@ def generate_dataset(
             raise MLFFDError(f"{out} holds labels from teacher {have!r}, not {teacher!r}; use another output file")
         keys = ds.keys()
         done = set(keys)
-        wanted_prev = {r.prev_key for r in plan if r.sampler == "md" and r.key not in done and r.prev_key}
+        wanted_prev = {r.prev_key for r in plan if r.sampler in MD_SAMPLERS and r.key not in done and r.prev_key}
         index = {k: i for i, k in enumerate(keys)}
         for k in wanted_prev:
             if k in index:
@@ -210,7 +211,7 @@ def generate_dataset(
                 system = by_name[r.system]
                 image = system.images[r.image]
                 velocities = None
-                if r.sampler == "md":
+                if r.sampler in MD_SAMPLERS:
                     prev = None
                     if r.prev_key is not None:
                         prev = md_states.get(r.prev_key)
@@ -231,7 +232,7 @@ def generate_dataset(
                 atoms.get_forces()
                 if periodic_3d(atoms):
                     atoms.get_stress()
-                if r.sampler == "md":
+                if r.sampler in MD_SAMPLERS:
                     state = atoms_to_state(atoms)
                     velocities = state.velocities
                     md_states[r.key] = state

@@ -26,6 +26,9 @@ Samplers (teacher calls per frame):
                a rattled unrelaxed vacancy leaves the student to guess the relaxation energy
                (--relaxed-vacancy-fraction);
 - md      (md_stride): teacher-driven Langevin MD at T; one frame kept every md_stride steps;
+- vacancy_md (md_stride): the same MD with one atom removed where the chain starts, one chain per
+               element and temperature (keys ``si/vacancy_md/T2000/s0/Si/k00003``): a vacancy's hops,
+               which one-shot vacancy rattles never reach (--vacancy-md-fraction);
 - pair    (1 each): a rattled frame (key ...a) and its copy displaced by PAIR_STEP RMS per atom
                along a random direction (key ...b): the teacher's force difference is a
                finite-difference Hessian-vector product, which training can match (--pair-fraction).
@@ -45,9 +48,11 @@ from mlffd.neighbours import periodic_3d
 from mlffd.errors import MLFFDError
 
 SAMPLERS = ("rattle", "strain", "vacancy", "md", "pair", "volume", "elastic", "interstitial", "relaxed_strain",
-            "relaxed_vacancy")
+            "relaxed_vacancy", "vacancy_md")
 # Samplers whose share is given by `fractions` (the others have their own arguments).
-EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain", "relaxed_vacancy")
+EXTRA_SAMPLERS = ("volume", "elastic", "interstitial", "relaxed_strain", "relaxed_vacancy", "vacancy_md")
+# Samplers whose frames are chains of teacher MD (each continues the previous frame of its chain).
+MD_SAMPLERS = ("md", "vacancy_md")
 VOLUME_SPAN = 0.10
 ELASTIC_MAX = (0.03, 0.05)  # normal, shear
 # Log-uniform from ELASTIC_MIN: half the strains below ~0.8 %, where validate's +-0.5 % differences
@@ -74,10 +79,17 @@ class Recipe:
     index: int  # i for one-shot samplers, k (position in the chain) for md
     image: int  # which image of the system starts it
     prev_key: str | None = None  # md: the frame this one continues
+    element: str | None = None  # vacancy_md: the element whose atom the chain's start lacks
 
 
 def _fmt_t(t: float) -> str:
     return f"{t:g}"
+
+
+def _image_of(system: System, n: int, element: str | None) -> int:
+    """The n-th image, cycling through the system's images (those that hold `element`, when given)."""
+    held = [i for i, a in enumerate(system.images) if element is None or element in a.get_chemical_symbols()]
+    return held[n % len(held)]
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -128,25 +140,30 @@ def plan_recipes(
     n_rest = frames - n_md - n_vac - n_pair - sum(n_extra.values())
     n_strain = n_rest // 2
     n_rattle = n_rest - n_strain
-    groups = [(s, t) for s in systems for t in temperatures]
+    groups = [(s, t, None) for s in systems for t in temperatures]
+    # a vacancy's chains: one per element of each system and temperature
+    vacancy_groups = [(s, t, e) for s in systems for t in temperatures
+                      for e in sorted(set().union(*(a.get_chemical_symbols() for a in s.images)))]
     streams: list[list[Recipe]] = []
     one_shot = [("rattle", n_rattle), ("strain", n_strain), ("vacancy", n_vac), ("md", n_md)]
     for sampler, count in one_shot + [(name, n_extra[name]) for name in EXTRA_SAMPLERS]:
-        for g, ((system, t), c) in enumerate(zip(groups, _split(count, len(groups)))):
+        chains = vacancy_groups if sampler == "vacancy_md" else groups
+        for g, ((system, t, element), c) in enumerate(zip(chains, _split(count, len(chains)))):
             stream = []
             prev = None
             for i in range(c):
-                tag = "k" if sampler == "md" else "i"
-                key = f"{system.name}/{sampler}/T{_fmt_t(t)}/s{seed}/{tag}{i:05d}"
-                image = (g if sampler == "md" else i) % len(system.images)
+                tag = "k" if sampler in MD_SAMPLERS else "i"
+                chain = f"{element}/" if element else ""
+                key = f"{system.name}/{sampler}/T{_fmt_t(t)}/s{seed}/{chain}{tag}{i:05d}"
+                image = _image_of(system, g if sampler in MD_SAMPLERS else i, element)
                 stream.append(
-                    Recipe(key, system.name, sampler, float(t), derive_seed(seed, key), i, image, prev)
+                    Recipe(key, system.name, sampler, float(t), derive_seed(seed, key), i, image, prev, element)
                 )
-                if sampler == "md":
+                if sampler in MD_SAMPLERS:
                     prev = key
             if stream:
                 streams.append(stream)
-    for g, ((system, t), c) in enumerate(zip(groups, _split(n_pair // 2, len(groups)))):
+    for g, ((system, t, _), c) in enumerate(zip(groups, _split(n_pair // 2, len(groups)))):
         stream = []
         for i in range(c):
             base = f"{system.name}/pair/T{_fmt_t(t)}/s{seed}/i{i:05d}"
@@ -330,14 +347,20 @@ def atoms_to_state(atoms: Atoms) -> MDState:
 
 def sample_md(image: Atoms, recipe: Recipe, calc, prev: MDState | None, md_stride: int) -> Atoms:
     """Run md_stride Langevin steps from `prev` (or from the image with Maxwell-Boltzmann
-    velocities for the first frame of a chain); returns the final atoms with the teacher's
-    labels of the final positions in `atoms.calc.results`."""
+    velocities for the first frame of a chain, less one seeded atom of `recipe.element` for
+    vacancy_md); returns the final atoms with the teacher's labels of the final positions in
+    `atoms.calc.results`."""
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     rng = np.random.default_rng(recipe.seed)
     if prev is None:
         atoms = Atoms(numbers=image.numbers, positions=image.positions, cell=image.cell, pbc=image.pbc)
+        if recipe.sampler == "vacancy_md":
+            if len(atoms) < 3:
+                raise MLFFDError(f"{recipe.key}: a vacancy needs a cell of at least 3 atoms, this one has {len(atoms)}")
+            of_element = np.flatnonzero(np.array(atoms.get_chemical_symbols()) == recipe.element)
+            del atoms[int(rng.choice(of_element))]
         MaxwellBoltzmannDistribution(atoms, temperature_K=recipe.temperature, rng=rng)
         Stationary(atoms)
         # go through the stored representation so every segment starts the same way
