@@ -160,10 +160,10 @@ def rebatch_seconds(data: str, preset: str, epochs: int) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["batch", "threads", "layout", "step", "compile", "loop", "rebatch", "variants",
-                                       "trainbatch"])
+                                    "trainbatch"])
     p.add_argument("data", help="an mlffd dataset (e.g. a distill run's data/train.h5)")
     p.add_argument("--frames", type=int, default=192)
-    p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile); of each loop (loop)")
+    p.add_argument("--epochs", type=int, default=14, help="epochs of each `mlffd train` (compile, trainbatch, variants); of each loop (loop)")
     p.add_argument("--presets", default="fast,small,medium", help="presets of step, compile and loop")
     p.add_argument("--variants", default=",".join(VARIANTS), help="variants (preset_cost.py's names) of variants")
     p.add_argument("--sizes", default="4,8,16", help="frames per batch of trainbatch (the first is the baseline)")
