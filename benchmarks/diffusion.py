@@ -204,8 +204,9 @@ def markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["runs"].items():
         m = r["diffusion"].get("per_element", {}).get(mobile)
-        d = "-" if m is None else f"{m['D_A2_per_ps']:.4f} | {' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f}"
-        lines.append(f"| {name} | {r['seed']} | {r['production_ps']:.2f} | {r['mean_temperature_K']:.0f} | "
+        d = "- | - | -" if m is None else f"{m['D_A2_per_ps']:.4f} | {' / '.join(_fmt(h) for h in m['D_halves'])} | {m['msd_A2'][-1]:.2f}"
+        temperature = "-" if r["mean_temperature_K"] is None else f"{r['mean_temperature_K']:.0f}"  # stopped before production
+        lines.append(f"| {name} | {r['seed']} | {r['production_ps']:.2f} | {temperature} | "
                      f"{r['stopped'] or 'no'} | {', '.join(str(r['hops'][e]) for e in elements)} | {d} |")
     same = report["same_length"]
     lines += ["", f"The student's runs of the teacher's length: {same['completed']} completed, {same['stopped']} "
