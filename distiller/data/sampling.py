@@ -153,8 +153,8 @@ def plan_recipes(
             prev = None
             for i in range(c):
                 tag = "k" if sampler in MD_SAMPLERS else "i"
-                chain = f"{element}/" if element else ""
-                key = f"{system.name}/{sampler}/T{_fmt_t(t)}/s{seed}/{chain}{tag}{i:05d}"
+                segment = f"{element}/" if element else ""  # vacancy_md: the chain's element
+                key = f"{system.name}/{sampler}/T{_fmt_t(t)}/s{seed}/{segment}{tag}{i:05d}"
                 image = _image_of(system, g if sampler in MD_SAMPLERS else i, element)
                 stream.append(
                     Recipe(key, system.name, sampler, float(t), derive_seed(seed, key), i, image, prev, element)
