@@ -35,7 +35,9 @@ from mlffd.validate import validate
 from mlffd.validate.properties.crystal import load_crystal
 from mlffd.validate.properties.report import table_markdown
 
-# Held out: the test set is sampled at a temperature the training data never saw.
+# Si's temperature ladder (K), for a crystal that melts where Si does; `--melting-point` scales it for
+# one that melts elsewhere (`ladder_scale`). Held out: the test set is sampled at a temperature the
+# training data never saw.
 TRAIN_TEMPERATURES = [300.0, 600.0, 900.0, 1500.0]
 TEST_TEMPERATURE = 1200.0
 MD_STRIDE = 5  # teacher MD steps per kept frame
@@ -44,6 +46,7 @@ MD_STRIDE = 5  # teacher MD steps per kept frame
 VALIDATE_TEMPERATURES = [1200.0, 2000.0]
 NEAR_EQUILIBRIUM_TEMPERATURES = [30.0, 100.0]  # rattles of 0.017 and 0.032 A RMS, small strains
 HOT_TEMPERATURES = [2000.0, 2500.0]
+SI_MELTING_K = 1687.0  # the melting point the ladder above was measured for
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ def register(subparsers) -> None:
                    help=f"student preset (default: {LARGER_STUDENT_PRESET} from a {LARGER_STUDENT_BUDGET:g}-minute budget "
                         f"on, else {DEFAULT_PRESET})")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the exported model")
+    p.add_argument("--melting-point", type=float, default=None, metavar="K",
+                   help=f"the structure's melting point: every temperature of the plan (training, held out, "
+                        f"validation) is Si's times K / {SI_MELTING_K:g} (default: Si's)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -218,17 +224,18 @@ def part_plans(recipe: Recipe, total: int, seed: int) -> list[tuple[Part, int, i
 
 
 def labelling_jobs(out: Path, recipe: Recipe, train_frames: int, test_frames: int, seed: int,
-                   cutoff: float) -> list[tuple[Path, int, dict]]:
+                   cutoff: float, temperature_scale: float = 1.0) -> list[tuple[Path, int, dict]]:
     """(file, frames, generate_dataset settings) of every labelling call distill makes, in order: the
-    recipe's parts into train.h5, then the held-out frames into test.h5. A structure file's cell is
-    repeated until the student's cutoff fits in it (built-ins have theirs)."""
+    recipe's parts into train.h5, then the held-out frames into test.h5, each part's temperatures
+    Si's times `temperature_scale`. A structure file's cell is repeated until the student's cutoff
+    fits in it (built-ins have theirs)."""
     jobs = [(out / "data" / "train.h5", frames,
-             {"temperatures": list(part.temperatures), "seed": part_seed, "md_stride": MD_STRIDE,
+             {"temperatures": scaled(part.temperatures, temperature_scale), "seed": part_seed, "md_stride": MD_STRIDE,
               "md_fraction": part.md_fraction, "vacancy_fraction": part.vacancy_fraction,
               "fractions": part.fractions, "relax": part.relax, "supercell_width": cutoff})
             for part, frames, part_seed in part_plans(recipe, train_frames, seed)]
     jobs.append((out / "data" / "test.h5", test_frames,
-                 {"temperatures": [TEST_TEMPERATURE], "seed": seed + 1000, "md_fraction": 0.0,
+                 {"temperatures": scaled([TEST_TEMPERATURE], temperature_scale), "seed": seed + 1000, "md_fraction": 0.0,
                   "supercell_width": cutoff}))
     return jobs
 
@@ -263,6 +270,25 @@ def labelling_estimate(calls: int, seconds_per_call: float, natoms: int, budget:
                    f"{seconds_per_call:.2f} s on {natoms} atoms), more than the whole {budget:g}-minute budget; "
                    f"fewer frames (--frames) keep to it")
     return estimate, warning
+
+
+def ladder_scale(melting_point: float | None, system: str) -> tuple[float, str]:
+    """The factor on Si's temperatures and why: the user's `--melting-point` over Si's, else 1. No
+    estimate of the teacher's own melting point is made: the two tried (a heating ramp of the teacher's
+    MD, the harmonic Lindemann criterion on its phonons) were off by up to 4x (benchmarks/NOTES.md)."""
+    if melting_point is not None:
+        if not 50.0 <= melting_point <= 6000.0:
+            raise MLFFDError(f"--melting-point is in K, between 50 and 6000; got {melting_point:g}")
+        return melting_point / SI_MELTING_K, f"--melting-point {melting_point:g} K (Si: {SI_MELTING_K:g} K)"
+    why = f"Si's ladder (for a crystal that melts near Si's {SI_MELTING_K:g} K)"
+    if system.split(":")[0].lower() != "si":
+        why += "; --melting-point scales it for one that melts elsewhere"
+    return 1.0, why
+
+
+def scaled(temperatures, scale: float) -> list[float]:
+    """Si's temperatures (K) times `scale`, to 1 K."""
+    return [float(round(t * scale)) for t in temperatures]
 
 
 def lammps_deck(model: Path, elements: list[str]) -> str:
@@ -309,22 +335,27 @@ def run(args) -> int:
                 "epochs": None, "seed": args.seed}
     config = TrainConfig.from_dict(settings)
     sampled, supercell = with_supercells(load_system(args.system), config.cutoff)
+    scale, ladder = ladder_scale(args.melting_point, args.system)
     jobs = labelling_jobs(out, recipe, steps["train_frames"], steps["test_frames"], args.seed,
-                          config.cutoff)
+                          config.cutoff, scale)
     calls = sum(teacher_calls(path, [args.system], frames, **kw) for path, frames, kw in jobs)
     # one teacher for every part (and the estimate), loaded only when there is something to label
     teacher = load_teacher(args.teacher) if calls else None
     labelling, warning = labelling_estimate(
         calls, seconds_per_teacher_call(teacher, sampled.images[0]) if calls else 0.0, len(sampled.images[0]),
         args.budget)
-    training_temperatures = sorted({t for part in recipe.parts for t in part.temperatures})
+    training_temperatures = sorted({t for part in recipe.parts for t in scaled(part.temperatures, scale)})
+    validate_temperatures = scaled(VALIDATE_TEMPERATURES, scale)
     # every choice made for this system, printed now and kept in summary.json
     shown = {**steps, "recipe": recipe_name, "n_radial": config.n_radial, "pair_repulsion": config.pair_repulsion,
              "supercell": supercell or "as given (a built-in's own, or a cell already wide enough)",
-             "temperatures_K": {"training": training_temperatures, "held_out": TEST_TEMPERATURE,
-                                "validate": VALIDATE_TEMPERATURES},
+             "temperatures_K": {"training": training_temperatures, "held_out": scaled([TEST_TEMPERATURE], scale)[0],
+                                "validate": validate_temperatures, "scale": round(scale, 4), "from": ladder},
              "validated": list(stages.crystals), "labelling": labelling}
     print(f"[distill] plan: {json.dumps(shown)}", flush=True)
+    if args.melting_point is None and "--melting-point" in ladder:
+        print(f"[distill] note: the temperatures are Si's, for a crystal that melts near {SI_MELTING_K:g} K; "
+              f"--melting-point K scales them all for {args.system}", flush=True)
     if warning:
         print(f"[distill] warning: {warning}", flush=True)
     for name, reason in stages.skipped.items():
@@ -351,7 +382,7 @@ def run(args) -> int:
         where = out / "report" / load_system(crystal).name if several else out / "report"
         reports[crystal] = validate(str(model), args.teacher, where, system=crystal, data=out / "data" / "test.h5",
                                     budget_minutes=steps["validate_minutes"] / len(stages.crystals),
-                                    temperatures=VALIDATE_TEMPERATURES, seed=args.seed)
+                                    temperatures=validate_temperatures, seed=args.seed)
     if stages.crystals:
         stage("validate")
         result = bench(str(model), args.teacher, steps["bench_sizes"], ("ase", "lammps"), str(out / "bench"),

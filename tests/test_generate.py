@@ -376,6 +376,28 @@ def test_distill_picks_the_student_by_budget():
     assert fidelity.train_settings("fast")["preset"] == "fast"
 
 
+def test_distill_scales_si_ladder_by_the_melting_point(tmp_path):
+    """Every temperature of the plan is Si's times the structure's melting point over Si's: training
+    parts and held-out frames alike; without one, Si's, and a non-Si system is told how to scale them;
+    a melting point that cannot be in K is refused in one line."""
+    from mlffd.distill import RECIPES, SI_MELTING_K, TEST_TEMPERATURE, labelling_jobs, ladder_scale, scaled
+
+    assert ladder_scale(None, "si") == (1.0, f"Si's ladder (for a crystal that melts near Si's {SI_MELTING_K:g} K)")
+    assert ladder_scale(None, "si:3x3x3")[0] == 1.0 and "--melting-point" not in ladder_scale(None, "si")[1]
+    assert ladder_scale(None, "cu")[0] == 1.0 and "--melting-point scales it" in ladder_scale(None, "cu")[1]
+    scale, why = ladder_scale(933.0, "al")
+    assert scale == pytest.approx(933.0 / SI_MELTING_K) and why == "--melting-point 933 K (Si: 1687 K)"
+    assert scaled([300.0, 2500.0], scale) == [166.0, 1383.0]
+    jobs = labelling_jobs(tmp_path, RECIPES["fidelity"], 100, 10, 0, 5.0, 0.5)
+    assert jobs[0][2]["temperatures"] == [150.0, 300.0, 450.0, 750.0]
+    assert [t for _, _, kw in jobs[1:-1] for t in kw["temperatures"]] == [15.0, 50.0, 150.0, 300.0, 450.0, 750.0,
+                                                                          1000.0, 1250.0, 150.0, 150.0]
+    assert jobs[-1][2]["temperatures"] == [TEST_TEMPERATURE / 2]
+    for wrong in (0.0, 20000.0):
+        with pytest.raises(MLFFDError, match=f"--melting-point is in K, between 50 and 6000; got {wrong:g}"):
+            ladder_scale(wrong, "al")
+
+
 def test_distill_recipe_suits_the_structure(tmp_path):
     """The default recipe is fidelity for a crystal and random for a molecule; a recipe that strains
     the cell is refused for a molecule before any teacher call, with the way out named."""
@@ -466,7 +488,9 @@ def test_distill_runs_a_structure_file_end_to_end(tmp_path):
     assert summary["properties"] and summary["skipped"] == {}
     plan = summary["plan"]  # every choice made for the file, kept beside the results
     assert "repeated 2x2x2 (4 -> 32 atoms)" in plan["supercell"] and plan["validated"] == [str(path)]
-    assert plan["temperatures_K"]["validate"] == [1200.0, 2000.0] and plan["recipe"] == "fidelity"
+    ladder = plan["temperatures_K"]  # Si's, and how to scale them, kept beside the results
+    assert ladder["validate"] == [1200.0, 2000.0] and ladder["scale"] == 1.0 and "--melting-point" in ladder["from"]
+    assert plan["recipe"] == "fidelity"
     assert f"- system: {path};" in (out / "bench" / "bench.md").read_text()
     assert (out / "in.lammps").exists()
 
