@@ -286,6 +286,19 @@ def ladder_scale(melting_point: float | None, system: str) -> tuple[float, str]:
     return 1.0, why
 
 
+def keep_ladder(path: Path, scale: float, why: str) -> None:
+    """Record the ladder a distillation's data were labelled on, and refuse a rerun into the same folder
+    on another: generate would add the new temperatures' frames to the old ones and train on both."""
+    if path.exists():
+        before = json.loads(path.read_text())
+        if abs(before["scale"] - scale) > 1e-9:
+            raise MLFFDError(f"{path.parent.parent} was labelled at Si's temperatures x {before['scale']:.4g} "
+                             f"({before['from']}), this run asks x {scale:.4g}: give another --out, or the same "
+                             f"--melting-point as before")
+        return
+    path.write_text(json.dumps({"scale": scale, "from": why}))
+
+
 def scaled(temperatures, scale: float) -> list[float]:
     """Si's temperatures (K) times `scale`, to 1 K."""
     return [float(round(t * scale)) for t in temperatures]
@@ -336,6 +349,7 @@ def run(args) -> int:
     config = TrainConfig.from_dict(settings)
     sampled, supercell = with_supercells(load_system(args.system), config.cutoff)
     scale, ladder = ladder_scale(args.melting_point, args.system)
+    keep_ladder(out / "data" / "ladder.json", scale, ladder)
     jobs = labelling_jobs(out, recipe, steps["train_frames"], steps["test_frames"], args.seed,
                           config.cutoff, scale)
     calls = sum(teacher_calls(path, [args.system], frames, **kw) for path, frames, kw in jobs)

@@ -380,7 +380,8 @@ def test_distill_scales_si_ladder_by_the_melting_point(tmp_path):
     """Every temperature of the plan is Si's times the structure's melting point over Si's: training
     parts and held-out frames alike; without one, Si's, and a non-Si system is told how to scale them;
     a melting point that cannot be in K is refused in one line."""
-    from mlffd.distill import RECIPES, SI_MELTING_K, TEST_TEMPERATURE, labelling_jobs, ladder_scale, scaled
+    from mlffd.distill import (RECIPES, SI_MELTING_K, TEST_TEMPERATURE, keep_ladder, labelling_jobs, ladder_scale,
+                               scaled)
 
     assert ladder_scale(None, "si") == (1.0, f"Si's ladder (for a crystal that melts near Si's {SI_MELTING_K:g} K)")
     assert ladder_scale(None, "si:3x3x3")[0] == 1.0 and "--melting-point" not in ladder_scale(None, "si")[1]
@@ -396,6 +397,13 @@ def test_distill_scales_si_ladder_by_the_melting_point(tmp_path):
     for wrong in (0.0, 20000.0):
         with pytest.raises(MLFFDError, match=f"--melting-point is in K, between 50 and 6000; got {wrong:g}"):
             ladder_scale(wrong, "al")
+    # a rerun into the same folder keeps the ladder its frames were labelled on
+    (tmp_path / "data").mkdir()
+    keep_ladder(tmp_path / "data" / "ladder.json", 1.0, "Si's")
+    keep_ladder(tmp_path / "data" / "ladder.json", 1.0, "Si's")
+    with pytest.raises(MLFFDError, match=r"labelled at Si's temperatures x 1 \(Si's\), this run asks x 0.5531: give "
+                                         r"another --out, or the same --melting-point as before"):
+        keep_ladder(tmp_path / "data" / "ladder.json", scale, why)
 
 
 def test_distill_recipe_suits_the_structure(tmp_path):
