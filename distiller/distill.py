@@ -274,8 +274,9 @@ def labelling_estimate(calls: int, seconds_per_call: float, natoms: int, budget:
 
 def ladder_scale(melting_point: float | None, system: str) -> tuple[float, str]:
     """The factor on Si's temperatures and why: the user's `--melting-point` over Si's, else 1. No
-    estimate of the teacher's own melting point is made: the two tried (a heating ramp of the teacher's
-    MD, the harmonic Lindemann criterion on its phonons) were off by up to 4x (benchmarks/NOTES.md)."""
+    estimate of the teacher's own melting point is made: the three tried (heating ramps of the teacher's
+    MD, the harmonic Lindemann criterion on its phonons) were too noisy or 2-4x off on some crystals
+    (benchmarks/results/issue32/melting_estimators)."""
     if melting_point is not None:
         if not 50.0 <= melting_point <= 6000.0:
             raise MLFFDError(f"--melting-point is in K, between 50 and 6000; got {melting_point:g}")
@@ -288,15 +289,18 @@ def ladder_scale(melting_point: float | None, system: str) -> tuple[float, str]:
 
 def keep_ladder(path: Path, scale: float, why: str) -> None:
     """Record the ladder a distillation's data were labelled on, and refuse a rerun into the same folder
-    on another: generate would add the new temperatures' frames to the old ones and train on both."""
-    if path.exists():
-        before = json.loads(path.read_text())
-        if abs(before["scale"] - scale) > 1e-9:
-            raise MLFFDError(f"{path.parent.parent} was labelled at Si's temperatures x {before['scale']:.4g} "
-                             f"({before['from']}), this run asks x {scale:.4g}: give another --out, or the same "
-                             f"--melting-point as before")
+    on another: generate would add the new temperatures' frames to the old ones and train on both. A
+    folder labelled before the ladder was recorded was labelled on Si's."""
+    if not path.exists() and (path.parent / "train.h5").exists():
+        path.write_text(json.dumps({"scale": 1.0, "from": "Si's ladder, before the ladder was recorded"}))
+    if not path.exists():
+        path.write_text(json.dumps({"scale": scale, "from": why}))
         return
-    path.write_text(json.dumps({"scale": scale, "from": why}))
+    before = json.loads(path.read_text())
+    if abs(before["scale"] - scale) > 1e-9:
+        raise MLFFDError(f"{path.parent.parent} was labelled at Si's temperatures x {before['scale']:.4g} "
+                         f"({before['from']}), this run asks x {scale:.4g}: give another --out, or the same "
+                         f"--melting-point as before")
 
 
 def scaled(temperatures, scale: float) -> list[float]:

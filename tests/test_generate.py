@@ -404,6 +404,16 @@ def test_distill_scales_si_ladder_by_the_melting_point(tmp_path):
     with pytest.raises(MLFFDError, match=r"labelled at Si's temperatures x 1 \(Si's\), this run asks x 0.5531: give "
                                          r"another --out, or the same --melting-point as before"):
         keep_ladder(tmp_path / "data" / "ladder.json", scale, why)
+    older = tmp_path / "older" / "data"  # a folder labelled before the ladder was recorded: on Si's
+    older.mkdir(parents=True)
+    (older / "train.h5").touch()
+    with pytest.raises(MLFFDError, match=r"x 1 \(Si's ladder, before the ladder was recorded\), this run asks x 0.5531"):
+        keep_ladder(older / "ladder.json", scale, why)
+    keep_ladder(older / "ladder.json", 1.0, "Si's")
+    assert json.loads((older / "ladder.json").read_text())["scale"] == 1.0
+    (tmp_path / "new").mkdir()
+    keep_ladder(tmp_path / "new" / "ladder.json", scale, why)
+    assert json.loads((tmp_path / "new" / "ladder.json").read_text()) == {"scale": scale, "from": why}
 
 
 def test_distill_recipe_suits_the_structure(tmp_path):
