@@ -282,9 +282,14 @@ def ladder_scale(melting_point: float | None, system: str) -> tuple[float, str]:
             raise MLFFDError(f"--melting-point is in K, between 50 and 6000; got {melting_point:g}")
         return melting_point / SI_MELTING_K, f"--melting-point {melting_point:g} K (Si: {SI_MELTING_K:g} K)"
     why = f"Si's ladder (for a crystal that melts near Si's {SI_MELTING_K:g} K)"
-    if system.split(":")[0].lower() != "si":
+    if not_si(system):
         why += "; --melting-point scales it for one that melts elsewhere"
     return 1.0, why
+
+
+def not_si(system: str) -> bool:
+    """A system other than the built-in Si, the one Si's temperatures were measured on."""
+    return system.split(":")[0].lower() != "si"
 
 
 def keep_ladder(path: Path, scale: float, why: str) -> None:
@@ -371,7 +376,7 @@ def run(args) -> int:
                                 "validate": validate_temperatures, "scale": round(scale, 4), "from": ladder},
              "validated": list(stages.crystals), "labelling": labelling}
     print(f"[distill] plan: {json.dumps(shown)}", flush=True)
-    if args.melting_point is None and "--melting-point" in ladder:
+    if args.melting_point is None and not_si(args.system):
         print(f"[distill] note: the temperatures are Si's, for a crystal that melts near {SI_MELTING_K:g} K; "
               f"--melting-point K scales them all for {args.system}", flush=True)
     if warning:
